@@ -1,0 +1,50 @@
+"""Find the constant kernel behind an einsum operand, without copying it.
+
+A Keras variable reaches the OpenVINO graph as a ``Constant``; on the way to
+the einsum it may pass through a few ops that only change its type or view.
+We walk back through an explicit allow-list of such ops (as optimum-intel
+does for weight compression) and fold nothing: the operand is used as it is,
+so a ``Convert`` from float16/bfloat16/int8 stays between the compressed
+constant and the MatMul, which is the pattern OpenVINO keeps compressed.
+"""
+
+__all__ = ["constant_source", "is_constant_operand"]
+
+# Ops that pass a constant through unchanged in value. The index lists the
+# inputs that must themselves be constant for the result to be a constant.
+_PASS_THROUGH = {
+    "Convert": (),
+    "Reshape": (1,),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    "Transpose": (1,),
+}
+_MAX_DEPTH = 8
+
+
+def constant_source(output):
+    """Return the ``Constant`` node that ``output`` is a view of, or None.
+
+    ``output`` is an ``openvino.Output``. Only ``Constant`` leaves and the
+    ops in ``_PASS_THROUGH`` (with constant shape/axes/order inputs) are
+    followed; anything else means the operand is not a known constant.
+    """
+    node = output.get_node()
+    for _ in range(_MAX_DEPTH):
+        kind = node.get_type_name()
+        if kind == "Constant":
+            return node
+        if kind not in _PASS_THROUGH:
+            return None
+        for index in _PASS_THROUGH[kind]:
+            if index >= node.get_input_size():
+                continue
+            parameter = node.input_value(index).get_node()
+            if parameter.get_type_name() != "Constant":
+                return None
+        node = node.input_value(0).get_node()
+    return None
+
+
+def is_constant_operand(output):
+    return constant_source(output) is not None

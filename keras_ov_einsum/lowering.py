@@ -1,0 +1,184 @@
+"""Build the OpenVINO MatMul for an einsum whose one operand is a constant.
+
+``lower_einsum`` takes the einsum's operands as ``openvino.Output`` values,
+already converted to the compute type (exactly what the stock backend hands
+to ``opset.einsum``), and returns a ``Lowered`` output of the same element
+type and shape, or the ``Declined`` reason. It adds only small shape and axis
+constants to the graph: the kernel is reshaped in place, and transposed only
+when its label order is interleaved (see ``plan.py``).
+"""
+
+import collections
+import dataclasses
+import threading
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ov_opset
+
+from .equation import EquationError, parse_equation
+from .kernel import constant_source
+from .plan import Declined, plan_lowering
+
+__all__ = ["Lowered", "lower_einsum", "clear_kernel_cache"]
+
+# MatMul on the CPU plugin computes these exactly as the stock Einsum
+# decomposition does (which is itself a MatMul): other types stay stock.
+_MATMUL_TYPES = (ov.Type.f32, ov.Type.f16, ov.Type.bf16)
+
+_KERNEL_CACHE_SIZE = 256
+_kernel_cache = collections.OrderedDict()
+_kernel_cache_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class Lowered:
+    output: ov.Output
+    plan: object
+
+    def __bool__(self):
+        return True
+
+
+def lower_einsum(subscripts, inputs):
+    """Lower ``einsum(subscripts, *inputs)`` to a MatMul, or say why not."""
+    if len(inputs) != 2:
+        return Declined(
+            f"{len(inputs)} operand(s); only two-operand einsums are lowered"
+        )
+    kernel_flags = [constant_source(value) is not None for value in inputs]
+    if all(kernel_flags):
+        return Declined("both operands are constants (an eager call)")
+    if not any(kernel_flags):
+        return Declined("no operand is a constant kernel")
+    kernel_index = kernel_flags.index(True)
+
+    shapes = []
+    for value in inputs:
+        shape = value.get_partial_shape()
+        if shape.rank.is_dynamic:
+            return Declined("an operand has a dynamic rank")
+        shapes.append(
+            tuple(None if dim.is_dynamic else dim.get_length() for dim in shape)
+        )
+    element_type = inputs[0].get_element_type()
+    if element_type != inputs[1].get_element_type():
+        return Declined("the operands have different element types")
+    if element_type not in _MATMUL_TYPES:
+        return Declined(
+            f"element type {element_type.get_type_name()} is not lowered"
+        )
+    try:
+        equation = parse_equation(subscripts, [len(shape) for shape in shapes])
+    except EquationError as error:
+        return Declined(str(error))
+    plan = plan_lowering(equation, shapes, kernel_index)
+    if not plan:
+        return plan
+    output = _build(plan, inputs[1 - kernel_index], inputs[kernel_index])
+    return Lowered(output=output, plan=plan)
+
+
+def clear_kernel_cache():
+    with _kernel_cache_lock:
+        _kernel_cache.clear()
+
+
+def _build(plan, variable, kernel):
+    batch, rows = len(plan.batch), len(plan.rows)
+    x = variable
+    if plan.variable_summed_axes:
+        x = _reduce_sum(x, plan.variable_summed_axes)
+    if plan.variable_permutation is not None:
+        x = _transpose(x, plan.variable_permutation)
+    x_laid_out = x
+
+    # special_zero reshapes copy the leading batch/row sizes, which may be
+    # dynamic; only the contracted sizes (known from the kernel) are merged.
+    if batch == 0:
+        x_shape = [0] * rows + [plan.contracted_size]
+    elif rows == 1:
+        x_shape = [0] * (batch + 1) + [plan.contracted_size]
+    elif rows == 0:
+        x_shape = [0] * batch + [1, plan.contracted_size]
+    else:
+        x_shape = [0] * batch + [-1, plan.contracted_size]
+    x = _reshape(x, x_shape)
+
+    w = _laid_out_kernel(kernel, plan)
+    y = ov_opset.matmul(x, w, False, plan.transpose_b).output(0)
+
+    columns = [plan.sizes[label] for label in plan.columns]
+    if batch == 0 or rows == 1:
+        y = _reshape(y, [0] * (batch + rows) + columns)
+    elif rows == 0:
+        y = _reshape(y, [0] * batch + columns)
+    else:
+        # Several row axes were merged into one; their sizes may be dynamic.
+        row_sizes = ov_opset.gather(
+            ov_opset.shape_of(x_laid_out, ov.Type.i64),
+            _constant(list(range(batch, batch + rows))),
+            _constant(0),
+        )
+        target = ov_opset.concat(
+            [_constant([0] * batch), row_sizes, _constant(columns)], 0
+        )
+        y = ov_opset.reshape(y, target, special_zero=True).output(0)
+    if plan.output_permutation is not None:
+        y = _transpose(y, plan.output_permutation)
+    return y
+
+
+def _laid_out_kernel(kernel, plan):
+    """The kernel as [batch..., K, N] ([batch..., N, K] with transpose_b)."""
+    w = kernel
+    if plan.kernel_summed_axes:
+        w = _reduce_sum(w, plan.kernel_summed_axes)
+    if plan.kernel_permutation is not None:
+        w = _transposed_kernel(w, plan.kernel_permutation)
+    shape = [plan.sizes[label] for label in plan.batch]
+    if plan.transpose_b:
+        shape += [plan.columns_size, plan.contracted_size]
+    else:
+        shape += [plan.contracted_size, plan.columns_size]
+    if list(w.get_partial_shape().to_shape()) != shape:
+        # A reshape of a constant is a view: no bytes are copied.
+        w = _reshape(w, shape, special_zero=False)
+    return w
+
+
+def _transposed_kernel(kernel, permutation):
+    """Transpose an interleaved kernel once and share it between einsums.
+
+    OpenVINO folds the Transpose into one new constant; using the same node
+    for every einsum of the same kernel keeps that to a single copy.
+    """
+    node = kernel.get_node()
+    key = (node.get_instance_id(), kernel.get_index(), permutation)
+    with _kernel_cache_lock:
+        cached = _kernel_cache.get(key)
+        if cached is not None:
+            _kernel_cache.move_to_end(key)
+            return cached[1]
+        transposed = _transpose(kernel, permutation)
+        # Keep the node alive with the entry so its instance id stays unique.
+        _kernel_cache[key] = (node, transposed)
+        if len(_kernel_cache) > _KERNEL_CACHE_SIZE:
+            _kernel_cache.popitem(last=False)
+        return transposed
+
+
+def _constant(values):
+    return ov_opset.constant(np.asarray(values, dtype=np.int64)).output(0)
+
+
+def _reshape(x, shape, special_zero=True):
+    return ov_opset.reshape(x, _constant(shape), special_zero).output(0)
+
+
+def _transpose(x, permutation):
+    return ov_opset.transpose(x, _constant(list(permutation))).output(0)
+
+
+def _reduce_sum(x, axes):
+    return ov_opset.reduce_sum(x, _constant(list(axes)), False).output(0)

@@ -1,0 +1,186 @@
+"""Decide whether a two-operand einsum with one constant operand is a MatMul.
+
+``plan_lowering`` is a pure function of the parsed equation, the operand
+shapes (``None`` for a dynamic dimension) and which operand is the constant
+kernel. It returns a ``LoweringPlan`` or a ``Declined`` with the reason, in
+the manner of opt_einsum's ``can_blas``. Every label of the variable operand
+``x`` and of the kernel ``w`` falls in one group:
+
+    batch      in x, w and the output   -> MatMul batch dimension
+    rows       in x and the output      -> rows of the MatMul (M)
+    contracted in x and w only          -> the reduction dimension (K)
+    columns    in w and the output      -> columns of the MatMul (N)
+    summed     in one operand only      -> reduced before the MatMul
+
+The MatMul is ``x[batch, rows, K] @ w[batch, K, N]``. The kernel's own label
+order decides the order inside each group, so that when the kernel already
+reads batch-contracted-columns (or batch-columns-contracted, with
+``transpose_b``) a reshape of the original constant is all it needs: a view,
+never a copy. Only an interleaved kernel needs ``kernel_permutation``.
+"""
+
+import dataclasses
+
+__all__ = ["Declined", "LoweringPlan", "plan_lowering"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Declined:
+    """The einsum stays on the stock path, for ``reason``."""
+
+    reason: str
+
+    def __bool__(self):
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class LoweringPlan:
+    """How to build ``x @ w`` for one einsum; all axes refer to the operands.
+
+    The variable operand is reduced over ``variable_summed_axes``, then
+    transposed by ``variable_permutation`` into [batch, rows, contracted].
+    The kernel is reduced over ``kernel_summed_axes``, then (only if
+    ``kernel_permutation`` is not None) physically transposed into
+    [batch, contracted, columns]; otherwise it is read in its own order as
+    [batch, contracted, columns], or [batch, columns, contracted] when
+    ``transpose_b`` is set. The MatMul result [batch, rows, columns] is then
+    transposed by ``output_permutation`` into the requested output order.
+    """
+
+    batch: str
+    rows: str
+    contracted: str
+    columns: str
+    sizes: dict = dataclasses.field(compare=False)
+    variable_summed_axes: tuple
+    kernel_summed_axes: tuple
+    variable_permutation: tuple
+    kernel_permutation: tuple
+    transpose_b: bool
+    output_permutation: tuple
+
+    def __bool__(self):
+        return True
+
+    @property
+    def contracted_size(self):
+        return _product(self.sizes[label] for label in self.contracted)
+
+    @property
+    def columns_size(self):
+        return _product(self.sizes[label] for label in self.columns)
+
+    def describe(self):
+        """One line for ``explain()``: the MatMul and what the kernel needed."""
+        if self.kernel_permutation is not None:
+            layout = f"kernel transposed {list(self.kernel_permutation)}"
+        else:
+            layout = "kernel reshaped (no copy)"
+        shape = [self.sizes[label] for label in self.batch]
+        shape += [self.contracted_size, self.columns_size]
+        if self.transpose_b:
+            shape[-2:] = shape[:-3:-1]
+        return f"MatMul(transpose_b={self.transpose_b}), kernel {shape}, {layout}"
+
+
+def plan_lowering(equation, shapes, kernel_index):
+    """Return a ``LoweringPlan`` for ``equation`` or the ``Declined`` reason.
+
+    ``shapes`` holds one tuple per operand with ``None`` for dynamic sizes;
+    the kernel's shape, ``shapes[kernel_index]``, must be fully static.
+    """
+    if len(equation.inputs) != 2:
+        return Declined(
+            f"{len(equation.inputs)} operand(s); only two-operand einsums are "
+            "lowered"
+        )
+    variable_index = 1 - kernel_index
+    x_labels = equation.inputs[variable_index]
+    w_labels = equation.inputs[kernel_index]
+    x_shape, w_shape = shapes[variable_index], shapes[kernel_index]
+    output = equation.output
+
+    if not x_labels or not w_labels:
+        return Declined("a scalar operand is not a matrix product")
+    if equation.ellipsis_inputs[kernel_index]:
+        return Declined("the kernel has an ellipsis ('...')")
+    for name, labels in (("input", x_labels), ("kernel", w_labels)):
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            return Declined(
+                f"label {repeated[0]!r} repeats within the {name} "
+                f"({labels!r}): a diagonal, not a matrix product"
+            )
+    if any(size is None for size in w_shape):
+        return Declined(f"the kernel shape {tuple(w_shape)} is not static")
+
+    sizes = dict(zip(w_labels, w_shape))
+    for label, size in zip(x_labels, x_shape):
+        if label in sizes and size is not None and size != sizes[label]:
+            return Declined(
+                f"label {label!r} has size {size} in the input but "
+                f"{sizes[label]} in the kernel"
+            )
+
+    in_output = set(output)
+    batch = "".join(l for l in w_labels if l in x_labels and l in in_output)
+    contracted = "".join(
+        l for l in w_labels if l in x_labels and l not in in_output
+    )
+    columns = "".join(l for l in w_labels if l not in x_labels and l in in_output)
+    rows = "".join(l for l in output if l in x_labels and l not in w_labels)
+    kernel_summed = [
+        axis
+        for axis, l in enumerate(w_labels)
+        if l not in x_labels and l not in in_output
+    ]
+    variable_summed = [
+        axis
+        for axis, l in enumerate(x_labels)
+        if l not in w_labels and l not in in_output
+    ]
+
+    x_kept = "".join(l for l in x_labels if l in in_output or l in w_labels)
+    w_kept = "".join(l for l in w_labels if l in in_output or l in x_labels)
+
+    kernel_permutation = None
+    transpose_b = False
+    if w_kept == batch + contracted + columns:
+        pass
+    elif w_kept == batch + columns + contracted:
+        # The kernel is already [N, K]: MatMul reads it transposed for free.
+        transpose_b = True
+    else:
+        target = batch + contracted + columns
+        kernel_permutation = tuple(w_kept.index(l) for l in target)
+
+    variable_permutation = _permutation(x_kept, batch + rows + contracted)
+    output_permutation = _permutation(batch + rows + columns, output)
+    return LoweringPlan(
+        batch=batch,
+        rows=rows,
+        contracted=contracted,
+        columns=columns,
+        sizes=sizes,
+        variable_summed_axes=tuple(variable_summed),
+        kernel_summed_axes=tuple(kernel_summed),
+        variable_permutation=variable_permutation,
+        kernel_permutation=kernel_permutation,
+        transpose_b=transpose_b,
+        output_permutation=output_permutation,
+    )
+
+
+def _permutation(source, target):
+    """Axes of ``source`` in ``target`` order; None when already in order."""
+    if source == target:
+        return None
+    return tuple(source.index(label) for label in target)
+
+
+def _product(values):
+    result = 1
+    for value in values:
+        result *= value
+    return result
