@@ -14,6 +14,8 @@ __all__ = ["Equation", "EquationError", "parse_equation"]
 
 _ELLIPSIS = "..."
 _LETTERS = string.ascii_letters
+# Broadcast axes get upper-case letters first: they read as "not the user's".
+_FRESH_ORDER = string.ascii_uppercase + string.ascii_lowercase
 
 
 class EquationError(ValueError):
@@ -61,7 +63,7 @@ def parse_equation(subscripts, ranks):
         _check_term(term, subscripts)
 
     used = set(compact) & set(_LETTERS)
-    fresh = [letter for letter in _LETTERS if letter not in used]
+    fresh = [letter for letter in _FRESH_ORDER if letter not in used]
     ellipsis_rank = 0
     expanded = []
     for term, rank in zip(terms, ranks):

@@ -141,6 +141,14 @@ def plan_lowering(equation, shapes, kernel_index):
         if l not in w_labels and l not in in_output
     ]
 
+    if not contracted:
+        # Stock OpenVINO makes this a broadcast multiply, which beats a
+        # MatMul with a reduction of length one.
+        return Declined(
+            "no label is contracted: an elementwise or outer product, "
+            "not a matrix product"
+        )
+
     x_kept = "".join(l for l in x_labels if l in in_output or l in w_labels)
     w_kept = "".join(l for l in w_labels if l in in_output or l in x_labels)
 

@@ -1,0 +1,18 @@
+import os
+
+# The suite runs on the OpenVINO backend; the backend is fixed at the first
+# `import keras`, so this must come before any test module imports it.
+os.environ.setdefault("KERAS_BACKEND", "openvino")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+import keras_ov_einsum  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _stock_backend_between_tests():
+    """Every test starts and ends on the stock backend."""
+    keras_ov_einsum.disable()
+    yield
+    keras_ov_einsum.disable()

@@ -1,0 +1,84 @@
+"""Build, inspect and run small OpenVINO graphs through ``keras.ops.einsum``."""
+
+import dataclasses
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ov_opset
+
+import keras_ov_einsum
+
+__all__ = [
+    "EinsumGraph",
+    "build_einsum_graph",
+    "constant_bytes",
+    "op_types",
+    "run_model",
+]
+
+# This CPU runs bf16 by default (AMX); compare float32 graphs in float32.
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+@dataclasses.dataclass
+class EinsumGraph:
+    model: ov.Model
+    kernel_node: object
+    explanation: tuple
+
+
+def build_einsum_graph(
+    equation, input_shape, kernel, *, fixed, kernel_first=False, dtype="float32"
+):
+    """``einsum(equation, x, kernel)`` with ``x`` a Parameter of ``input_shape``.
+
+    ``None`` in ``input_shape`` is a dynamic dimension. ``kernel`` becomes a
+    ``keras.Variable``, i.e. an OpenVINO Constant, as in a real layer.
+    """
+    import keras
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    from keras.src.backend.openvino.core import OPENVINO_DTYPES
+
+    parameter = ov_opset.parameter(
+        [-1 if size is None else size for size in input_shape],
+        OPENVINO_DTYPES[dtype],
+    )
+    variable = keras.Variable(kernel, dtype=str(kernel.dtype), trainable=False)
+    x = OpenVINOKerasTensor(parameter.output(0))
+    operands = (variable, x) if kernel_first else (x, variable)
+    context = keras_ov_einsum.enabled() if fixed else _null_context()
+    with context:
+        result = keras.ops.einsum(equation, *operands)
+        explanation = keras_ov_einsum.explain() if fixed else ()
+    model = ov.Model([result.output], [parameter])
+    return EinsumGraph(
+        model=model,
+        kernel_node=variable.value.output.get_node(),
+        explanation=explanation,
+    )
+
+
+def op_types(model):
+    return [node.get_type_name() for node in model.get_ordered_ops()]
+
+
+def constant_bytes(model):
+    return sum(
+        node.get_byte_size()
+        for node in model.get_ordered_ops()
+        if node.get_type_name() == "Constant"
+    )
+
+
+def run_model(model, *inputs, config=F32):
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    return compiled(list(inputs))[0]
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

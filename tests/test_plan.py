@@ -1,0 +1,102 @@
+"""The lowering decision as a pure function: a table of einsums, no graphs."""
+
+import pytest
+
+from keras_ov_einsum.equation import parse_equation
+from keras_ov_einsum.plan import plan_lowering
+
+N = None  # a dynamic dimension, as keras-hub's generate builds them
+
+# (equation, x shape, kernel shape, kernel index,
+#  expected (batch, rows, contracted, columns, transpose_b, kernel copied))
+LOWERED = [
+    # Projections in keras-hub: the kernel is already [K..., N...]
+    ("btd,dnh->btnh", (N, N, 8), (8, 2, 4), 1, ("", "bt", "d", "nh", False, False)),
+    ("btnh,nhd->btd", (N, N, 2, 4), (2, 4, 8), 1, ("", "bt", "nh", "d", False, False)),
+    ("abc,cde->abde", (N, N, 8), (8, 2, 4), 1, ("", "ab", "c", "de", False, False)),
+    ("bquh,uhm->bqm", (N, N, 2, 4), (2, 4, 8), 1, ("", "bq", "uh", "m", False, False)),
+    # The kernel is [N, K]: MatMul reads it with transpose_b, no copy
+    ("bhwc,wkc->bhwk", (2, 3, 4, 5), (4, 6, 5), 1, ("w", "bh", "c", "k", True, False)),
+    ("bd,nd->bn", (N, 8), (6, 8), 1, ("", "b", "d", "n", True, False)),
+    # Interleaved kernel [N, K, N]: a physical transpose is unavoidable
+    ("th,ehi->eti", (N, 8), (2, 8, 4), 1, ("", "t", "h", "ei", False, True)),
+    # Batch label shared by both operands and the output
+    ("etm,emh->eth", (3, N, 8), (3, 8, 4), 1, ("e", "t", "m", "h", False, False)),
+    # The kernel first; output order independent of the operand order
+    ("dnh,btd->btnh", (N, N, 8), (8, 2, 4), 0, ("", "bt", "d", "nh", False, False)),
+    # Summed-out labels on either side
+    ("btxd,dn->btn", (N, N, 3, 8), (8, 4), 1, ("", "bt", "d", "n", False, False)),
+    ("btd,dnz->btn", (N, N, 8), (8, 4, 3), 1, ("", "bt", "d", "n", False, False)),
+    # Full contraction; an ellipsis in the input
+    ("d,d->", (8,), (8,), 1, ("", "", "d", "", False, False)),
+    ("...d,dn->...n", (N, N, 8), (8, 4), 1, ("", "AB", "d", "n", False, False)),
+]
+
+
+@pytest.mark.parametrize(
+    "equation, x_shape, w_shape, kernel_index, expected",
+    LOWERED,
+    ids=[row[0] for row in LOWERED],
+)
+def test_lowered(equation, x_shape, w_shape, kernel_index, expected):
+    shapes = [x_shape, w_shape] if kernel_index == 1 else [w_shape, x_shape]
+    parsed = parse_equation(equation, [len(s) for s in shapes])
+    plan = plan_lowering(parsed, shapes, kernel_index)
+    assert plan, plan
+    copied = plan.kernel_permutation is not None
+    assert (
+        plan.batch,
+        plan.rows,
+        plan.contracted,
+        plan.columns,
+        plan.transpose_b,
+        copied,
+    ) == expected
+
+
+# (equation, x shape, kernel shape, kernel index, a part of the reason)
+DECLINED = [
+    ("ii,ij->ij", (4, 4), (4, 5), 1, "label 'i' repeats within the input"),
+    ("bd,dd->bd", (2, 4), (4, 4), 1, "label 'd' repeats within the kernel"),
+    ("btd,dn->btn", (N, N, 7), (8, 4), 1, "label 'd' has size 7 in the input"),
+    ("...d,...dn->...n", (2, 8), (3, 8, 4), 1, "the kernel has an ellipsis"),
+    # Nothing to contract: stock's broadcast multiply is the better kernel
+    ("bi,j->bij", (N, 4), (5,), 1, "no label is contracted"),
+    ("bij,j->bij", (N, 4, 5), (5,), 1, "no label is contracted"),
+    ("...n,d->...nd", (N, 4), (5,), 1, "no label is contracted"),
+]
+
+
+@pytest.mark.parametrize(
+    "equation, x_shape, w_shape, kernel_index, reason",
+    DECLINED,
+    ids=[row[0] for row in DECLINED],
+)
+def test_declined(equation, x_shape, w_shape, kernel_index, reason):
+    shapes = [x_shape, w_shape] if kernel_index == 1 else [w_shape, x_shape]
+    parsed = parse_equation(equation, [len(s) for s in shapes])
+    decision = plan_lowering(parsed, shapes, kernel_index)
+    assert not decision
+    assert reason in decision.reason
+
+
+def test_three_operands_declined():
+    parsed = parse_equation("ij,jk,kl->il", (2, 2, 2))
+    decision = plan_lowering(parsed, [(2, 3), (3, 4), (4, 5)], 1)
+    assert not decision
+    assert "3 operand(s)" in decision.reason
+
+
+def test_scalar_declined():
+    parsed = parse_equation(",ij->ij", (0, 2))
+    decision = plan_lowering(parsed, [(), (2, 3)], 0)
+    assert not decision
+    assert "scalar" in decision.reason
+
+
+def test_describe_names_the_layout():
+    parsed = parse_equation("btd,dnh->btnh", (3, 3))
+    plan = plan_lowering(parsed, [(N, N, 8), (8, 2, 4)], 1)
+    assert plan.describe() == (
+        "MatMul(transpose_b=False), kernel [8, 8], kernel reshaped (no copy)"
+    )
