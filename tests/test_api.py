@@ -1,0 +1,256 @@
+"""The public API: enable/disable/enabled/is_enabled/explain and their
+guarantees (idempotence, identity on restore, threads, versions, other
+backends, import hygiene)."""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import keras_ov_einsum
+from keras_ov_einsum import patch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _backend_numpy():
+    from keras.src.backend.openvino import numpy as backend_numpy
+
+    return backend_numpy
+
+
+def test_enable_disable_restore_the_identical_function():
+    original = _backend_numpy().einsum
+    keras_ov_einsum.enable()
+    assert keras_ov_einsum.is_enabled()
+    patched = _backend_numpy().einsum
+    assert patched is not original
+    assert patched.__keras_ov_einsum_original__ is original
+    keras_ov_einsum.disable()
+    assert not keras_ov_einsum.is_enabled()
+    assert _backend_numpy().einsum is original
+
+
+def test_enable_twice_is_a_no_op(caplog):
+    keras_ov_einsum.enable()
+    patched = _backend_numpy().einsum
+    with caplog.at_level(logging.INFO, logger="keras_ov_einsum"):
+        keras_ov_einsum.enable()
+    assert _backend_numpy().einsum is patched
+    assert "already enabled" in caplog.text
+
+
+def test_disable_twice_is_a_no_op():
+    original = _backend_numpy().einsum
+    keras_ov_einsum.enable()
+    keras_ov_einsum.disable()
+    keras_ov_einsum.disable()
+    assert _backend_numpy().einsum is original
+
+
+def test_context_manager_restores_on_error():
+    original = _backend_numpy().einsum
+    with pytest.raises(ZeroDivisionError):
+        with keras_ov_einsum.enabled():
+            assert keras_ov_einsum.is_enabled()
+            1 / 0
+    assert not keras_ov_einsum.is_enabled()
+    assert _backend_numpy().einsum is original
+
+
+def test_context_manager_keeps_an_outer_enable():
+    keras_ov_einsum.enable()
+    with keras_ov_einsum.enabled():
+        pass
+    assert keras_ov_einsum.is_enabled()
+
+
+def test_threads_enabling_at_once_leave_one_patch():
+    original = _backend_numpy().einsum
+    start = threading.Barrier(8)
+
+    def enable():
+        start.wait()
+        keras_ov_einsum.enable()
+
+    threads = [threading.Thread(target=enable) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _backend_numpy().einsum.__keras_ov_einsum_original__ is original
+    keras_ov_einsum.disable()
+    assert _backend_numpy().einsum is original
+
+
+def test_explain_lists_lowered_and_declined_with_reasons(caplog):
+    import keras
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    kernel = keras.Variable(np.ones((8, 4), "float32"))
+    parameter = ov_opset.parameter([-1, 8], ov.Type.f32)
+    x = OpenVINOKerasTensor(parameter.output(0))
+    with caplog.at_level(logging.DEBUG, logger="keras_ov_einsum"):
+        with keras_ov_einsum.enabled():
+            keras.ops.einsum("bd,dn->bn", x, kernel)
+            keras.ops.einsum("bd,cd->bc", x, x)
+    first, second = keras_ov_einsum.explain()
+    assert (first.equation, first.lowered) == ("bd,dn->bn", True)
+    assert first.shapes == ((None, 8), (8, 4))
+    assert first.dtypes == ("float32", "float32")
+    assert (second.equation, second.lowered) == ("bd,cd->bc", False)
+    assert second.reason == "no operand is a constant kernel"
+    text = str(keras_ov_einsum.explain())
+    assert "2 einsum(s): 1 lowered to MatMul, 1 left on the stock path" in text
+    assert "'bd,cd->bc' (float32[None, 8], float32[None, 8]): stock" in text
+    assert "no operand is a constant kernel" in caplog.text
+    # A new enable() starts a new record.
+    keras_ov_einsum.enable()
+    assert keras_ov_einsum.explain() == ()
+
+
+def test_eager_call_on_two_constants_equals_stock():
+    import keras
+
+    a = np.arange(6, dtype="float32").reshape(2, 3)
+    b = np.arange(12, dtype="float32").reshape(3, 4)
+    want = keras.ops.convert_to_numpy(keras.ops.einsum("ij,jk->ik", a, b))
+    with keras_ov_einsum.enabled():
+        got = keras.ops.convert_to_numpy(keras.ops.einsum("ij,jk->ik", a, b))
+        (decision,) = keras_ov_einsum.explain()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, a @ b)
+    assert "both operands are constants" in decision.reason
+
+
+def test_stock_errors_are_kept():
+    import keras
+
+    a = np.ones((2, 3), "float32")
+    for equation, operands in [
+        ("ij,jk->ik", (a, np.ones((4, 5), "float32"))),  # label sizes
+        ("ij,jk->ik", (a,)),  # operand count
+        ("ij,,jk->ik", (a, a)),  # malformed
+    ]:
+        with pytest.raises(Exception) as stock:
+            keras.ops.einsum(equation, *operands)
+        with keras_ov_einsum.enabled():
+            with pytest.raises(type(stock.value)):
+                keras.ops.einsum(equation, *operands)
+
+
+def test_an_internal_error_falls_back_to_stock(monkeypatch, caplog):
+    import keras
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    def broken(subscripts, inputs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(patch, "lower_einsum", broken)
+    kernel = keras.Variable(np.ones((8, 4), "float32"))
+    parameter = ov_opset.parameter([-1, 8], ov.Type.f32)
+    with keras_ov_einsum.enabled():
+        y = keras.ops.einsum(
+            "bd,dn->bn", OpenVINOKerasTensor(parameter.output(0)), kernel
+        )
+    (decision,) = keras_ov_einsum.explain()
+    assert not decision.lowered and "boom" in decision.reason
+    assert "Einsum" in [n.get_type_name() for n in ov.Model([y.output], [parameter]).get_ordered_ops()]
+    assert "kept on the stock path" in caplog.text
+
+
+def test_old_keras_is_refused_before_anything_is_touched(monkeypatch):
+    import keras
+
+    original = _backend_numpy().einsum
+    monkeypatch.setattr(keras, "__version__", "3.11.3")
+    with pytest.raises(keras_ov_einsum.UnsupportedVersionError) as error:
+        keras_ov_einsum.enable()
+    assert "found keras 3.11.3 and openvino 20" in str(error.value)
+    assert "supported: keras>=3.12.0, openvino>=2025.3.0" in str(error.value)
+    assert _backend_numpy().einsum is original
+    assert not keras_ov_einsum.is_enabled()
+
+
+def test_a_backend_without_the_hook_is_refused(monkeypatch):
+    monkeypatch.delattr(_backend_numpy(), "einsum")
+    with pytest.raises(keras_ov_einsum.UnsupportedVersionError, match="has no einsum"):
+        keras_ov_einsum.enable()
+    assert not keras_ov_einsum.is_enabled()
+
+
+def _run(script, backend):
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
+
+
+def test_import_does_not_import_other_frameworks_or_keras():
+    out = _run(
+        """
+        import sys
+        import keras_ov_einsum
+        print(sorted(m for m in ("tensorflow", "torch", "jax", "keras")
+                     if m in sys.modules))
+        """,
+        "openvino",
+    )
+    assert out.strip() == "[]"
+
+
+def test_enable_before_importing_keras():
+    out = _run(
+        """
+        import keras_ov_einsum
+        keras_ov_einsum.enable()
+        import keras
+        from keras.src.backend.openvino import numpy as backend_numpy
+        print(hasattr(backend_numpy.einsum, "__keras_ov_einsum_original__"))
+        """,
+        "openvino",
+    )
+    assert out.strip() == "True"
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
+def test_other_backends_are_left_alone_with_a_warning(backend):
+    out = _run(
+        """
+        import warnings
+        import numpy as np
+        import keras_ov_einsum
+        import keras
+        from keras.src import backend
+        before = backend.numpy.einsum
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            keras_ov_einsum.enable()
+        assert not keras_ov_einsum.is_enabled()
+        assert backend.numpy.einsum is before
+        (warning,) = [w for w in caught if "keras_ov_einsum" in str(w.message)]
+        a = np.arange(6, dtype="float32").reshape(2, 3)
+        b = np.arange(12, dtype="float32").reshape(3, 4)
+        y = keras.ops.convert_to_numpy(keras.ops.einsum("ij,jk->ik", a, b))
+        np.testing.assert_array_equal(y, a @ b)
+        keras_ov_einsum.disable()
+        print(warning.message)
+        """,
+        backend,
+    )
+    assert f"the Keras backend is '{backend}', not 'openvino'" in out
