@@ -1,0 +1,109 @@
+"""A small keras-hub GPT-2 (2 layers, random weights) with and without the fix:
+same generated tokens, same logits, and a graph whose projection einsums
+became MatMuls while the attention einsums stayed."""
+
+import numpy as np
+import pytest
+
+import keras_ov_einsum
+from graphs import constant_bytes, op_types, run_model
+
+LAYERS = 2
+# Per layer: query, key, value and output projections; two attention einsums.
+PROJECTIONS_PER_LAYER = 4
+ATTENTION_PER_LAYER = 2
+
+
+@pytest.fixture(scope="module")
+def causal_lm():
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=512,
+        num_layers=LAYERS,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        max_sequence_length=32,
+    )
+    return keras_hub.models.GPT2CausalLM(
+        backbone=backbone, preprocessor=None, sampler="greedy"
+    )
+
+
+def _prompt():
+    token_ids = np.zeros((2, 16), "int32")
+    token_ids[0, :3] = [5, 17, 42]
+    token_ids[1, :5] = [7, 7, 300, 1, 99]
+    return {"token_ids": token_ids, "padding_mask": token_ids != 0}
+
+
+def _generate(causal_lm, fixed):
+    # Drop the compiled generate graph so that this call builds its own.
+    causal_lm.ov_compiled_model = None
+    causal_lm.generate_function = None
+    if fixed:
+        with keras_ov_einsum.enabled():
+            out = causal_lm.generate(_prompt(), stop_token_ids=None)
+            return out["token_ids"], keras_ov_einsum.explain()
+    return causal_lm.generate(_prompt(), stop_token_ids=None)["token_ids"], ()
+
+
+def test_generate_same_tokens_and_explained(causal_lm):
+    stock_tokens, _ = _generate(causal_lm, fixed=False)
+    fixed_tokens, explanation = _generate(causal_lm, fixed=True)
+    np.testing.assert_array_equal(fixed_tokens, stock_tokens)
+    # The generate graph traces the layers for the prompt and for the
+    # cached decoding step: every projection lowered, every attention not.
+    projections = [d for d in explanation if d.equation in ("abc,cde->abde", "abcd,cde->abe")]
+    attention = [d for d in explanation if d not in projections]
+    assert projections and attention
+    assert len(projections) == 2 * len(attention)
+    assert all(d.lowered for d in projections)
+    assert {d.equation for d in attention} == {"aecd,abcd->acbe", "acbe,aecd->abcd"}
+    assert all(
+        d.reason == "no operand is a constant kernel" for d in attention
+    )
+
+
+def _logits_graph(causal_lm, fixed):
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    token_ids = ov_opset.parameter([-1, -1], ov.Type.i32)
+    padding_mask = ov_opset.parameter([-1, -1], ov.Type.boolean)
+    inputs = {
+        "token_ids": OpenVINOKerasTensor(token_ids.output(0)),
+        "padding_mask": OpenVINOKerasTensor(padding_mask.output(0)),
+    }
+    if fixed:
+        with keras_ov_einsum.enabled():
+            logits = causal_lm(inputs)
+    else:
+        logits = causal_lm(inputs)
+    return ov.Model([logits.output], [token_ids, padding_mask])
+
+
+def test_logits_graph_and_values(causal_lm):
+    stock = _logits_graph(causal_lm, fixed=False)
+    fixed = _logits_graph(causal_lm, fixed=True)
+    stock_types, fixed_types = op_types(stock), op_types(fixed)
+    per_layer = PROJECTIONS_PER_LAYER + ATTENTION_PER_LAYER
+    assert stock_types.count("Einsum") == LAYERS * per_layer
+    assert fixed_types.count("Einsum") == LAYERS * ATTENTION_PER_LAYER
+    assert fixed_types.count("MatMul") == stock_types.count("MatMul") + (
+        LAYERS * PROJECTIONS_PER_LAYER
+    )
+    # No kernel copied: only small shape constants were added.
+    extra = constant_bytes(fixed) - constant_bytes(stock)
+    assert 0 <= extra <= 512 * LAYERS * PROJECTIONS_PER_LAYER
+
+    prompt = _prompt()
+    want = run_model(stock, prompt["token_ids"], prompt["padding_mask"])
+    got = run_model(fixed, prompt["token_ids"], prompt["padding_mask"])
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
