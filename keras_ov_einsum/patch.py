@@ -17,6 +17,7 @@ import warnings
 
 from . import decisions
 from .lowering import clear_kernel_cache, lower_einsum
+from .matmul import lower_transposed_matmul
 
 __all__ = [
     "UnsupportedVersionError",
@@ -41,16 +42,27 @@ class UnsupportedVersionError(RuntimeError):
     """The installed keras or openvino lacks what the patch hooks into."""
 
 
-def enable():
+def enable(*, einsum=True, matmul=True):
     """Lower constant-kernel einsums to MatMul on Keras's OpenVINO backend.
+
+    ``einsum``: lower einsums with one constant operand (EinsumDense).
+    ``matmul``: feed ``matmul(x, transpose(constant))`` (keras-hub's tied
+    ReversibleEmbedding logits) to MatMul as ``transpose_b`` instead of a
+    folded, transposed copy of the constant. Both are on by default; pass
+    False to leave that part on the stock path.
 
     Does nothing, with a warning, under any other Keras backend. Calling it
     again while enabled does nothing. Raises ``UnsupportedVersionError`` when
     the installed keras or openvino cannot be patched.
     """
+    parts = {"einsum": einsum, "matmul": matmul}
     with _lock:
         if _installed:
-            logger.info("keras_ov_einsum is already enabled")
+            logger.info(
+                "keras_ov_einsum is already enabled (%s); call disable() "
+                "first to change what is patched",
+                ", ".join(attribute for _, attribute, _ in _installed),
+            )
             return
         import keras
 
@@ -62,12 +74,17 @@ def enable():
                 stacklevel=2,
             )
             return
-        backend_numpy, tensor_type = _check_versions(keras)
-        original = backend_numpy.einsum
-        backend_numpy.einsum = _make_wrapper(original, tensor_type)
-        _installed.append((backend_numpy, "einsum", original))
+        wanted = [name for name, on in parts.items() if on]
+        backend_numpy, tensor_type = _check_versions(keras, wanted)
+        for name in wanted:
+            original = getattr(backend_numpy, name)
+            wrapper = _WRAPPERS[name](original, tensor_type)
+            setattr(backend_numpy, name, wrapper)
+            _installed.append((backend_numpy, name, original))
         decisions.clear()
-        logger.info("keras_ov_einsum enabled on %s.einsum", BACKEND_NUMPY)
+        logger.info(
+            "keras_ov_einsum enabled on %s: %s", BACKEND_NUMPY, ", ".join(wanted)
+        )
 
 
 def disable():
@@ -86,11 +103,14 @@ def is_enabled():
 
 
 @contextlib.contextmanager
-def enabled():
-    """Enable for the block; restore the previous state on exit or error."""
+def enabled(**parts):
+    """Enable for the block; restore the previous state on exit or error.
+
+    Takes the same keyword switches as ``enable()``.
+    """
     with _lock:
         was_enabled = is_enabled()
-        enable()
+        enable(**parts)
     try:
         yield
     finally:
@@ -98,7 +118,7 @@ def enabled():
             disable()
 
 
-def _check_versions(keras):
+def _check_versions(keras, hooked):
     import openvino
 
     found = {
@@ -124,10 +144,11 @@ def _check_versions(keras):
             f"keras_ov_einsum cannot find the OpenVINO backend ({error}); "
             f"{described}"
         ) from error
-    if not callable(getattr(backend_numpy, "einsum", None)):
-        raise UnsupportedVersionError(
-            f"keras_ov_einsum: {BACKEND_NUMPY} has no einsum; {described}"
-        )
+    for name in hooked:
+        if not callable(getattr(backend_numpy, name, None)):
+            raise UnsupportedVersionError(
+                f"keras_ov_einsum: {BACKEND_NUMPY} has no {name}; {described}"
+            )
     return backend_numpy, tensor_type
 
 
@@ -135,9 +156,7 @@ def _version_tuple(text):
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
-def _make_wrapper(stock_einsum, tensor_type):
-    import openvino.opset13 as ov_opset
-
+def _einsum_wrapper(stock_einsum, tensor_type):
     @functools.wraps(stock_einsum)
     def einsum(subscripts, *operands, **kwargs):
         # The stock path runs first: it validates the call, raises the stock
@@ -146,24 +165,61 @@ def _make_wrapper(stock_einsum, tensor_type):
         # its final Convert, so dtypes and shapes are the stock ones.
         result = stock_einsum(subscripts, *operands, **kwargs)
         try:
-            return _rewrite(subscripts, operands, result, tensor_type, ov_opset)
+            return _rewrite_einsum(subscripts, operands, result, tensor_type)
         except Exception as error:  # Never let the fast path break a model.
-            logger.warning("einsum %r kept on the stock path: %r", subscripts, error)
-            _record(subscripts, operands, None, f"internal error: {error!r}")
-            return result
+            return _fall_back(subscripts, operands, result, error)
 
     einsum.__keras_ov_einsum_original__ = stock_einsum
     return einsum
 
 
-def _rewrite(subscripts, operands, result, tensor_type, ov_opset):
+def _matmul_wrapper(stock_matmul, tensor_type):
+    @functools.wraps(stock_matmul)
+    def matmul(x1, x2):
+        # As for einsum: stock first, then rebuild the MatMul it made.
+        result = stock_matmul(x1, x2)
+        try:
+            return _rewrite_matmul((x1, x2), result, tensor_type)
+        except Exception as error:  # Never let the fast path break a model.
+            return _fall_back(MATMUL_LABEL, (x1, x2), result, error)
+
+    matmul.__keras_ov_einsum_original__ = stock_matmul
+    return matmul
+
+
+_WRAPPERS = {"einsum": _einsum_wrapper, "matmul": _matmul_wrapper}
+MATMUL_LABEL = "matmul(x, transpose(kernel))"
+
+
+def _fall_back(label, operands, result, error):
+    logger.warning("%r kept on the stock path: %r", label, error)
+    _record(label, operands, None, f"internal error: {error!r}")
+    return result
+
+
+def _stock_node(result, type_name):
+    """The ``type_name`` node behind a stock result, and its final Convert."""
     final = result.output.get_node()
-    convert_to = None
-    einsum_node = final
     if final.get_type_name() == "Convert":
-        convert_to = final.get_output_element_type(0)
-        einsum_node = final.input_value(0).get_node()
-    if einsum_node.get_type_name() != "Einsum":
+        node = final.input_value(0).get_node()
+        if node.get_type_name() == type_name:
+            return node, final.get_output_element_type(0)
+    if final.get_type_name() == type_name:
+        return final, None
+    return None, None
+
+
+def _finish(output, convert_to, tensor_type):
+    import openvino.opset13 as ov_opset
+
+    if convert_to is not None:
+        output = ov_opset.convert(output, convert_to).output(0)
+    return tensor_type(output)
+
+
+def _rewrite_einsum(subscripts, operands, result, tensor_type):
+    einsum_node, convert_to = _stock_node(result, "Einsum")
+    if einsum_node is None:
         _record(subscripts, operands, None, "the stock path built no Einsum")
         return result
     inputs = [
@@ -175,10 +231,22 @@ def _rewrite(subscripts, operands, result, tensor_type, ov_opset):
         _record(subscripts, operands, inputs, outcome.reason)
         return result
     _record(subscripts, operands, inputs, outcome.plan.describe(), lowered=True)
-    output = outcome.output
-    if convert_to is not None:
-        output = ov_opset.convert(output, convert_to).output(0)
-    return tensor_type(output)
+    return _finish(outcome.output, convert_to, tensor_type)
+
+
+def _rewrite_matmul(operands, result, tensor_type):
+    matmul_node, convert_to = _stock_node(result, "MatMul")
+    if matmul_node is None:
+        return result
+    outcome = lower_transposed_matmul(matmul_node)
+    if outcome is None:  # not a transposed constant: nothing to record
+        return result
+    inputs = [matmul_node.input_value(0), matmul_node.input_value(1)]
+    if not outcome:
+        _record(MATMUL_LABEL, operands, inputs, outcome.reason)
+        return result
+    _record(MATMUL_LABEL, operands, inputs, outcome.describe(), lowered=True)
+    return _finish(outcome.output, convert_to, tensor_type)
 
 
 def _record(subscripts, operands, inputs, reason, lowered=False):

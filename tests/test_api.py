@@ -254,3 +254,15 @@ def test_other_backends_are_left_alone_with_a_warning(backend):
         backend,
     )
     assert f"the Keras backend is '{backend}', not 'openvino'" in out
+
+
+def test_each_part_can_be_switched_off():
+    backend_numpy = _backend_numpy()
+    einsum, matmul = backend_numpy.einsum, backend_numpy.matmul
+    with keras_ov_einsum.enabled(einsum=False):
+        assert backend_numpy.einsum is einsum
+        assert backend_numpy.matmul.__keras_ov_einsum_original__ is matmul
+    with keras_ov_einsum.enabled(matmul=False):
+        assert backend_numpy.matmul is matmul
+        assert backend_numpy.einsum.__keras_ov_einsum_original__ is einsum
+    assert (backend_numpy.einsum, backend_numpy.matmul) == (einsum, matmul)

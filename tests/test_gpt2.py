@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
+from keras_ov_einsum.patch import MATMUL_LABEL
 from graphs import constant_bytes, op_types, run_model
 
 LAYERS = 2
@@ -57,9 +58,18 @@ def test_generate_same_tokens_and_explained(causal_lm):
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
     # The generate graph traces the layers for the prompt and for the
     # cached decoding step: every projection lowered, every attention not.
-    projections = [d for d in explanation if d.equation in ("abc,cde->abde", "abcd,cde->abe")]
-    attention = [d for d in explanation if d not in projections]
-    assert projections and attention
+    logits = [d for d in explanation if d.equation == MATMUL_LABEL]
+    projections = [
+        d for d in explanation if d.equation in ("abc,cde->abde", "abcd,cde->abe")
+    ]
+    attention = [
+        d for d in explanation if d not in projections and d not in logits
+    ]
+    assert projections and attention and logits
+    # The tied embedding's logits: MatMul on the table, not on a copy.
+    assert all(d.lowered for d in logits)
+    assert logits[0].shapes[1] == (64, 512)  # transpose(embeddings)
+    assert "untransposed kernel [512, 64]" in logits[0].reason
     assert len(projections) == 2 * len(attention)
     assert all(d.lowered for d in projections)
     assert {d.equation for d in attention} == {"aecd,abcd->acbe", "acbe,aecd->abcd"}
