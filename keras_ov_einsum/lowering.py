@@ -105,13 +105,18 @@ def _build(plan, variable, kernel):
         x_shape = [0] * batch + [1, plan.contracted_size]
     else:
         x_shape = [0] * batch + [-1, plan.contracted_size]
-    x = _reshape(x, x_shape)
+    # One contracted axis already in place needs no reshape: every node
+    # saved here is one less for OpenVINO's passes to visit at compile time.
+    if len(plan.contracted) != 1 or len(x_shape) != batch + rows + 1:
+        x = _reshape(x, x_shape)
 
     w = _laid_out_kernel(kernel, plan)
     y = ov_opset.matmul(x, w, False, plan.transpose_b).output(0)
 
     columns = [plan.sizes[label] for label in plan.columns]
-    if batch == 0 or rows == 1:
+    if (batch == 0 or rows == 1) and len(columns) == 1:
+        pass  # already [batch..., rows..., N]
+    elif batch == 0 or rows == 1:
         y = _reshape(y, [0] * (batch + rows) + columns)
     elif rows == 0:
         y = _reshape(y, [0] * batch + columns)
