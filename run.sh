@@ -4,7 +4,7 @@
 #   ./run.sh compare [harness args]    the with/without-fix benchmark
 set -euo pipefail
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python3.11}
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 VENV=${VENV:-.venv}
 
 setup() {
@@ -14,7 +14,6 @@ setup() {
     # Reinstall only when the declared dependencies change.
     local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip
         # torch is pinned to the CPU build; an unpinned torch pulls CUDA.
         "$VENV/bin/python" -m pip install --quiet -e ".[test,backends,bench]"
         rm -f "$VENV"/.installed-*

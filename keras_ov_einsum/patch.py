@@ -1,6 +1,9 @@
-"""Install and remove the einsum lowering on Keras's OpenVINO backend.
+"""Install and remove the lowerings on Keras's OpenVINO backend.
 
-The patch is data: (module, attribute, wrapper factory). Installing records
+Two functions of ``keras.src.backend.openvino.numpy`` are wrapped: ``einsum``
+(see ``lowering.py``) and ``matmul`` (see ``matmul.py``). Each wrapper runs
+the stock function first and rewrites the node it built. The patch is data:
+(attribute, wrapper factory) in ``_WRAPPERS``. Installing records
 ``(module, attribute, original)``; removing restores those in reverse order
 and forgets them, so a second ``disable()`` is a no-op and the original
 function object comes back identical. Versions are checked before anything
