@@ -1,0 +1,1 @@
+"""The with/without-fix benchmark harness: ``python -m benchmarks compare``."""

@@ -1,0 +1,87 @@
+"""``python -m benchmarks compare|report|diff``."""
+
+import argparse
+import datetime
+import sys
+
+from benchmarks import diff, environments, models, report, runner
+
+__all__ = ["main"]
+
+BACKENDS = ("tensorflow", "torch", "jax", "openvino")
+
+
+def _list(text):
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compare = commands.add_parser(
+        "compare", help="measure backends with and without the fix"
+    )
+    compare.add_argument("--model", default=None,
+                         help=f"one of {', '.join(models.MODELS)} (or a "
+                         "comma-separated list); default gpt2_medium")
+    compare.add_argument("--backends", type=_list, default=list(BACKENDS))
+    compare.add_argument("--fix", choices=["on", "off", "both"], default="both",
+                         help="for openvino: with the fix, without, or both")
+    compare.add_argument("--repeats", type=int, default=None)
+    compare.add_argument("--openvino", type=_list, default=None,
+                         help="OpenVINO version(s); other than the installed "
+                         f"one, from {', '.join(environments.KNOWN_GOOD)}")
+    compare.add_argument("--out", default=None)
+    compare.add_argument("--max-length", type=int, default=10)
+    compare.add_argument("--timeout", type=float, default=1200)
+    compare.add_argument("--quick", action="store_true",
+                         help="GPT-2 base, one repeat: a few minutes")
+
+    render = commands.add_parser("report", help="re-render report.md")
+    render.add_argument("results")
+
+    changes = commands.add_parser("diff", help="compare two results.json")
+    changes.add_argument("old")
+    changes.add_argument("new")
+    changes.add_argument("--factor", type=float, default=1.2)
+
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        print(report.render(args.results))
+        return 0
+    if args.command == "diff":
+        lines, regressions = diff.compare_results(args.old, args.new, args.factor)
+        print("\n".join(lines))
+        return 1 if regressions else 0
+
+    unknown = set(args.backends) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown backend(s) {sorted(unknown)}; use {BACKENDS}")
+    model_names = _list(args.model or ("gpt2_base" if args.quick else "gpt2_medium"))
+    for name in model_names:
+        if name not in models.MODELS:
+            parser.error(f"unknown model {name!r}; use {list(models.MODELS)}")
+    repeats = args.repeats or (1 if args.quick else 3)
+    fix_modes = {"on": [True], "off": [False], "both": [False, True]}[args.fix]
+    versions = args.openvino or [environments.current_openvino()]
+    out = args.out or "results/" + datetime.datetime.now().strftime(
+        "%Y%m%d-%H%M%S"
+    )
+    configs = list(runner.configurations(
+        model_names, args.backends, fix_modes, versions
+    ))
+    print(f"{len(configs)} configuration(s) x {repeats} repeat(s) -> {out}",
+          flush=True)
+    results = runner.run_all(
+        configs, repeats=repeats, out_dir=out, max_length=args.max_length,
+        timeout=args.timeout, log=lambda text: print(text, flush=True),
+    )
+    path = report.render(f"{out}/results.json")
+    print(f"wrote {out}/results.json, {path} and charts")
+    failed = sum(not run["ok"] for run in results["runs"])
+    return 1 if failed == len(results["runs"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Benchmark models: keras-hub causal LMs built from config, saved as presets.
+
+No preset can be downloaded here, so each model is built from its config with
+random weights, given a tokenizer trained offline on text this repository
+ships, saved once with ``save_to_preset`` into a local cache, and loaded in
+every measured process with ``from_preset``: the real loading path.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pathlib
+
+__all__ = ["MODELS", "ModelConfig", "corpus", "preset_dir", "build_preset"]
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One causal LM: its keras-hub family and backbone arguments.
+
+    ``vocabulary_size=None`` means "the trained tokenizer's size" (the
+    SentencePiece families: a vocabulary cannot outgrow the corpus here).
+    """
+
+    name: str
+    family: str  # gpt2 | llama | gemma
+    backbone: dict
+    description: str
+
+
+def _gpt2(name, layers, heads, hidden, description, vocabulary_size=50257):
+    return ModelConfig(
+        name=name,
+        family="gpt2",
+        backbone=dict(
+            vocabulary_size=vocabulary_size,
+            num_layers=layers,
+            num_heads=heads,
+            hidden_dim=hidden,
+            intermediate_dim=4 * hidden,
+            max_sequence_length=1024,
+        ),
+        description=description,
+    )
+
+
+MODELS = {
+    config.name: config
+    for config in [
+        _gpt2("gpt2_base", 12, 12, 768, "GPT-2 base (124M)"),
+        _gpt2("gpt2_medium", 24, 16, 1024, "GPT-2 Medium (355M)"),
+        _gpt2("gpt2_large", 36, 20, 1280, "GPT-2 Large (774M)"),
+        # For the harness's own tests: seconds to build, load and run.
+        _gpt2("gpt2_tiny", 2, 2, 64, "GPT-2, 2 layers x 64", 1024),
+        ModelConfig(
+            name="llama_small",
+            family="llama",
+            backbone=dict(
+                vocabulary_size=None,
+                num_layers=16,
+                num_query_heads=16,
+                num_key_value_heads=4,  # grouped-query attention
+                hidden_dim=1024,
+                intermediate_dim=2816,  # gated MLP
+            ),
+            description="Llama-style, 16 layers x 1024, GQA 16/4, SwiGLU",
+        ),
+        ModelConfig(
+            name="gemma_small",
+            family="gemma",
+            backbone=dict(
+                vocabulary_size=None,
+                num_layers=12,
+                num_query_heads=8,
+                num_key_value_heads=1,  # multi-query attention
+                hidden_dim=1024,
+                intermediate_dim=8192,
+                head_dim=128,
+            ),
+            description="Gemma-style, 12 layers x 1024, MQA 8/1, GeGLU",
+        ),
+    ]
+}
+
+# Sizes of the trained vocabularies: the GPT-2 byte-level BPE is padded to
+# the model's 50257 ids with unused tokens (so every sampled id decodes);
+# SentencePiece vocabularies are what the corpus can support.
+_BPE_VOCABULARY = 1000
+_SENTENCEPIECE_VOCABULARY = 600
+
+
+def corpus():
+    """Text this repository ships: its Markdown and Python sources."""
+    paths = sorted(
+        path
+        for pattern in ("*.md", "keras_ov_einsum/*.py", "benchmarks/*.py")
+        for path in ROOT.glob(pattern)
+    )
+    return [path.read_text(encoding="utf-8") for path in paths]
+
+
+def _cache_root():
+    default = pathlib.Path.home() / ".cache" / "keras-ov-einsum" / "presets"
+    return pathlib.Path(os.environ.get("KERAS_OV_EINSUM_PRESETS", default))
+
+
+def preset_dir(name):
+    """Where the preset of ``name`` lives: keyed by config, so a changed
+    config never reuses stale weights."""
+    config = MODELS[name]
+    key = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return _cache_root() / f"{name}-{digest}"
+
+
+def build_preset(name):
+    """Build ``name`` with random weights and save it; return the folder.
+
+    Runs in whatever Keras backend the calling process has; the saved
+    weights load in every backend.
+    """
+    import keras
+    import keras_hub
+
+    target = preset_dir(name)
+    if (target / "config.json").exists():
+        return target
+    config = MODELS[name]
+    keras.utils.set_random_seed(0)
+    tokenizer = _tokenizer(config, keras_hub)
+    arguments = dict(config.backbone)
+    if arguments["vocabulary_size"] is None:
+        arguments["vocabulary_size"] = tokenizer.vocabulary_size()
+    classes = {
+        "gpt2": keras_hub.models.GPT2CausalLMPreprocessor,
+        "llama": keras_hub.models.LlamaCausalLMPreprocessor,
+        "gemma": keras_hub.models.GemmaCausalLMPreprocessor,
+    }
+    backbones = {
+        "gpt2": keras_hub.models.GPT2Backbone,
+        "llama": keras_hub.models.LlamaBackbone,
+        "gemma": keras_hub.models.GemmaBackbone,
+    }
+    causal_lms = {
+        "gpt2": keras_hub.models.GPT2CausalLM,
+        "llama": keras_hub.models.LlamaCausalLM,
+        "gemma": keras_hub.models.GemmaCausalLM,
+    }
+    preprocessor = classes[config.family](tokenizer, sequence_length=64)
+    backbone = backbones[config.family](**arguments)
+    causal_lm = causal_lms[config.family](
+        backbone=backbone, preprocessor=preprocessor
+    )
+    partial = target.with_name(target.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    causal_lm.save_to_preset(str(partial))
+    partial.rename(target)  # complete presets only, even if interrupted
+    return target
+
+
+def _tokenizer(config, keras_hub):
+    if config.family == "gpt2":
+        vocabulary, merges = _byte_level_bpe(config.backbone["vocabulary_size"])
+        return keras_hub.models.GPT2Tokenizer(
+            vocabulary=vocabulary, merges=merges
+        )
+    proto = _sentencepiece(config.family)
+    if config.family == "llama":
+        return keras_hub.models.LlamaTokenizer(proto=proto)
+    return keras_hub.models.GemmaTokenizer(proto=proto)
+
+
+def _byte_level_bpe(model_vocabulary_size):
+    """GPT-2's byte-level BPE trained on the corpus, padded to the model."""
+    import tokenizers
+
+    trainer = tokenizers.ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        corpus(),
+        vocab_size=min(_BPE_VOCABULARY, model_vocabulary_size - 1),
+        min_frequency=2,
+        special_tokens=[],
+        show_progress=False,
+    )
+    vocabulary = dict(trainer.get_vocab())
+    model = json.loads(trainer._tokenizer.to_str())["model"]
+    merges = [
+        merge if isinstance(merge, str) else " ".join(merge)
+        for merge in model["merges"]
+    ]
+    # Unused ids up to the model's size; GPT-2's end token is the last id.
+    for index in range(len(vocabulary), model_vocabulary_size - 1):
+        vocabulary[f"<|unused{index}|>"] = index
+    vocabulary["<|endoftext|>"] = model_vocabulary_size - 1
+    return vocabulary, merges
+
+
+def _sentencepiece(family):
+    import sentencepiece
+
+    special = {
+        # Llama: <unk>=0, <s>=1, </s>=2 (SentencePiece's defaults)
+        "llama": dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1),
+        # Gemma: <pad>=0, <eos>=1, <bos>=2, <unk>=3
+        "gemma": dict(
+            pad_id=0,
+            eos_id=1,
+            bos_id=2,
+            unk_id=3,
+            pad_piece="<pad>",
+            eos_piece="<eos>",
+            bos_piece="<bos>",
+        ),
+    }[family]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(
+            line for text in corpus() for line in text.splitlines() if line
+        ),
+        model_writer=model,
+        vocab_size=_SENTENCEPIECE_VOCABULARY,
+        model_type="bpe",
+        byte_fallback=True,
+        minloglevel=2,
+        **special,
+    )
+    return model.getvalue()

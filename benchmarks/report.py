@@ -1,0 +1,203 @@
+"""report.md and PNG charts from a results.json.
+
+Every figure is the median over repeats, with [min-max] beside it; the
+improvement table compares OpenVINO with and without the fix per model and
+OpenVINO version.
+"""
+
+import json
+import pathlib
+import statistics
+
+__all__ = ["render", "summarize"]
+
+# (record field, column title, digits)
+COLUMNS = [
+    ("load_mb", "load MB", 0),
+    ("compile_mb", "first-call growth MB", 0),
+    ("growth_mb", "peak growth MB", 0),
+    ("peak_rss_mb", "peak RSS MB", 0),
+    ("first_s", "1st call s", 2),
+    ("second_s", "2nd call s", 3),
+    ("new_tokens", "new tokens", 0),
+    ("tokens_per_s", "tokens/s", 1),
+]
+# Lower is better for all but tokens/s.
+HIGHER_IS_BETTER = {"tokens_per_s"}
+
+
+def summarize(runs):
+    """{(model, label): {"runs": [...], field: (median, min, max)}}."""
+    groups = {}
+    for run in runs:
+        key = (run["model"], run["label"])
+        groups.setdefault(key, {"runs": []})["runs"].append(run)
+    for group in groups.values():
+        good = [run for run in group["runs"] if run["ok"]]
+        group["failed"] = [run for run in group["runs"] if not run["ok"]]
+        for field, _, _ in COLUMNS:
+            values = [run[field] for run in good if run.get(field) is not None]
+            if values:
+                group[field] = (
+                    statistics.median(values), min(values), max(values)
+                )
+    return groups
+
+
+def _cell(stat, digits):
+    if stat is None:
+        return "failed"
+    median, low, high = stat
+    if low == high:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+def render(results_path):
+    results_path = pathlib.Path(results_path)
+    results = json.loads(results_path.read_text())
+    out_dir = results_path.parent
+    groups = summarize(results["runs"])
+    lines = [
+        "# keras-ov-einsum benchmark",
+        "",
+        f"- created {results['created']}, commit {results['commit']}",
+        f"- command: `{results['command']}`",
+        f"- machine: {results['machine']['cpu']}, "
+        f"{results['machine']['cores']} cores, "
+        f"{results['machine']['ram_gb']} GB RAM; load average at start "
+        f"{_loadavg(results['machine'].get('loadavg_at_start'))}, at end "
+        f"{_loadavg(results['machine'].get('loadavg_at_end'))}",
+        f"- {results['parameters']['repeats']} repeat(s), a fresh process "
+        f"per run; `generate(\"Hello\", max_length="
+        f"{results['parameters']['max_length']})`, greedy; median "
+        "[min-max] over repeats",
+        "",
+    ]
+    for model in sorted({model for model, _ in groups}):
+        lines += _model_tables(model, groups, results["runs"])
+    failures = [run for run in results["runs"] if not run["ok"]]
+    if failures:
+        lines += ["## Failed runs", ""]
+        lines += [
+            f"- {run['model']} {run['label']} repeat {run['repeat']}: "
+            f"{run['error']}"
+            for run in failures
+        ]
+        lines.append("")
+    charts = _charts(out_dir, groups)
+    if charts:
+        lines += ["## Charts", ""] + [f"![{name}]({name})" for name in charts]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return out_dir / "report.md"
+
+
+def _loadavg(values):
+    return "?" if not values else "/".join(f"{v:.2f}" for v in values)
+
+
+def _model_tables(model, groups, runs):
+    labels = [label for m, label in groups if m == model]
+    lines = [f"## {model}", "", "| configuration | "
+             + " | ".join(title for _, title, _ in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    for label in labels:
+        group = groups[(model, label)]
+        cells = [_cell(group.get(field), digits) for field, _, digits in COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += _improvement(model, groups)
+    lines += _graphs(model, runs)
+    return lines
+
+
+def _improvement(model, groups):
+    pairs = []
+    for m, label in groups:
+        if m == model and label.endswith(" fix"):
+            stock = label[: -len(" fix")] + " stock"
+            if (model, stock) in groups:
+                pairs.append((stock, label))
+    lines = []
+    for stock_label, fix_label in pairs:
+        stock, fix = groups[(model, stock_label)], groups[(model, fix_label)]
+        lines += [f"### {fix_label} vs stock", "",
+                  "| metric | stock | with fix | delta | change |",
+                  "|---|---|---|---|---|"]
+        for field, title, digits in COLUMNS:
+            if field == "new_tokens" or field not in stock or field not in fix:
+                continue
+            before, after = stock[field][0], fix[field][0]
+            delta = after - before
+            change = f"{delta / before * 100:+.1f}%" if before else "n/a"
+            lines.append(
+                f"| {title} | {before:.{digits}f} | {after:.{digits}f} | "
+                f"{delta:+.{digits}f} | {change} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _graphs(model, runs):
+    rows = {}
+    for run in runs:
+        if run["model"] == model and run["ok"] and run.get("graph"):
+            rows.setdefault(run["label"], run["graph"])
+    if not rows:
+        return []
+    fields = ["Einsum", "MatMul", "FullyConnected", "Transpose", "Broadcast",
+              "Reorder", "constant_mb"]
+    lines = ["### OpenVINO runtime model (first repeat)", "",
+             "| configuration | " + " | ".join(fields) + " |",
+             "|---" * (len(fields) + 1) + "|"]
+    for label, graph in rows.items():
+        lines.append(f"| {label} | "
+                     + " | ".join(str(graph.get(f, "")) for f in fields) + " |")
+    return lines + [""]
+
+
+def _charts(out_dir, groups):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = []
+    keys = [key for key in groups if "peak_rss_mb" in groups[key]]
+    if not keys:
+        return []
+    labels = [f"{model}\n{label}" for model, label in keys]
+    for field, title, filename in [
+        ("peak_rss_mb", "peak RSS (MB)", "peak_rss.png"),
+        ("tokens_per_s", "second call tokens/s", "tokens_per_s.png"),
+    ]:
+        figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(keys)), 4))
+        medians = [groups[key][field][0] for key in keys]
+        errors = [
+            [groups[key][field][0] - groups[key][field][1] for key in keys],
+            [groups[key][field][2] - groups[key][field][0] for key in keys],
+        ]
+        axes.bar(range(len(keys)), medians, yerr=errors, capsize=4)
+        axes.set_xticks(range(len(keys)), labels, fontsize=8)
+        axes.set_ylabel(title)
+        axes.set_title(f"{title}, median and min-max over repeats")
+        figure.tight_layout()
+        figure.savefig(out_dir / filename, dpi=100)
+        plt.close(figure)
+        names.append(filename)
+    figure, axes = plt.subplots(figsize=(9, 5))
+    for key, label in zip(keys, labels):
+        runs = [run for run in groups[key]["runs"] if run["ok"]]
+        times, rss = zip(*runs[0]["timeline"])
+        axes.plot(times, rss, label=label.replace("\n", " "), linewidth=1)
+    axes.set_xlabel("seconds since process start")
+    axes.set_ylabel("RSS (MB)")
+    axes.set_title("memory timeline, first repeat of each configuration")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out_dir / "memory_timeline.png", dpi=100)
+    plt.close(figure)
+    names.append("memory_timeline.png")
+    return names

@@ -1,0 +1,232 @@
+"""Run every configuration in a fresh subprocess and keep every record.
+
+Configurations are interleaved within each repeat (all of repeat 0, then
+all of repeat 1, ...) so that slow drifts of the machine spread over all of
+them. ``results.json`` is rewritten after every run, and a run that crashes,
+is killed or times out becomes a failed record with its error.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import environments, models
+
+__all__ = ["Configuration", "configurations", "run_all", "machine_info"]
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    model: str
+    backend: str
+    fix: bool
+    openvino_version: str
+
+    @property
+    def label(self):
+        if self.backend != "openvino":
+            return self.backend
+        fix = "fix" if self.fix else "stock"
+        return f"openvino {self.openvino_version} {fix}"
+
+
+def configurations(model_names, backends, fix_modes, openvino_versions):
+    current = environments.current_openvino()
+    for model in model_names:
+        for backend in backends:
+            if backend != "openvino":
+                yield Configuration(model, backend, False, current)
+                continue
+            for version in openvino_versions:
+                for fix in fix_modes:
+                    yield Configuration(model, backend, fix, version)
+
+
+def machine_info():
+    import psutil
+
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def _packages():
+    """Every distribution in the harness's environment, name -> version."""
+    from importlib import metadata
+
+    return dict(
+        sorted(
+            (dist.metadata["Name"], dist.version)
+            for dist in metadata.distributions()
+        )
+    )
+
+
+def _commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _preset(python, configuration, log):
+    """Build (once) the preset in the environment that will load it."""
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
+    if configuration.openvino_version != environments.current_openvino():
+        # An older keras-hub cannot be trusted with a newer preset format.
+        env["KERAS_OV_EINSUM_PRESETS"] = str(
+            models._cache_root() / f"openvino-{configuration.openvino_version}"
+        )
+        env["KERAS_BACKEND"] = "openvino"
+    script = (
+        "import sys; from benchmarks import models; "
+        "print(models.build_preset(sys.argv[1]))"
+    )
+    completed = subprocess.run(
+        [python, "-c", script, configuration.model],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"building the {configuration.model} preset failed: "
+            f"{completed.stderr[-2000:]}"
+        )
+    path = completed.stdout.strip().splitlines()[-1]
+    log(f"preset {configuration.model}: {path}")
+    return path
+
+
+def _run_one(python, preset, configuration, max_length, timeout):
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=configuration.backend,
+        PYTHONPATH=str(ROOT),
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        result = pathlib.Path(scratch) / "result.json"
+        command = [
+            python, "-m", "benchmarks.worker",
+            "--preset", preset,
+            "--fix", "on" if configuration.fix else "off",
+            "--max-length", str(max_length),
+            "--result", str(result),
+        ]
+        try:
+            completed = subprocess.run(
+                command, env=env, capture_output=True, text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"timed out after {timeout} s"}
+        if completed.returncode != 0 or not result.exists():
+            code = completed.returncode
+            if code < 0:
+                reason = f"killed by signal {signal.Signals(-code).name}"
+                if code == -signal.SIGKILL:
+                    reason += " (out of memory?)"
+            else:
+                reason = f"exit code {code}"
+            tail = completed.stderr.strip().splitlines()[-5:]
+            return {"ok": False, "error": f"{reason}: " + " | ".join(tail)}
+        record = json.loads(result.read_text())
+        record["ok"] = True
+        record["error"] = None
+        return record
+
+
+def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "commit": _commit(),
+        "machine": machine_info(),
+        "packages": _packages(),
+        "parameters": {
+            "repeats": repeats,
+            "max_length": max_length,
+            "timeout_s": timeout,
+        },
+        "runs": [],
+    }
+    pythons, presets = {}, {}
+    total = len(configs) * repeats
+    for repeat in range(repeats):
+        for configuration in configs:
+            done = len(results["runs"]) + 1
+            log(f"[{done}/{total}] {configuration.model} {configuration.label}"
+                f" (repeat {repeat + 1}/{repeats})")
+            started = time.perf_counter()
+            record = {"ok": False}
+            try:
+                version = configuration.openvino_version
+                if version not in pythons:
+                    pythons[version] = environments.python_for(version, log)
+                key = (configuration.model, version)
+                if key not in presets:
+                    presets[key] = _preset(pythons[version], configuration, log)
+                record = _run_one(
+                    pythons[version], presets[key], configuration,
+                    max_length, timeout,
+                )
+            except Exception as error:  # a broken configuration, not the run
+                record = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+            record.update(
+                model=configuration.model,
+                backend=configuration.backend,
+                fix=configuration.fix,
+                label=configuration.label,
+                openvino_version=configuration.openvino_version,
+                repeat=repeat,
+                wall_s=round(time.perf_counter() - started, 1),
+            )
+            results["runs"].append(record)
+            _write(out_dir / "results.json", results)
+            if record["ok"]:
+                log(f"    first {record['first_s']:.2f}s, second "
+                    f"{record['second_s']:.2f}s, growth "
+                    f"{record['compile_mb']:.0f} MB, {record['new_tokens']} "
+                    "new tokens")
+            else:
+                log(f"    FAILED: {record['error'][:300]}")
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
+    _write(out_dir / "results.json", results)
+    return results
+
+
+def _write(path, results):
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(results, indent=1))
+    partial.replace(path)

@@ -1,0 +1,188 @@
+"""One measured run, in a fresh process: load a preset, generate twice.
+
+Run by the runner as ``python -m benchmarks.worker ...`` with KERAS_BACKEND
+set. Stages, each after ``gc.collect()`` (the original report's stages 0-5):
+0 start, 1 frameworks imported, 2 model loaded, 3 after the first call
+(which compiles), 4 after the second call, 5 after the model is deleted.
+Writes one JSON record to ``--result``.
+"""
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+
+from benchmarks.sampler import MB, MemorySampler
+
+__all__ = ["main"]
+
+PROMPT = "Hello"
+# The OpenVINO runtime layer types reported per configuration.
+OV_LAYER_TYPES = (
+    "Einsum",
+    "MatMul",
+    "FullyConnected",
+    "Transpose",
+    "Broadcast",
+    "Reorder",
+)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--fix", choices=["on", "off"], default="off")
+    parser.add_argument("--max-length", type=int, default=10)
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args(argv)
+    record = measure(args.preset, args.fix == "on", args.max_length)
+    with open(args.result, "w") as handle:
+        json.dump(record, handle)
+
+
+def measure(preset, fix, max_length):
+    record = {"stages": []}
+    with MemorySampler() as sampler:
+
+        def stage(name):
+            gc.collect()
+            rss = sampler.sample()
+            record["stages"].append(
+                {
+                    "stage": len(record["stages"]),
+                    "name": name,
+                    "t": sampler.timeline[-1][0],
+                    "rss_mb": round(rss / MB, 1),
+                }
+            )
+            return rss
+
+        stage("start")
+        import keras
+        import keras_hub
+
+        backend = keras.config.backend()
+        if fix:
+            if backend != "openvino":
+                raise SystemExit("--fix on applies to the openvino backend")
+            import keras_ov_einsum
+
+            keras_ov_einsum.enable()
+        before_load = stage("imported")
+        causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+        # Greedy: the same tokens with and without the fix, run to run.
+        causal_lm.compile(sampler="greedy")
+        loaded = stage("loaded")
+
+        sampler.reset_peak()
+        start = time.perf_counter()
+        first_text = causal_lm.generate(
+            PROMPT, max_length=max_length, stop_token_ids=None
+        )
+        first_s = time.perf_counter() - start
+        first_peak, first_swap = sampler.peak_rss, sampler.peak_swap
+        after_first = stage("first call")
+
+        start = time.perf_counter()
+        second_text = causal_lm.generate(
+            PROMPT, max_length=max_length, stop_token_ids=None
+        )
+        second_s = time.perf_counter() - start
+        stage("second call")
+        peak_rss = max(first_peak, sampler.peak_rss)
+        peak_swap = max(first_swap, sampler.peak_swap)
+
+        new_tokens = _new_tokens(causal_lm, max_length)
+        graph = _openvino_graph(causal_lm) if backend == "openvino" else None
+        decisions = None
+        if fix:
+            explanation = keras_ov_einsum.explain()
+            decisions = {
+                "lowered": len(explanation.lowered),
+                "declined": len(explanation.declined),
+            }
+        del causal_lm
+        stage("deleted")
+
+    record.update(
+        backend=backend,
+        versions=_versions(),
+        load_mb=round((loaded - before_load) / MB, 1),
+        compile_mb=round((after_first - loaded) / MB, 1),
+        peak_rss_mb=round(peak_rss / MB, 1),
+        peak_swap_mb=round(peak_swap / MB, 1),
+        growth_mb=round((peak_rss - loaded) / MB, 1),
+        first_s=round(first_s, 3),
+        second_s=round(second_s, 3),
+        new_tokens=new_tokens,
+        tokens_per_s=round(new_tokens / second_s, 3) if second_s else None,
+        first_text=first_text,
+        second_text=second_text,
+        same_text=first_text == second_text,
+        graph=graph,
+        decisions=decisions,
+        timeline=sampler.timeline,
+    )
+    return record
+
+
+def _new_tokens(causal_lm, max_length):
+    """Generated tokens only: generate() fills every position after the
+    prompt up to ``max_length`` when no stop token is given."""
+    preprocessor = causal_lm.preprocessor
+    preprocessor.sequence_length = max_length
+    packed = preprocessor.generate_preprocess([PROMPT])
+    prompt_tokens = int(_numpy(packed["padding_mask"]).sum())
+    return max_length - prompt_tokens
+
+
+def _numpy(value):
+    import keras
+
+    return keras.ops.convert_to_numpy(value)
+
+
+def _openvino_graph(causal_lm):
+    compiled = getattr(causal_lm, "ov_compiled_model", None)
+    if compiled is None:
+        return None
+    runtime = compiled.get_runtime_model()
+    counts = {name: 0 for name in OV_LAYER_TYPES}
+    constant_bytes = 0
+    for node in runtime.get_ordered_ops():
+        layer_type = node.get_rt_info()["layerType"].astype(str)
+        if layer_type in counts:
+            counts[layer_type] += 1
+        if layer_type == "Const":
+            output = node.output(0)
+            shape = output.get_partial_shape()
+            if shape.is_static:
+                size = 1
+                for dim in shape.to_shape():
+                    size *= dim
+                constant_bytes += size * output.get_element_type().size
+    counts["constant_mb"] = round(constant_bytes / MB, 1)
+    return counts
+
+
+def _versions():
+    from importlib import metadata
+
+    names = ["keras", "keras-hub", "openvino", "numpy"]
+    backend = os.environ.get("KERAS_BACKEND")
+    names += {"tensorflow": ["tensorflow"], "torch": ["torch"]}.get(
+        backend, ["jax", "jaxlib"] if backend == "jax" else []
+    )
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+if __name__ == "__main__":
+    main()
