@@ -22,21 +22,35 @@ def main(argv=None):
     compare = commands.add_parser(
         "compare", help="measure backends with and without the fix"
     )
-    compare.add_argument("--model", default=None,
-                         help=f"one of {', '.join(models.MODELS)} (or a "
-                         "comma-separated list); default gpt2_medium")
+    compare.add_argument(
+        "--model",
+        default=None,
+        help=f"one of {', '.join(models.MODELS)} (or a "
+        "comma-separated list); default gpt2_medium",
+    )
     compare.add_argument("--backends", type=_list, default=list(BACKENDS))
-    compare.add_argument("--fix", choices=["on", "off", "both"], default="both",
-                         help="for openvino: with the fix, without, or both")
+    compare.add_argument(
+        "--fix",
+        choices=["on", "off", "both"],
+        default="both",
+        help="for openvino: with the fix, without, or both",
+    )
     compare.add_argument("--repeats", type=int, default=None)
-    compare.add_argument("--openvino", type=_list, default=None,
-                         help="OpenVINO version(s); other than the installed "
-                         f"one, from {', '.join(environments.KNOWN_GOOD)}")
+    compare.add_argument(
+        "--openvino",
+        type=_list,
+        default=None,
+        help="OpenVINO version(s); other than the installed "
+        f"one, from {', '.join(environments.KNOWN_GOOD)}",
+    )
     compare.add_argument("--out", default=None)
     compare.add_argument("--max-length", type=int, default=10)
     compare.add_argument("--timeout", type=float, default=1200)
-    compare.add_argument("--quick", action="store_true",
-                         help="GPT-2 base, one repeat: a few minutes")
+    compare.add_argument(
+        "--quick",
+        action="store_true",
+        help="GPT-2 base, one repeat: a few minutes",
+    )
 
     render = commands.add_parser("report", help="re-render report.md")
     render.add_argument("results")
@@ -51,14 +65,18 @@ def main(argv=None):
         print(report.render(args.results))
         return 0
     if args.command == "diff":
-        lines, regressions = diff.compare_results(args.old, args.new, args.factor)
+        lines, regressions = diff.compare_results(
+            args.old, args.new, args.factor
+        )
         print("\n".join(lines))
         return 1 if regressions else 0
 
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backend(s) {sorted(unknown)}; use {BACKENDS}")
-    model_names = _list(args.model or ("gpt2_base" if args.quick else "gpt2_medium"))
+    model_names = _list(
+        args.model or ("gpt2_base" if args.quick else "gpt2_medium")
+    )
     for name in model_names:
         if name not in models.MODELS:
             parser.error(f"unknown model {name!r}; use {list(models.MODELS)}")
@@ -68,14 +86,20 @@ def main(argv=None):
     out = args.out or "results/" + datetime.datetime.now().strftime(
         "%Y%m%d-%H%M%S"
     )
-    configs = list(runner.configurations(
-        model_names, args.backends, fix_modes, versions
-    ))
-    print(f"{len(configs)} configuration(s) x {repeats} repeat(s) -> {out}",
-          flush=True)
+    configs = list(
+        runner.configurations(model_names, args.backends, fix_modes, versions)
+    )
+    print(
+        f"{len(configs)} configuration(s) x {repeats} repeat(s) -> {out}",
+        flush=True,
+    )
     results = runner.run_all(
-        configs, repeats=repeats, out_dir=out, max_length=args.max_length,
-        timeout=args.timeout, log=lambda text: print(text, flush=True),
+        configs,
+        repeats=repeats,
+        out_dir=out,
+        max_length=args.max_length,
+        timeout=args.timeout,
+        log=lambda text: print(text, flush=True),
     )
     path = report.render(f"{out}/results.json")
     print(f"wrote {out}/results.json, {path} and charts")

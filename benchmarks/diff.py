@@ -14,14 +14,26 @@ def compare_results(old_path, new_path, factor):
     lines, regressions = [], 0
     for key in sorted(set(old) & set(new)):
         for field, title, digits in COLUMNS:
-            if field == "new_tokens" or field not in old[key] or field not in new[key]:
+            if (
+                field == "new_tokens"
+                or field not in old[key]
+                or field not in new[key]
+            ):
                 continue
             before, after = old[key][field][0], new[key][field][0]
             if not before or not after:
                 continue
             ratio = after / before
-            worse = ratio < 1 / factor if field in HIGHER_IS_BETTER else ratio > factor
-            better = ratio > factor if field in HIGHER_IS_BETTER else ratio < 1 / factor
+            worse = (
+                ratio < 1 / factor
+                if field in HIGHER_IS_BETTER
+                else ratio > factor
+            )
+            better = (
+                ratio > factor
+                if field in HIGHER_IS_BETTER
+                else ratio < 1 / factor
+            )
             flag = "REGRESSION" if worse else "improved" if better else ""
             regressions += worse
             if flag:

@@ -67,8 +67,16 @@ def python_for(openvino_version, log=print):
     )
     # The package itself, from this checkout, without touching the pins.
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e",
-         str(ROOT)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "-e",
+            str(ROOT),
+        ],
         check=True,
     )
     stamp.touch()

@@ -39,7 +39,9 @@ def summarize(runs):
             values = [run[field] for run in good if run.get(field) is not None]
             if values:
                 group[field] = (
-                    statistics.median(values), min(values), max(values)
+                    statistics.median(values),
+                    min(values),
+                    max(values),
                 )
     return groups
 
@@ -69,7 +71,7 @@ def render(results_path):
         f"{_loadavg(results['machine'].get('loadavg_at_start'))}, at end "
         f"{_loadavg(results['machine'].get('loadavg_at_end'))}",
         f"- {results['parameters']['repeats']} repeat(s), a fresh process "
-        f"per run; `generate(\"Hello\", max_length="
+        f'per run; `generate("Hello", max_length='
         f"{results['parameters']['max_length']})`, greedy; median "
         "[min-max] over repeats",
         "",
@@ -98,12 +100,19 @@ def _loadavg(values):
 
 def _model_tables(model, groups, runs):
     labels = [label for m, label in groups if m == model]
-    lines = [f"## {model}", "", "| configuration | "
-             + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 1) + "|"]
+    lines = [
+        f"## {model}",
+        "",
+        "| configuration | "
+        + " | ".join(title for _, title, _ in COLUMNS)
+        + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
     for label in labels:
         group = groups[(model, label)]
-        cells = [_cell(group.get(field), digits) for field, _, digits in COLUMNS]
+        cells = [
+            _cell(group.get(field), digits) for field, _, digits in COLUMNS
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += _improvement(model, groups)
@@ -121,9 +130,12 @@ def _improvement(model, groups):
     lines = []
     for stock_label, fix_label in pairs:
         stock, fix = groups[(model, stock_label)], groups[(model, fix_label)]
-        lines += [f"### {fix_label} vs stock", "",
-                  "| metric | stock | with fix | delta | change |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"### {fix_label} vs stock",
+            "",
+            "| metric | stock | with fix | delta | change |",
+            "|---|---|---|---|---|",
+        ]
         for field, title, digits in COLUMNS:
             if field == "new_tokens" or field not in stock or field not in fix:
                 continue
@@ -145,14 +157,27 @@ def _graphs(model, runs):
             rows.setdefault(run["label"], run["graph"])
     if not rows:
         return []
-    fields = ["Einsum", "MatMul", "FullyConnected", "Transpose", "Broadcast",
-              "Reorder", "constant_mb"]
-    lines = ["### OpenVINO runtime model (first repeat)", "",
-             "| configuration | " + " | ".join(fields) + " |",
-             "|---" * (len(fields) + 1) + "|"]
+    fields = [
+        "Einsum",
+        "MatMul",
+        "FullyConnected",
+        "Transpose",
+        "Broadcast",
+        "Reorder",
+        "constant_mb",
+    ]
+    lines = [
+        "### OpenVINO runtime model (first repeat)",
+        "",
+        "| configuration | " + " | ".join(fields) + " |",
+        "|---" * (len(fields) + 1) + "|",
+    ]
     for label, graph in rows.items():
-        lines.append(f"| {label} | "
-                     + " | ".join(str(graph.get(f, "")) for f in fields) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(str(graph.get(f, "")) for f in fields)
+            + " |"
+        )
     return lines + [""]
 
 

@@ -136,15 +136,24 @@ def _run_one(python, preset, configuration, max_length, timeout):
     with tempfile.TemporaryDirectory() as scratch:
         result = pathlib.Path(scratch) / "result.json"
         command = [
-            python, "-m", "benchmarks.worker",
-            "--preset", preset,
-            "--fix", "on" if configuration.fix else "off",
-            "--max-length", str(max_length),
-            "--result", str(result),
+            python,
+            "-m",
+            "benchmarks.worker",
+            "--preset",
+            preset,
+            "--fix",
+            "on" if configuration.fix else "off",
+            "--max-length",
+            str(max_length),
+            "--result",
+            str(result),
         ]
         try:
             completed = subprocess.run(
-                command, env=env, capture_output=True, text=True,
+                command,
+                env=env,
+                capture_output=True,
+                text=True,
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
@@ -186,8 +195,10 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
     for repeat in range(repeats):
         for configuration in configs:
             done = len(results["runs"]) + 1
-            log(f"[{done}/{total}] {configuration.model} {configuration.label}"
-                f" (repeat {repeat + 1}/{repeats})")
+            log(
+                f"[{done}/{total}] {configuration.model} {configuration.label}"
+                f" (repeat {repeat + 1}/{repeats})"
+            )
             started = time.perf_counter()
             record = {"ok": False}
             try:
@@ -198,11 +209,17 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
                 if key not in presets:
                     presets[key] = _preset(pythons[version], configuration, log)
                 record = _run_one(
-                    pythons[version], presets[key], configuration,
-                    max_length, timeout,
+                    pythons[version],
+                    presets[key],
+                    configuration,
+                    max_length,
+                    timeout,
                 )
             except Exception as error:  # a broken configuration, not the run
-                record = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+                record = {
+                    "ok": False,
+                    "error": f"{type(error).__name__}: {error}",
+                }
             record.update(
                 model=configuration.model,
                 backend=configuration.backend,
@@ -215,10 +232,12 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
             results["runs"].append(record)
             _write(out_dir / "results.json", results)
             if record["ok"]:
-                log(f"    first {record['first_s']:.2f}s, second "
+                log(
+                    f"    first {record['first_s']:.2f}s, second "
                     f"{record['second_s']:.2f}s, growth "
                     f"{record['compile_mb']:.0f} MB, {record['new_tokens']} "
-                    "new tokens")
+                    "new tokens"
+                )
             else:
                 log(f"    FAILED: {record['error'][:300]}")
     results["machine"]["loadavg_at_end"] = os.getloadavg()

@@ -39,7 +39,7 @@ class Equation:
 
 
 def parse_equation(subscripts, ranks):
-    """Return the ``Equation`` for ``subscripts`` applied to operands of ``ranks``.
+    """The ``Equation`` of ``subscripts`` for operands of ``ranks``.
 
     Raises ``EquationError`` with the offending part of the equation when it
     is malformed or does not match the number or ranks of the operands.
@@ -111,7 +111,9 @@ def parse_equation(subscripts, ranks):
                 )
     else:
         named = "".join(term.replace(_ELLIPSIS, "") for term in terms)
-        singles = sorted(label for label in set(named) if named.count(label) == 1)
+        singles = sorted(
+            label for label in set(named) if named.count(label) == 1
+        )
         output = broadcast + "".join(singles)
     return Equation(
         inputs=inputs,

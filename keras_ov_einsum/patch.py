@@ -86,7 +86,9 @@ def enable(*, einsum=True, matmul=True):
             _installed.append((backend_numpy, name, original))
         decisions.clear()
         logger.info(
-            "keras_ov_einsum enabled on %s: %s", BACKEND_NUMPY, ", ".join(wanted)
+            "keras_ov_einsum enabled on %s: %s",
+            BACKEND_NUMPY,
+            ", ".join(wanted),
         )
 
 

@@ -81,7 +81,9 @@ class LoweringPlan:
         shape += [self.contracted_size, self.columns_size]
         if self.transpose_b:
             shape[-2:] = shape[:-3:-1]
-        return f"MatMul(transpose_b={self.transpose_b}), kernel {shape}, {layout}"
+        return (
+            f"MatMul(transpose_b={self.transpose_b}), kernel {shape}, {layout}"
+        )
 
 
 def plan_lowering(equation, shapes, kernel_index):
@@ -106,7 +108,9 @@ def plan_lowering(equation, shapes, kernel_index):
     if equation.ellipsis_inputs[kernel_index]:
         return Declined("the kernel has an ellipsis ('...')")
     for name, labels in (("input", x_labels), ("kernel", w_labels)):
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        repeated = sorted(
+            {label for label in labels if labels.count(label) > 1}
+        )
         if repeated:
             return Declined(
                 f"label {repeated[0]!r} repeats within the {name} "
@@ -124,21 +128,31 @@ def plan_lowering(equation, shapes, kernel_index):
             )
 
     in_output = set(output)
-    batch = "".join(l for l in w_labels if l in x_labels and l in in_output)
-    contracted = "".join(
-        l for l in w_labels if l in x_labels and l not in in_output
+    batch = "".join(
+        label for label in w_labels if label in x_labels and label in in_output
     )
-    columns = "".join(l for l in w_labels if l not in x_labels and l in in_output)
-    rows = "".join(l for l in output if l in x_labels and l not in w_labels)
+    contracted = "".join(
+        label
+        for label in w_labels
+        if label in x_labels and label not in in_output
+    )
+    columns = "".join(
+        label
+        for label in w_labels
+        if label not in x_labels and label in in_output
+    )
+    rows = "".join(
+        label for label in output if label in x_labels and label not in w_labels
+    )
     kernel_summed = [
         axis
-        for axis, l in enumerate(w_labels)
-        if l not in x_labels and l not in in_output
+        for axis, label in enumerate(w_labels)
+        if label not in x_labels and label not in in_output
     ]
     variable_summed = [
         axis
-        for axis, l in enumerate(x_labels)
-        if l not in w_labels and l not in in_output
+        for axis, label in enumerate(x_labels)
+        if label not in w_labels and label not in in_output
     ]
 
     if not contracted:
@@ -149,8 +163,12 @@ def plan_lowering(equation, shapes, kernel_index):
             "not a matrix product"
         )
 
-    x_kept = "".join(l for l in x_labels if l in in_output or l in w_labels)
-    w_kept = "".join(l for l in w_labels if l in in_output or l in x_labels)
+    x_kept = "".join(
+        label for label in x_labels if label in in_output or label in w_labels
+    )
+    w_kept = "".join(
+        label for label in w_labels if label in in_output or label in x_labels
+    )
 
     kernel_permutation = None
     transpose_b = False
@@ -161,7 +179,7 @@ def plan_lowering(equation, shapes, kernel_index):
         transpose_b = True
     else:
         target = batch + contracted + columns
-        kernel_permutation = tuple(w_kept.index(l) for l in target)
+        kernel_permutation = tuple(w_kept.index(label) for label in target)
 
     variable_permutation = _permutation(x_kept, batch + rows + contracted)
     output_permutation = _permutation(batch + rows + columns, output)

@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 
@@ -30,15 +29,16 @@ class EinsumGraph:
 def build_einsum_graph(
     equation, input_shape, kernel, *, fixed, kernel_first=False, dtype="float32"
 ):
-    """``einsum(equation, x, kernel)`` with ``x`` a Parameter of ``input_shape``.
+    """``einsum(equation, x, kernel)``, ``x`` a Parameter of ``input_shape``.
 
     ``None`` in ``input_shape`` is a dynamic dimension. ``kernel`` becomes a
     ``keras.Variable``, i.e. an OpenVINO Constant, as in a real layer.
     """
     import keras
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
-
-    from keras.src.backend.openvino.core import OPENVINO_DTYPES
+    from keras.src.backend.openvino.core import (
+        OPENVINO_DTYPES,
+        OpenVINOKerasTensor,
+    )
 
     parameter = ov_opset.parameter(
         [-1 if size is None else size for size in input_shape],

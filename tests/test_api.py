@@ -164,7 +164,10 @@ def test_an_internal_error_falls_back_to_stock(monkeypatch, caplog):
         )
     (decision,) = keras_ov_einsum.explain()
     assert not decision.lowered and "boom" in decision.reason
-    assert "Einsum" in [n.get_type_name() for n in ov.Model([y.output], [parameter]).get_ordered_ops()]
+    assert "Einsum" in [
+        n.get_type_name()
+        for n in ov.Model([y.output], [parameter]).get_ordered_ops()
+    ]
     assert "kept on the stock path" in caplog.text
 
 
@@ -183,7 +186,9 @@ def test_old_keras_is_refused_before_anything_is_touched(monkeypatch):
 
 def test_a_backend_without_the_hook_is_refused(monkeypatch):
     monkeypatch.delattr(_backend_numpy(), "einsum")
-    with pytest.raises(keras_ov_einsum.UnsupportedVersionError, match="has no einsum"):
+    with pytest.raises(
+        keras_ov_einsum.UnsupportedVersionError, match="has no einsum"
+    ):
         keras_ov_einsum.enable()
     assert not keras_ov_einsum.is_enabled()
 

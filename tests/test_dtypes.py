@@ -4,7 +4,6 @@ compressed kernels, and Keras's quantized EinsumDense layers."""
 import ml_dtypes
 import numpy as np
 import pytest
-
 from graphs import build_einsum_graph, op_types, run_model
 
 N = None
@@ -32,8 +31,11 @@ def _array(shape, dtype, seed):
     return values.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
 
 
-@pytest.mark.parametrize("config", [{"INFERENCE_PRECISION_HINT": "f32"}, {}],
-                         ids=["f32", "default-precision"])
+@pytest.mark.parametrize(
+    "config",
+    [{"INFERENCE_PRECISION_HINT": "f32"}, {}],
+    ids=["f32", "default-precision"],
+)
 @pytest.mark.parametrize(
     "x_dtype, kernel_dtype, lowered",
     PAIRS,
@@ -70,7 +72,9 @@ def test_compressed_kernel_stays_behind_its_convert():
     kernel = _array((16, 4, 8), "float16", 0)
     fixed = build_einsum_graph(EQUATION, (N, N, 16), kernel, fixed=True)
     (matmul,) = [
-        n for n in fixed.model.get_ordered_ops() if n.get_type_name() == "MatMul"
+        n
+        for n in fixed.model.get_ordered_ops()
+        if n.get_type_name() == "MatMul"
     ]
     chain = []
     node = matmul.input_value(1).get_node()

@@ -46,8 +46,9 @@ MALFORMED = [
     "subscripts, ranks, message", MALFORMED, ids=[row[0] for row in MALFORMED]
 )
 def test_malformed(subscripts, ranks, message):
-    with pytest.raises(EquationError, match=message.replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        EquationError, match=message.replace("(", r"\(").replace(")", r"\)")
+    ):
         parse_equation(subscripts, ranks)
 
 

@@ -4,10 +4,10 @@ became MatMuls while the attention einsums stayed."""
 
 import numpy as np
 import pytest
+from graphs import constant_bytes, op_types, run_model
 
 import keras_ov_einsum
 from keras_ov_einsum.patch import MATMUL_LABEL
-from graphs import constant_bytes, op_types, run_model
 
 LAYERS = 2
 # Per layer: query, key, value and output projections; two attention einsums.
@@ -60,7 +60,9 @@ def test_generate_same_tokens_and_explained(causal_lm):
     # cached decoding step: every projection lowered, every attention not.
     logits = [d for d in explanation if d.equation == MATMUL_LABEL]
     projections = [
-        d for d in explanation if d.equation in ("abc,cde->abde", "abcd,cde->abe")
+        d
+        for d in explanation
+        if d.equation in ("abc,cde->abde", "abcd,cde->abe")
     ]
     attention = [
         d for d in explanation if d not in projections and d not in logits
@@ -72,10 +74,11 @@ def test_generate_same_tokens_and_explained(causal_lm):
     assert "untransposed kernel [512, 64]" in logits[0].reason
     assert len(projections) == 2 * len(attention)
     assert all(d.lowered for d in projections)
-    assert {d.equation for d in attention} == {"aecd,abcd->acbe", "acbe,aecd->abcd"}
-    assert all(
-        d.reason == "no operand is a constant kernel" for d in attention
-    )
+    assert {d.equation for d in attention} == {
+        "aecd,abcd->acbe",
+        "acbe,aecd->abcd",
+    }
+    assert all(d.reason == "no operand is a constant kernel" for d in attention)
 
 
 def _logits_graph(causal_lm, fixed):

@@ -7,7 +7,6 @@ batch and sequence dimensions, as keras-hub's generate builds them.
 
 import numpy as np
 import pytest
-
 from graphs import build_einsum_graph, constant_bytes, op_types, run_model
 
 N = None  # a dynamic dimension
@@ -124,10 +123,17 @@ def test_lowered_graph_and_numbers(
 
 def _matmul_kernel_source(model):
     """Name of the Constant behind the MatMul's second input."""
-    (matmul,) = [n for n in model.get_ordered_ops() if n.get_type_name() == "MatMul"]
+    (matmul,) = [
+        n for n in model.get_ordered_ops() if n.get_type_name() == "MatMul"
+    ]
     node = matmul.input_value(1).get_node()
     while node.get_type_name() != "Constant":
-        assert node.get_type_name() in ("Reshape", "Transpose", "Convert", "ReduceSum")
+        assert node.get_type_name() in (
+            "Reshape",
+            "Transpose",
+            "Convert",
+            "ReduceSum",
+        )
         node = node.input_value(0).get_node()
     return node.get_name()
 
@@ -146,9 +152,13 @@ def test_kernel_transposed_only_when_label_order_forces_it(
     input_shape = {"b": (N, N, 16), "t": (N, 16)}[equation[0]]
     if equation.startswith("bhwc"):
         input_shape = (N, 3, 4, 8)
-    fixed = build_einsum_graph(equation, input_shape, _kernel(kernel_shape), fixed=True)
+    fixed = build_einsum_graph(
+        equation, input_shape, _kernel(kernel_shape), fixed=True
+    )
     (matmul,) = [
-        n for n in fixed.model.get_ordered_ops() if n.get_type_name() == "MatMul"
+        n
+        for n in fixed.model.get_ordered_ops()
+        if n.get_type_name() == "MatMul"
     ]
     chain = []
     node = matmul.input_value(1).get_node()
@@ -198,7 +208,9 @@ DECLINED = [
     DECLINED,
     ids=[row[0] for row in DECLINED],
 )
-def test_declined_keeps_the_stock_graph(equation, input_shape, kernel_shape, reason):
+def test_declined_keeps_the_stock_graph(
+    equation, input_shape, kernel_shape, reason
+):
     kernel = _kernel(kernel_shape)
     try:
         stock = build_einsum_graph(equation, input_shape, kernel, fixed=False)
@@ -238,5 +250,9 @@ def test_spaces_are_parsed_but_stock_errors_are_kept():
     )
     assert lowered, lowered
     model = ov.Model([lowered.output], [parameter])
-    x, expected = _operands(equation.replace(" ", ""), (2, 3, 16), kernel, False)
-    np.testing.assert_allclose(run_model(model, x), expected, rtol=1e-5, atol=1e-5)
+    x, expected = _operands(
+        equation.replace(" ", ""), (2, 3, 16), kernel, False
+    )
+    np.testing.assert_allclose(
+        run_model(model, x), expected, rtol=1e-5, atol=1e-5
+    )

@@ -3,9 +3,9 @@ the graph holds no Transpose of the constant, and the numbers are stock's."""
 
 import numpy as np
 import pytest
+from graphs import constant_bytes, op_types, run_model
 
 import keras_ov_einsum
-from graphs import constant_bytes, op_types, run_model
 from keras_ov_einsum.patch import MATMUL_LABEL
 
 
@@ -13,8 +13,10 @@ def _graph(make_kernel, x_shape, kernel, *, fixed, x_dtype="float32", **parts):
     import keras
     import openvino as ov
     import openvino.opset13 as ov_opset
-    from keras.src.backend.openvino.core import OPENVINO_DTYPES
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+    from keras.src.backend.openvino.core import (
+        OPENVINO_DTYPES,
+        OpenVINOKerasTensor,
+    )
 
     parameter = ov_opset.parameter(x_shape, OPENVINO_DTYPES[x_dtype])
     variable = keras.Variable(kernel, dtype=str(kernel.dtype), trainable=False)
@@ -66,7 +68,9 @@ def test_transposed_constant_lowered(make_kernel, x_shape, kernel_shape):
     assert decision.equation == MATMUL_LABEL and decision.lowered
     assert len(_transposed_constants(stock)) == 1
     assert _transposed_constants(fixed) == []
-    (matmul,) = [n for n in fixed.get_ordered_ops() if n.get_type_name() == "MatMul"]
+    (matmul,) = [
+        n for n in fixed.get_ordered_ops() if n.get_type_name() == "MatMul"
+    ]
     assert matmul.get_attributes()["transpose_b"] is True
     assert constant_bytes(fixed) <= constant_bytes(stock)
 
@@ -86,7 +90,9 @@ def test_compressed_kernel_keeps_its_convert():
     stock, _ = _graph(_transpose(None), [-1, 8], kernel, fixed=False)
     fixed, (decision,) = _graph(_transpose(None), [-1, 8], kernel, fixed=True)
     assert decision.lowered
-    (matmul,) = [n for n in fixed.get_ordered_ops() if n.get_type_name() == "MatMul"]
+    (matmul,) = [
+        n for n in fixed.get_ordered_ops() if n.get_type_name() == "MatMul"
+    ]
     assert matmul.input_value(1).get_node().get_type_name() == "Convert"
     x = np.random.default_rng(1).standard_normal((2, 8)).astype("float32")
     np.testing.assert_array_equal(run_model(fixed, x), run_model(stock, x))
@@ -98,7 +104,9 @@ def test_other_orders_declined_with_the_order():
         _transpose((1, 0, 2)), [12, -1, 3], kernel, fixed=True
     )
     assert not decision.lowered
-    assert "order [1, 0, 2] is not a swap of its last two axes" in decision.reason
+    assert (
+        "order [1, 0, 2] is not a swap of its last two axes" in decision.reason
+    )
     assert len(_transposed_constants(fixed)) == 1
 
 
@@ -142,4 +150,6 @@ def test_reversible_embedding_logits():
     assert _transposed_constants(model) == []
     x = np.random.default_rng(1).standard_normal((2, 3, 8)).astype("float32")
     table = keras.ops.convert_to_numpy(layer.embeddings)
-    np.testing.assert_allclose(run_model(model, x), x @ table.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_model(model, x), x @ table.T, rtol=1e-5, atol=1e-5
+    )

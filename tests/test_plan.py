@@ -11,22 +11,76 @@ N = None  # a dynamic dimension, as keras-hub's generate builds them
 #  expected (batch, rows, contracted, columns, transpose_b, kernel copied))
 LOWERED = [
     # Projections in keras-hub: the kernel is already [K..., N...]
-    ("btd,dnh->btnh", (N, N, 8), (8, 2, 4), 1, ("", "bt", "d", "nh", False, False)),
-    ("btnh,nhd->btd", (N, N, 2, 4), (2, 4, 8), 1, ("", "bt", "nh", "d", False, False)),
-    ("abc,cde->abde", (N, N, 8), (8, 2, 4), 1, ("", "ab", "c", "de", False, False)),
-    ("bquh,uhm->bqm", (N, N, 2, 4), (2, 4, 8), 1, ("", "bq", "uh", "m", False, False)),
+    (
+        "btd,dnh->btnh",
+        (N, N, 8),
+        (8, 2, 4),
+        1,
+        ("", "bt", "d", "nh", False, False),
+    ),
+    (
+        "btnh,nhd->btd",
+        (N, N, 2, 4),
+        (2, 4, 8),
+        1,
+        ("", "bt", "nh", "d", False, False),
+    ),
+    (
+        "abc,cde->abde",
+        (N, N, 8),
+        (8, 2, 4),
+        1,
+        ("", "ab", "c", "de", False, False),
+    ),
+    (
+        "bquh,uhm->bqm",
+        (N, N, 2, 4),
+        (2, 4, 8),
+        1,
+        ("", "bq", "uh", "m", False, False),
+    ),
     # The kernel is [N, K]: MatMul reads it with transpose_b, no copy
-    ("bhwc,wkc->bhwk", (2, 3, 4, 5), (4, 6, 5), 1, ("w", "bh", "c", "k", True, False)),
+    (
+        "bhwc,wkc->bhwk",
+        (2, 3, 4, 5),
+        (4, 6, 5),
+        1,
+        ("w", "bh", "c", "k", True, False),
+    ),
     ("bd,nd->bn", (N, 8), (6, 8), 1, ("", "b", "d", "n", True, False)),
     # Interleaved kernel [N, K, N]: a physical transpose is unavoidable
     ("th,ehi->eti", (N, 8), (2, 8, 4), 1, ("", "t", "h", "ei", False, True)),
     # Batch label shared by both operands and the output
-    ("etm,emh->eth", (3, N, 8), (3, 8, 4), 1, ("e", "t", "m", "h", False, False)),
+    (
+        "etm,emh->eth",
+        (3, N, 8),
+        (3, 8, 4),
+        1,
+        ("e", "t", "m", "h", False, False),
+    ),
     # The kernel first; output order independent of the operand order
-    ("dnh,btd->btnh", (N, N, 8), (8, 2, 4), 0, ("", "bt", "d", "nh", False, False)),
+    (
+        "dnh,btd->btnh",
+        (N, N, 8),
+        (8, 2, 4),
+        0,
+        ("", "bt", "d", "nh", False, False),
+    ),
     # Summed-out labels on either side
-    ("btxd,dn->btn", (N, N, 3, 8), (8, 4), 1, ("", "bt", "d", "n", False, False)),
-    ("btd,dnz->btn", (N, N, 8), (8, 4, 3), 1, ("", "bt", "d", "n", False, False)),
+    (
+        "btxd,dn->btn",
+        (N, N, 3, 8),
+        (8, 4),
+        1,
+        ("", "bt", "d", "n", False, False),
+    ),
+    (
+        "btd,dnz->btn",
+        (N, N, 8),
+        (8, 4, 3),
+        1,
+        ("", "bt", "d", "n", False, False),
+    ),
     # Full contraction; an ellipsis in the input
     ("d,d->", (8,), (8,), 1, ("", "", "d", "", False, False)),
     ("...d,dn->...n", (N, N, 8), (8, 4), 1, ("", "AB", "d", "n", False, False)),

@@ -1,0 +1,233 @@
+"""The benchmark harness: end to end on a tiny model, the results schema,
+failure records, report rendering and the diff. Timings are never asserted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import diff, environments, report, runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+RECORD_FIELDS = {
+    "backend",
+    "fix",
+    "model",
+    "openvino_version",
+    "repeat",
+    "ok",
+    "error",
+    "load_mb",
+    "compile_mb",
+    "peak_rss_mb",
+    "peak_swap_mb",
+    "growth_mb",
+    "first_s",
+    "second_s",
+    "new_tokens",
+    "tokens_per_s",
+    "stages",
+    "timeline",
+}
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("presets")
+    previous = os.environ.get("KERAS_OV_EINSUM_PRESETS")
+    os.environ["KERAS_OV_EINSUM_PRESETS"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["KERAS_OV_EINSUM_PRESETS"]
+    else:
+        os.environ["KERAS_OV_EINSUM_PRESETS"] = previous
+
+
+@pytest.fixture(scope="module")
+def tiny_run(presets, tmp_path_factory):
+    """``python -m benchmarks compare`` on a 2-layer GPT-2, as users run it."""
+    out = tmp_path_factory.mktemp("run")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "compare",
+            "--model",
+            "gpt2_tiny",
+            "--backends",
+            "jax,openvino",
+            "--fix",
+            "both",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return out, completed.stdout
+
+
+def test_end_to_end_writes_results_report_and_charts(tiny_run):
+    out, stdout = tiny_run
+    assert "[3/3] gpt2_tiny openvino" in stdout  # progress is shown
+    results = json.loads((out / "results.json").read_text())
+    assert {"cpu", "cores", "ram_gb"} <= set(results["machine"])
+    assert results["packages"]["openvino"] == environments.current_openvino()
+    assert results["commit"]
+    labels = [run["label"] for run in results["runs"]]
+    current = environments.current_openvino()
+    assert labels == [
+        "jax",
+        f"openvino {current} stock",
+        f"openvino {current} fix",
+    ]
+    for run in results["runs"]:
+        assert run["ok"], run["error"]
+        assert RECORD_FIELDS <= set(run)
+        assert [stage["stage"] for stage in run["stages"]] == [0, 1, 2, 3, 4, 5]
+        assert run["new_tokens"] > 0 and run["new_tokens"] < 10
+        assert run["tokens_per_s"] == pytest.approx(
+            run["new_tokens"] / run["second_s"], rel=1e-2
+        )
+        assert len(run["timeline"]) > 5  # the 20 ms sampler ran
+    jax, stock, fixed = results["runs"]
+    # Same saved weights, greedy sampling: the same text everywhere.
+    assert jax["first_text"] == stock["first_text"] == fixed["first_text"]
+    assert fixed["decisions"]["lowered"] > 0
+    assert stock["graph"]["Einsum"] == fixed["graph"]["Einsum"] == 0
+    report_text = (out / "report.md").read_text()
+    assert "### openvino" in report_text and "vs stock" in report_text
+    for chart in ("peak_rss.png", "tokens_per_s.png", "memory_timeline.png"):
+        assert (out / chart).stat().st_size > 1000
+
+
+def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
+    presets, tmp_path
+):
+    current = environments.current_openvino()
+    configs = [
+        # The worker refuses the fix on another backend: it exits non-zero.
+        runner.Configuration("gpt2_tiny", "jax", True, current),
+        runner.Configuration("gpt2_tiny", "openvino", False, current),
+    ]
+    results = runner.run_all(
+        configs,
+        repeats=1,
+        out_dir=tmp_path,
+        max_length=10,
+        timeout=600,
+        log=lambda text: None,
+    )
+    crashed, fine = results["runs"]
+    assert not crashed["ok"]
+    assert "exit code 1" in crashed["error"]
+    assert "--fix on applies to the openvino backend" in crashed["error"]
+    assert fine["ok"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [run["ok"] for run in saved["runs"]] == [False, True]
+
+
+def test_a_timeout_is_recorded(presets, tmp_path):
+    current = environments.current_openvino()
+    configs = [runner.Configuration("gpt2_tiny", "openvino", False, current)]
+    results = runner.run_all(
+        configs,
+        repeats=1,
+        out_dir=tmp_path,
+        max_length=10,
+        timeout=0.5,
+        log=lambda text: None,
+    )
+    (run,) = results["runs"]
+    assert not run["ok"] and run["error"] == "timed out after 0.5 s"
+
+
+def _run(label, repeat, ok=True, **values):
+    run = {
+        "model": "m",
+        "label": label,
+        "repeat": repeat,
+        "ok": ok,
+        "error": None if ok else "boom",
+        "backend": label.split()[0],
+        "timeline": [(0.0, 100.0), (1.0, 150.0)],
+    }
+    if ok:
+        run.update(
+            dict(
+                load_mb=100,
+                compile_mb=50,
+                growth_mb=60,
+                peak_rss_mb=200,
+                first_s=2.0,
+                second_s=1.0,
+                new_tokens=9,
+                tokens_per_s=9.0,
+            ),
+            **values,
+        )
+    return run
+
+
+def _results(runs):
+    return {
+        "created": "2026-11-25T00:00:00",
+        "command": "python -m benchmarks x",
+        "commit": "abc",
+        "parameters": {"repeats": 2, "max_length": 10},
+        "machine": {"cpu": "cpu", "cores": 2, "ram_gb": 24},
+        "runs": runs,
+    }
+
+
+def test_report_medians_ranges_improvement_and_failures(tmp_path):
+    runs = [
+        _run("openvino 1 stock", 0, compile_mb=100),
+        _run("openvino 1 stock", 1, compile_mb=120),
+        _run("openvino 1 fix", 0, compile_mb=80, tokens_per_s=12.0),
+        _run("openvino 1 fix", 1, ok=False),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    text = report.render(path).read_text()
+    # median [min-max] over the two good stock runs
+    assert "| openvino 1 stock | 100 | 110 [100-120] |" in text
+    # the improvement table: median stock 110 -> fix 80
+    assert "| first-call growth MB | 110 | 80 | -30 | -27.3% |" in text
+    assert "| tokens/s | 9.0 | 12.0 | +3.0 | +33.3% |" in text
+    assert "- m openvino 1 fix repeat 1: boom" in text
+    assert (tmp_path / "memory_timeline.png").exists()
+
+
+def test_diff_flags_changes_beyond_the_factor(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(_results([_run("torch", 0)])))
+    new.write_text(
+        json.dumps(
+            _results(
+                [_run("torch", 0, first_s=3.0, tokens_per_s=9.5, compile_mb=20)]
+            )
+        )
+    )
+    lines, regressions = diff.compare_results(old, new, factor=1.2)
+    assert regressions == 1
+    assert any(
+        line.startswith("REGRESSION m torch: 1st call s") for line in lines
+    )
+    assert any(
+        line.startswith("improved   m torch: first-call growth")
+        for line in lines
+    )
+    assert not any("tokens/s" in line for line in lines)  # within x1.2
+    lines, regressions = diff.compare_results(old, old, factor=1.2)
+    assert (lines, regressions) == (["no change beyond x1.2"], 0)
