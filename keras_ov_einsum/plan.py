@@ -163,6 +163,20 @@ def plan_lowering(equation, shapes, kernel_index):
             "not a matrix product"
         )
 
+    matrix = [
+        _product(sizes[label] for label in contracted),
+        _product(sizes[label] for label in columns),
+    ]
+    if 1 in matrix:
+        # Found by the equivalence suite: OpenVINO's transformations
+        # miscompile some MatMuls whose K or N is 1 (a kernel reshape
+        # dropped, a reshape of the wrong size, a FullyConnected that
+        # rejects its input). Projections never have such a side.
+        return Declined(
+            "a matrix-vector product (K or N is 1) is not reliably "
+            "compiled by OpenVINO"
+        )
+
     x_kept = "".join(
         label for label in x_labels if label in in_output or label in w_labels
     )

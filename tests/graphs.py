@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import ml_dtypes
 import openvino as ov
 import openvino.opset13 as ov_opset
 
@@ -40,12 +41,17 @@ def build_einsum_graph(
         OpenVINOKerasTensor,
     )
 
+    # OpenVINO's Python API reads bfloat16 NumPy arrays as float16 bytes:
+    # bfloat16 inputs are fed as float32 and converted inside the graph.
     parameter = ov_opset.parameter(
         [-1 if size is None else size for size in input_shape],
-        OPENVINO_DTYPES[dtype],
+        OPENVINO_DTYPES["float32" if dtype == "bfloat16" else dtype],
     )
     variable = keras.Variable(kernel, dtype=str(kernel.dtype), trainable=False)
-    x = OpenVINOKerasTensor(parameter.output(0))
+    x = parameter.output(0)
+    if dtype == "bfloat16":
+        x = ov_opset.convert(x, OPENVINO_DTYPES[dtype]).output(0)
+    x = OpenVINOKerasTensor(x)
     operands = (variable, x) if kernel_first else (x, variable)
     context = keras_ov_einsum.enabled() if fixed else _null_context()
     with context:
@@ -73,7 +79,12 @@ def constant_bytes(model):
 
 def run_model(model, *inputs, config=F32):
     compiled = ov.Core().compile_model(model, "CPU", config)
-    return compiled(list(inputs))[0]
+    result = compiled(list(inputs))[0]
+    # bfloat16 results come back as float16 bytes, as keras's
+    # convert_to_numpy knows: reinterpret them.
+    if compiled.output(0).get_element_type() == ov.Type.bf16:
+        result = result.view(ml_dtypes.bfloat16)
+    return result
 
 
 class _null_context:

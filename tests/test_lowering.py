@@ -55,7 +55,6 @@ OTHER_FORMS = [
     ("nd,btd->bnt", (N, N, 16), (2, 3, 16), (8, 16), True),  # transpose_b
     ("btd,dn", (N, N, 16), (2, 3, 16), (16, 8), False),  # implicit output
     ("d,dn->n", (16,), (16,), (16, 8), False),  # vector @ matrix
-    ("d,d->", (16,), (16,), (16,), False),  # full contraction
     ("ebtd,edn->ebtn", (3, N, N, 16), (3, 2, 2, 16), (3, 16, 8), False),
     ("btsd,tdn->tbsn", (N, 2, N, 16), (2, 2, 3, 16), (2, 16, 8), False),
 ]
@@ -198,6 +197,7 @@ def test_interleaved_kernel_transposed_once_and_shared():
 DECLINED = [
     ("ii,ij->ij", (4, 4), (4, 5), "label 'i' repeats within the input"),
     ("bi,j->bij", (N, 4), (5,), "no label is contracted"),
+    ("d,d->", (16,), (16,), "a matrix-vector product (K or N is 1)"),
     ("btd,dn->btn", (N, N, 7), (8, 4), "size 7 in the input but 8"),
     ("...d,...dn->...n", (3, 8), (3, 8, 4), "the kernel has an ellipsis"),
 ]
