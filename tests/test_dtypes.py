@@ -4,6 +4,7 @@ compressed kernels, and Keras's quantized EinsumDense layers."""
 import ml_dtypes
 import numpy as np
 import pytest
+
 from graphs import build_einsum_graph, op_types, run_model
 
 N = None

@@ -4,9 +4,9 @@ became MatMuls while the attention einsums stayed."""
 
 import numpy as np
 import pytest
-from graphs import constant_bytes, op_types, run_model
 
 import keras_ov_einsum
+from graphs import constant_bytes, op_types, run_model
 from keras_ov_einsum.patch import MATMUL_LABEL
 
 LAYERS = 2

@@ -7,6 +7,7 @@ batch and sequence dimensions, as keras-hub's generate builds them.
 
 import numpy as np
 import pytest
+
 from graphs import build_einsum_graph, constant_bytes, op_types, run_model
 
 N = None  # a dynamic dimension

@@ -3,9 +3,9 @@ the graph holds no Transpose of the constant, and the numbers are stock's."""
 
 import numpy as np
 import pytest
-from graphs import constant_bytes, op_types, run_model
 
 import keras_ov_einsum
+from graphs import constant_bytes, op_types, run_model
 from keras_ov_einsum.patch import MATMUL_LABEL
 
 

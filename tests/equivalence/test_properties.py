@@ -8,11 +8,11 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 import pytest
-from graphs import build_einsum_graph, constant_bytes, op_types, run_model
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 import keras_ov_einsum
+from graphs import build_einsum_graph, constant_bytes, op_types, run_model
 
 from .references import assert_close, numpy_reference, values
 from .strategies import DTYPE_PAIRS, EinsumCase, einsum_cases
