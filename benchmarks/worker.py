@@ -14,11 +14,11 @@ import os
 import sys
 import time
 
+from benchmarks.models import PROMPT
 from benchmarks.sampler import MB, MemorySampler
 
 __all__ = ["main"]
 
-PROMPT = "Hello"
 # The OpenVINO runtime layer types reported per configuration.
 OV_LAYER_TYPES = (
     "Einsum",
@@ -114,8 +114,8 @@ def measure(preset, fix, max_length):
         peak_rss_mb=round(peak_rss / MB, 1),
         peak_swap_mb=round(peak_swap / MB, 1),
         growth_mb=round((peak_rss - loaded) / MB, 1),
-        first_s=round(first_s, 3),
-        second_s=round(second_s, 3),
+        first_s=round(first_s, 6),
+        second_s=round(second_s, 6),
         new_tokens=new_tokens,
         tokens_per_s=round(new_tokens / second_s, 3) if second_s else None,
         first_text=first_text,
