@@ -6,12 +6,13 @@ venv of its own, built once under the cache folder from the pinned set in
 calls ``opset16.constant``, which OpenVINO 2025.3 lacks).
 """
 
+import json
 import os
 import pathlib
 import subprocess
 import sys
 
-__all__ = ["KNOWN_GOOD", "python_for", "current_openvino"]
+__all__ = ["KNOWN_GOOD", "current_openvino", "packages", "python_for"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,20 @@ def current_openvino():
     from importlib import metadata
 
     return metadata.version("openvino")
+
+
+def packages(python):
+    """Every distribution installed for ``python``: name -> version."""
+    script = (
+        "import json\n"
+        "from importlib import metadata\n"
+        "print(json.dumps(sorted((d.metadata['Name'], d.version) "
+        "for d in metadata.distributions())))"
+    )
+    completed = subprocess.run(
+        [python, "-c", script], capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(completed.stdout))
 
 
 def _cache_root():

@@ -13,9 +13,26 @@ import json
 import os
 import pathlib
 
-__all__ = ["MODELS", "ModelConfig", "corpus", "preset_dir", "build_preset"]
+__all__ = [
+    "MODELS",
+    "PROMPT",
+    "ModelConfig",
+    "build_preset",
+    "corpus",
+    "preset_dir",
+]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# The original report's prompt: one token for GPT-2's real tokenizer (and
+# Llama's), so its generate(max_length=10) made 8 new tokens after the start
+# token. The trained tokenizers see the prompt often enough to learn it as
+# one token too, so the measured work is the report's.
+PROMPT = "Hello"
+_PROMPT_REPEATS = 500
+# Part of every preset's cache key: bump it when the tokenizer recipe
+# changes, so no stale preset (weights and tokenizer) is reused.
+_TOKENIZER_REVISION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,13 +111,15 @@ _SENTENCEPIECE_VOCABULARY = 600
 
 
 def corpus():
-    """Text this repository ships: its Markdown and Python sources."""
+    """Text this repository ships (its Markdown and Python sources), and
+    the prompt, repeated so that it becomes a single token."""
     paths = sorted(
         path
         for pattern in ("*.md", "keras_ov_einsum/*.py", "benchmarks/*.py")
         for path in ROOT.glob(pattern)
     )
-    return [path.read_text(encoding="utf-8") for path in paths]
+    texts = [path.read_text(encoding="utf-8") for path in paths]
+    return texts + [PROMPT] * _PROMPT_REPEATS
 
 
 def _cache_root():
@@ -112,7 +131,9 @@ def preset_dir(name):
     """Where the preset of ``name`` lives: keyed by config, so a changed
     config never reuses stale weights."""
     config = MODELS[name]
-    key = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    key = json.dumps(
+        [dataclasses.asdict(config), _TOKENIZER_REVISION], sort_keys=True
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return _cache_root() / f"{name}-{digest}"
 

@@ -17,6 +17,7 @@ COLUMNS = [
     ("compile_mb", "first-call growth MB", 0),
     ("growth_mb", "peak growth MB", 0),
     ("peak_rss_mb", "peak RSS MB", 0),
+    ("peak_swap_mb", "peak swap MB", 0),
     ("first_s", "1st call s", 2),
     ("second_s", "2nd call s", 3),
     ("new_tokens", "new tokens", 0),
@@ -24,6 +25,8 @@ COLUMNS = [
 ]
 # Lower is better for all but tokens/s.
 HIGHER_IS_BETTER = {"tokens_per_s"}
+# Rates and durations, for which a speedup (x faster) is meaningful.
+SPEED_FIELDS = {"first_s", "second_s", "tokens_per_s"}
 
 
 def summarize(runs):
@@ -74,6 +77,12 @@ def render(results_path):
         f'per run; `generate("Hello", max_length='
         f"{results['parameters']['max_length']})`, greedy; median "
         "[min-max] over repeats",
+        "- models built from their config with random weights (the same "
+        "saved preset for every backend) and a tokenizer trained offline: "
+        "the generated text is meaningless (GPT-2: ids beyond the trained "
+        "vocabulary decode as `<|unusedN|>`)",
+        "- new tokens exclude the prompt; tokens/s = new tokens / second "
+        "call; growth = RSS above the loaded model (first call, peak)",
         "",
     ]
     for model in sorted({model for model, _ in groups}):
@@ -117,7 +126,36 @@ def _model_tables(model, groups, runs):
     lines.append("")
     lines += _improvement(model, groups)
     lines += _graphs(model, runs)
+    lines += _versions(model, runs)
     return lines
+
+
+def _versions(model, runs):
+    rows = {}
+    for run in runs:
+        if run["model"] == model and run.get("versions"):
+            rows.setdefault(run["label"], run["versions"])
+    if not rows:
+        return []
+    names = ["python", "keras", "keras-hub", "openvino", "numpy"]
+    lines = [
+        "### Software per configuration",
+        "",
+        "| configuration | " + " | ".join(names) + " | backend |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    for label, versions in rows.items():
+        backend = ", ".join(
+            f"{name} {version}"
+            for name, version in versions.items()
+            if name not in names
+        )
+        lines.append(
+            f"| {label} | "
+            + " | ".join(str(versions.get(name)) for name in names)
+            + f" | {backend} |"
+        )
+    return lines + [""]
 
 
 def _improvement(model, groups):
@@ -133,18 +171,29 @@ def _improvement(model, groups):
         lines += [
             f"### {fix_label} vs stock",
             "",
-            "| metric | stock | with fix | delta | change |",
-            "|---|---|---|---|---|",
+            "median [min-max] over repeats; delta and change compare the "
+            "medians; speedup is how many times faster the fix is",
+            "",
+            "| metric | stock | with fix | delta | change | speedup |",
+            "|---|---|---|---|---|---|",
         ]
         for field, title, digits in COLUMNS:
             if field == "new_tokens" or field not in stock or field not in fix:
                 continue
             before, after = stock[field][0], fix[field][0]
-            delta = after - before
+            # + 0.0 turns the -0.0 of equal medians into 0.0
+            delta = round(after - before, digits) + 0.0
             change = f"{delta / before * 100:+.1f}%" if before else "n/a"
+            speedup = ""
+            if field in SPEED_FIELDS and before and after:
+                ratio = after / before
+                if field not in HIGHER_IS_BETTER:
+                    ratio = 1 / ratio
+                speedup = f"x{ratio:.2f}"
             lines.append(
-                f"| {title} | {before:.{digits}f} | {after:.{digits}f} | "
-                f"{delta:+.{digits}f} | {change} |"
+                f"| {title} | {_cell(stock[field], digits)} | "
+                f"{_cell(fix[field], digits)} | {delta:+.{digits}f} | "
+                f"{change} | {speedup} |"
             )
         lines.append("")
     return lines
@@ -154,7 +203,14 @@ def _graphs(model, runs):
     rows = {}
     for run in runs:
         if run["model"] == model and run["ok"] and run.get("graph"):
-            rows.setdefault(run["label"], run["graph"])
+            row = dict(run["graph"])
+            decisions = run.get("decisions") or {}
+            row["einsums lowered/stock"] = (
+                f"{decisions['lowered']}/{decisions['declined']}"
+                if decisions
+                else "(fix off)"
+            )
+            rows.setdefault(run["label"], row)
     if not rows:
         return []
     fields = [
@@ -165,9 +221,13 @@ def _graphs(model, runs):
         "Broadcast",
         "Reorder",
         "constant_mb",
+        "einsums lowered/stock",
     ]
     lines = [
         "### OpenVINO runtime model (first repeat)",
+        "",
+        "Layers of the compiled model by runtime layer type, the megabytes "
+        "of its constants, and the einsums the fix saw.",
         "",
         "| configuration | " + " | ".join(fields) + " |",
         "|---" * (len(fields) + 1) + "|",

@@ -72,18 +72,6 @@ def machine_info():
     }
 
 
-def _packages():
-    """Every distribution in the harness's environment, name -> version."""
-    from importlib import metadata
-
-    return dict(
-        sorted(
-            (dist.metadata["Name"], dist.version)
-            for dist in metadata.distributions()
-        )
-    )
-
-
 def _commit():
     try:
         return subprocess.run(
@@ -182,7 +170,9 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "commit": _commit(),
         "machine": machine_info(),
-        "packages": _packages(),
+        "packages": environments.packages(sys.executable),
+        # Per OpenVINO version: the interpreter and every package it runs.
+        "environments": {},
         "parameters": {
             "repeats": repeats,
             "max_length": max_length,
@@ -205,6 +195,10 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
                 version = configuration.openvino_version
                 if version not in pythons:
                     pythons[version] = environments.python_for(version, log)
+                    results["environments"][version] = {
+                        "python": pythons[version],
+                        "packages": environments.packages(pythons[version]),
+                    }
                 key = (configuration.model, version)
                 if key not in presets:
                     presets[key] = _preset(pythons[version], configuration, log)
