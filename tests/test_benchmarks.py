@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks import diff, environments, report, runner
+from benchmarks import cli, diff, environments, report, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -239,3 +239,36 @@ def test_diff_flags_changes_beyond_the_factor(tmp_path):
     assert not any("tokens/s" in line for line in lines)  # within x1.2
     lines, regressions = diff.compare_results(old, old, factor=1.2)
     assert (lines, regressions) == (["no change beyond x1.2"], 0)
+
+
+def test_the_installed_openvino_runs_in_this_interpreter():
+    current = environments.current_openvino()
+    assert environments.python_for(current) == sys.executable
+
+
+def test_an_openvino_without_a_known_good_set_is_refused_by_name():
+    with pytest.raises(ValueError, match="known: 2025.3.0, 2026.4.1"):
+        environments.python_for("2024.0.0")
+
+
+def test_known_good_sets_pin_exact_versions():
+    for openvino_version, stack in environments.KNOWN_GOOD.items():
+        keras_version, hub_version = stack
+        for version in (openvino_version, keras_version, hub_version):
+            assert all(part.isdigit() for part in version.split("."))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--backends", "cntk"], "unknown backend(s) ['cntk']"),
+        (["--model", "gpt5"], "unknown model 'gpt5'"),
+        (["--fix", "maybe"], "invalid choice: 'maybe'"),
+    ],
+    ids=["backend", "model", "fix"],
+)
+def test_compare_rejects_unknown_names(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
