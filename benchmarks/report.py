@@ -81,8 +81,10 @@ def render(results_path):
         "saved preset for every backend) and a tokenizer trained offline: "
         "the generated text is meaningless (GPT-2: ids beyond the trained "
         "vocabulary decode as `<|unusedN|>`)",
-        "- new tokens exclude the prompt; tokens/s = new tokens / second "
-        "call; growth = RSS above the loaded model (first call, peak)",
+        "- load = RSS after loading - after imports; first-call growth = "
+        "after the first call - after loading (both after gc); peak growth "
+        "= peak RSS - after imports (the original report's columns); new "
+        "tokens exclude the prompt; tokens/s = new tokens / second call",
         "",
     ]
     for model in sorted({model for model, _ in groups}):

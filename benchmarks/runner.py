@@ -228,8 +228,9 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
             if record["ok"]:
                 log(
                     f"    first {record['first_s']:.2f}s, second "
-                    f"{record['second_s']:.2f}s, growth "
-                    f"{record['compile_mb']:.0f} MB, {record['new_tokens']} "
+                    f"{record['second_s']:.2f}s, first-call growth "
+                    f"{record['compile_mb']:.0f} MB, peak growth "
+                    f"{record['growth_mb']:.0f} MB, {record['new_tokens']} "
                     "new tokens"
                 )
             else:

@@ -20,8 +20,12 @@ class MemorySampler:
         self.process = psutil.Process()
         self.start_time = time.monotonic()
         self.timeline = []  # (seconds since start, rss MB)
+        # Maxima since the last reset_peak() (one call's window) ...
         self.peak_rss = 0
         self.peak_swap = 0
+        # ... and over the whole process, never reset.
+        self.max_rss = 0
+        self.max_swap = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -39,6 +43,8 @@ class MemorySampler:
         rss, swap = info.rss, getattr(info, "swap", 0)
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_swap = max(self.peak_swap, swap)
+        self.max_rss = max(self.max_rss, rss)
+        self.max_swap = max(self.max_swap, swap)
         self.timeline.append(
             (round(time.monotonic() - self.start_time, 3), round(rss / MB, 1))
         )

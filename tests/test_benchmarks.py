@@ -104,6 +104,10 @@ def test_end_to_end_writes_results_report_and_charts(tiny_run):
             run["new_tokens"] / run["second_s"], rel=1e-2
         )
         assert len(run["timeline"]) > 5  # the 20 ms sampler ran
+        # The sampler's peak covers every stage; peak growth includes load.
+        stage_rss = max(stage["rss_mb"] for stage in run["stages"])
+        assert run["peak_rss_mb"] >= stage_rss
+        assert run["growth_mb"] >= run["load_mb"]
     jax, stock, fixed = results["runs"]
     # Same saved weights, greedy sampling: the same text everywhere.
     assert jax["first_text"] == stock["first_text"] == fixed["first_text"]
