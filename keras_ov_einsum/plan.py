@@ -167,14 +167,14 @@ def plan_lowering(equation, shapes, kernel_index):
         _product(sizes[label] for label in contracted),
         _product(sizes[label] for label in columns),
     ]
-    if 1 in matrix:
+    if 1 in matrix or any(sizes[label] == 1 for label in batch):
         # Found by the equivalence suite: OpenVINO's transformations
-        # miscompile some MatMuls whose K or N is 1 (a kernel reshape
-        # dropped, a reshape of the wrong size, a FullyConnected that
-        # rejects its input). Projections never have such a side.
+        # miscompile some MatMuls whose K or N is 1, or whose batch axis
+        # is 1 (a kernel reshape dropped, a reshape of the wrong size, a
+        # wrong output shape). Projections never have such a side.
         return Declined(
-            "a matrix-vector product (K or N is 1) is not reliably "
-            "compiled by OpenVINO"
+            "a matrix-vector product (K or N is 1) or a batch axis of size "
+            "1 is not reliably compiled by OpenVINO"
         )
 
     x_kept = "".join(

@@ -121,6 +121,7 @@ DECLINED = [
     ("d,d->", (8,), (8,), 1, "a matrix-vector product (K or N is 1)"),
     ("abde,acd->be", (1, 1, 2, 1), (1, 1, 2), 1, "K or N is 1"),
     ("eadcb,bc->ace", (1, 1, 1, 3, N), (1, 3), 1, "K or N is 1"),
+    ("dac,abc->cb", (1, 2, 1), (2, 2, 1), 1, "a batch axis of size 1"),
 ]
 
 

@@ -124,6 +124,10 @@ PINNED = [
     ),
     # N = 1: OpenVINO dropped the kernel reshape of the lowered graph.
     EinsumCase("abde,acd->be", (1, 1, 2, 1), (1, 1, 2), (False,) * 4, False),
+    # A batch axis of size 1: OpenVINO gave a (2, 2) result for (1, 2), or
+    # failed to compile (found by the thorough profile): declined.
+    EinsumCase("dac,abc->cb", (1, 2, 1), (2, 2, 1), (False,) * 3, False),
+    EinsumCase("dac,abc->bc", (1, 2, 1), (2, 2, 1), (False,) * 3, False),
     # Declined (nothing contracted); stock OpenVINO 2026.4 gets it wrong.
     EinsumCase("...ba,b->...b", (2, 2, 1), (2,), (False,) * 3, False),
     EinsumCase(
@@ -151,6 +155,8 @@ PINNED = [
 @example(case=PINNED[5])
 @example(case=PINNED[6])
 @example(case=PINNED[7])
+@example(case=PINNED[8])
+@example(case=PINNED[9])
 def test_constant_kernel_equals_stock_and_numpy(case):
     check_against_stock(case)
 
