@@ -116,20 +116,35 @@ def _model_tables(model, groups, runs):
         "",
         "| configuration | "
         + " | ".join(title for _, title, _ in COLUMNS)
-        + " |",
-        "|---" * (len(COLUMNS) + 1) + "|",
+        + " | load average |",
+        "|---" * (len(COLUMNS) + 2) + "|",
     ]
     for label in labels:
         group = groups[(model, label)]
         cells = [
             _cell(group.get(field), digits) for field, _, digits in COLUMNS
         ]
+        cells.append(_machine_load(group["runs"]))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += [
+        "",
+        "load average: the machine's 1-minute load before each run; above "
+        "the 2 cores, other work shared the CPU and timings are inflated.",
+        "",
+    ]
     lines += _improvement(model, groups)
     lines += _graphs(model, runs)
     lines += _versions(model, runs)
     return lines
+
+
+def _machine_load(runs):
+    loads = [
+        run["loadavg_before"][0] for run in runs if "loadavg_before" in run
+    ]
+    if not loads:
+        return "?"
+    return _cell((statistics.median(loads), min(loads), max(loads)), 1)
 
 
 def _versions(model, runs):

@@ -190,6 +190,8 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
                 f" (repeat {repeat + 1}/{repeats})"
             )
             started = time.perf_counter()
+            # Other work on the machine moves timings: keep it beside them.
+            loadavg_before = os.getloadavg()
             record = {"ok": False}
             try:
                 version = configuration.openvino_version
@@ -222,6 +224,8 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
                 openvino_version=configuration.openvino_version,
                 repeat=repeat,
                 wall_s=round(time.perf_counter() - started, 1),
+                loadavg_before=loadavg_before,
+                loadavg_after=os.getloadavg(),
             )
             results["runs"].append(record)
             _write(out_dir / "results.json", results)

@@ -169,6 +169,7 @@ def _run(label, repeat, ok=True, **values):
         "error": None if ok else "boom",
         "backend": label.split()[0],
         "timeline": [(0.0, 100.0), (1.0, 150.0)],
+        "loadavg_before": [1.5 + repeat, 1.0, 1.0],
     }
     if ok:
         run.update(
@@ -210,6 +211,8 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     text = report.render(path).read_text()
     # median [min-max] over the two good stock runs
     assert "| openvino 1 stock | 100 | 110 [100-120] |" in text
+    # the machine's load before each run, median [min-max]
+    assert "| 9.0 | 2.0 [1.5-2.5] |\n" in text
     # the improvement table: median stock 110 -> fix 80
     assert (
         "| first-call growth MB | 110 [100-120] | 80 | -30 | -27.3% |  |"
