@@ -45,7 +45,18 @@ def main(argv=None):
     )
     compare.add_argument("--out", default=None)
     compare.add_argument("--max-length", type=int, default=10)
-    compare.add_argument("--timeout", type=float, default=1200)
+    compare.add_argument(
+        "--timeout", type=float, default=1200, help="seconds per run"
+    )
+    compare.add_argument(
+        "--quiet-below",
+        type=float,
+        default=None,
+        metavar="PERCENT",
+        help="on a shared machine: before each run, wait until the CPU is "
+        "less busy than this (at most --quiet-wait seconds)",
+    )
+    compare.add_argument("--quiet-wait", type=float, default=120)
     compare.add_argument(
         "--quick",
         action="store_true",
@@ -99,6 +110,8 @@ def main(argv=None):
         out_dir=out,
         max_length=args.max_length,
         timeout=args.timeout,
+        quiet_below=args.quiet_below,
+        quiet_wait=args.quiet_wait,
         log=lambda text: print(text, flush=True),
     )
     path = report.render(f"{out}/results.json")

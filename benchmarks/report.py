@@ -116,20 +116,22 @@ def _model_tables(model, groups, runs):
         "",
         "| configuration | "
         + " | ".join(title for _, title, _ in COLUMNS)
-        + " | load average |",
-        "|---" * (len(COLUMNS) + 2) + "|",
+        + " | load average | CPU busy % |",
+        "|---" * (len(COLUMNS) + 3) + "|",
     ]
     for label in labels:
         group = groups[(model, label)]
         cells = [
             _cell(group.get(field), digits) for field, _, digits in COLUMNS
         ]
-        cells.append(_machine_load(group["runs"]))
+        cells.append(_machine_load(group["runs"], "loadavg_before", 1))
+        cells.append(_machine_load(group["runs"], "cpu_busy_before", 0))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "load average: the machine's 1-minute load before each run; above "
-        "the 2 cores, other work shared the CPU and timings are inflated.",
+        "load average and CPU busy: the machine's 1-minute load and how "
+        "busy its CPUs were in the second before each run. Other work "
+        "sharing the CPUs inflates the timings, not the memory figures.",
         "",
     ]
     lines += _improvement(model, groups)
@@ -138,13 +140,15 @@ def _model_tables(model, groups, runs):
     return lines
 
 
-def _machine_load(runs):
+def _machine_load(runs, field, digits):
+    loads = [run[field] for run in runs if run.get(field) is not None]
+    # loadavg is a (1, 5, 15)-minute triple: the 1-minute figure
     loads = [
-        run["loadavg_before"][0] for run in runs if "loadavg_before" in run
+        load[0] if isinstance(load, (list, tuple)) else load for load in loads
     ]
     if not loads:
         return "?"
-    return _cell((statistics.median(loads), min(loads), max(loads)), 1)
+    return _cell((statistics.median(loads), min(loads), max(loads)), digits)
 
 
 def _versions(model, runs):

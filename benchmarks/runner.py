@@ -162,7 +162,36 @@ def _run_one(python, preset, configuration, max_length, timeout):
         return record
 
 
-def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
+def _wait_for_quiet(quiet_below, quiet_wait, log):
+    """Wait (at most ``quiet_wait`` s) until other processes use less than
+    ``quiet_below`` percent of the CPU; return (busy percent, waited s).
+
+    The machine may be shared: a run that starts while others compute
+    measures them too. Waiting is optional; the busy figure is always
+    recorded beside the run.
+    """
+    import psutil
+
+    started = time.monotonic()
+    busy = psutil.cpu_percent(interval=1.0)
+    if quiet_below is not None and busy >= quiet_below:
+        log(f"    waiting for the CPU to fall below {quiet_below}% busy")
+        while busy >= quiet_below and time.monotonic() - started < quiet_wait:
+            busy = psutil.cpu_percent(interval=2.0)
+    return busy, round(time.monotonic() - started, 1)
+
+
+def run_all(
+    configs,
+    *,
+    repeats,
+    out_dir,
+    max_length,
+    timeout,
+    log=print,
+    quiet_below=None,
+    quiet_wait=120,
+):
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {
@@ -174,6 +203,8 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
         # Per OpenVINO version: the interpreter and every package it runs.
         "environments": {},
         "parameters": {
+            "quiet_below_percent": quiet_below,
+            "quiet_wait_s": quiet_wait,
             "repeats": repeats,
             "max_length": max_length,
             "timeout_s": timeout,
@@ -189,9 +220,10 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
                 f"[{done}/{total}] {configuration.model} {configuration.label}"
                 f" (repeat {repeat + 1}/{repeats})"
             )
-            started = time.perf_counter()
             # Other work on the machine moves timings: keep it beside them.
+            cpu_busy, waited = _wait_for_quiet(quiet_below, quiet_wait, log)
             loadavg_before = os.getloadavg()
+            started = time.perf_counter()
             record = {"ok": False}
             try:
                 version = configuration.openvino_version
@@ -225,6 +257,8 @@ def run_all(configs, *, repeats, out_dir, max_length, timeout, log=print):
                 repeat=repeat,
                 wall_s=round(time.perf_counter() - started, 1),
                 loadavg_before=loadavg_before,
+                cpu_busy_before=cpu_busy,
+                waited_for_quiet_s=waited,
                 loadavg_after=os.getloadavg(),
             )
             results["runs"].append(record)

@@ -212,7 +212,7 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     # median [min-max] over the two good stock runs
     assert "| openvino 1 stock | 100 | 110 [100-120] |" in text
     # the machine's load before each run, median [min-max]
-    assert "| 9.0 | 2.0 [1.5-2.5] |\n" in text
+    assert "| 9.0 | 2.0 [1.5-2.5] | ? |\n" in text
     # the improvement table: median stock 110 -> fix 80
     assert (
         "| first-call growth MB | 110 [100-120] | 80 | -30 | -27.3% |  |"
@@ -279,3 +279,13 @@ def test_compare_rejects_unknown_names(arguments, message, capsys):
         cli.main(["compare", *arguments])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_waiting_for_a_quiet_machine_gives_up_after_the_limit():
+    # Nothing is ever below 0% busy: it waits the limit, then runs anyway.
+    busy, waited = runner._wait_for_quiet(0, 0.5, log=lambda text: None)
+    assert 0 <= busy <= 100 and waited >= 0.5
+    # Off by default: one measurement of how busy the CPU is, no waiting.
+    messages = []
+    busy, waited = runner._wait_for_quiet(None, 0.5, log=messages.append)
+    assert 0 <= busy <= 100 and messages == []
