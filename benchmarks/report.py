@@ -247,8 +247,11 @@ def _graphs(model, runs):
     lines = [
         "### OpenVINO runtime model (first repeat)",
         "",
-        "Layers of the compiled model by runtime layer type, the megabytes "
-        "of its constants, and the einsums the fix saw.",
+        "Layers of the compiled model (`get_runtime_model()`) by runtime "
+        "layer type, and the MB of its Const layers: the top-level graph "
+        "(the prompt pass); the decoding loop is one TensorIterator there, "
+        "whose body the runtime model does not list. Last column: einsums "
+        "(and tied-embedding matmuls) the fix lowered / left stock.",
         "",
         "| configuration | " + " | ".join(fields) + " |",
         "|---" * (len(fields) + 1) + "|",
