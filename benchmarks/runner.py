@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -93,7 +94,10 @@ def _preset(python, configuration, log):
         env["KERAS_OV_EINSUM_PRESETS"] = str(
             models._cache_root() / f"openvino-{configuration.openvino_version}"
         )
-        env["KERAS_BACKEND"] = "openvino"
+        # Not its OpenVINO backend: keras 3.12's cannot even build Llama's
+        # RMS norm symbolically (ops.power on a dynamic shape), which the
+        # measured run then records. TensorFlow comes with keras-hub.
+        env["KERAS_BACKEND"] = "tensorflow"
     script = (
         "import sys; from benchmarks import models; "
         "print(models.build_preset(sys.argv[1]))"
@@ -107,11 +111,41 @@ def _preset(python, configuration, log):
     if completed.returncode != 0:
         raise RuntimeError(
             f"building the {configuration.model} preset failed: "
-            f"{completed.stderr[-2000:]}"
+            f"{_error_tail(completed.stderr)}"
         )
     path = completed.stdout.strip().splitlines()[-1]
     log(f"preset {configuration.model}: {path}")
     return path
+
+
+# TensorFlow's and absl's log lines, which bury the traceback.
+_LOG_NOISE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|To enable)")
+
+
+def _error_tail(stderr, lines=8):
+    """The end of a failed process's traceback, without framework logs."""
+    kept = [
+        line
+        for line in stderr.strip().splitlines()
+        if line.strip() and not _LOG_NOISE.match(line)
+    ]
+    if any(line.startswith("Traceback") for line in kept):
+        last = max(
+            index
+            for index, line in enumerate(kept)
+            if line.startswith("Traceback")
+        )
+        # The exception itself, which follows the frames.
+        frames_end = next(
+            (
+                index
+                for index in range(last + 1, len(kept))
+                if not kept[index].startswith((" ", "Traceback"))
+            ),
+            len(kept),
+        )
+        kept = kept[frames_end:]
+    return " | ".join(kept[:lines])[:1500]
 
 
 def _run_one(python, preset, configuration, max_length, timeout):
@@ -154,8 +188,10 @@ def _run_one(python, preset, configuration, max_length, timeout):
                     reason += " (out of memory?)"
             else:
                 reason = f"exit code {code}"
-            tail = completed.stderr.strip().splitlines()[-5:]
-            return {"ok": False, "error": f"{reason}: " + " | ".join(tail)}
+            return {
+                "ok": False,
+                "error": f"{reason}: {_error_tail(completed.stderr)}",
+            }
         record = json.loads(result.read_text())
         record["ok"] = True
         record["error"] = None

@@ -289,3 +289,21 @@ def test_waiting_for_a_quiet_machine_gives_up_after_the_limit():
     messages = []
     busy, waited = runner._wait_for_quiet(None, 0.5, log=messages.append)
     assert 0 <= busy <= 100 and messages == []
+
+
+def test_a_failed_run_keeps_the_exception_not_the_framework_logs():
+    stderr = "\n".join(
+        [
+            "I0000 00:00:1795595412.19 14684 port.cc:153] oneDNN ops are on",
+            "Traceback (most recent call last):",
+            '  File "worker.py", line 3, in <module>',
+            "    causal_lm = from_preset(preset)",
+            "RuntimeError: Could not infer the output shape",
+            "to_shape was called on a dynamic shape.",
+            "E0000 00:00:1795595423.00 14684 cuda_platform.cc:52] no CUDA",
+        ]
+    )
+    assert runner._error_tail(stderr) == (
+        "RuntimeError: Could not infer the output shape | "
+        "to_shape was called on a dynamic shape."
+    )
