@@ -7,6 +7,7 @@ OpenVINO version.
 
 import json
 import pathlib
+import re
 import statistics
 
 __all__ = ["render", "summarize"]
@@ -94,7 +95,7 @@ def render(results_path):
         lines += ["## Failed runs", ""]
         lines += [
             f"- {run['model']} {run['label']} repeat {run['repeat']}: "
-            f"{run['error']}"
+            f"{_one_line(run['error'])}"
             for run in failures
         ]
         lines.append("")
@@ -103,6 +104,12 @@ def render(results_path):
         lines += ["## Charts", ""] + [f"![{name}]({name})" for name in charts]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"
+
+
+def _one_line(text, limit=600):
+    """An error as one Markdown list item: no ANSI colours, no newlines."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _loadavg(values):
@@ -189,6 +196,8 @@ def _improvement(model, groups):
     lines = []
     for stock_label, fix_label in pairs:
         stock, fix = groups[(model, stock_label)], groups[(model, fix_label)]
+        if not any(f in stock and f in fix for f, _, _ in COLUMNS):
+            continue  # one side failed every repeat: nothing to compare
         lines += [
             f"### {fix_label} vs stock",
             "",

@@ -124,6 +124,7 @@ _LOG_NOISE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|To enable)")
 
 def _error_tail(stderr, lines=8):
     """The end of a failed process's traceback, without framework logs."""
+    stderr = re.sub(r"\x1b\[[0-9;]*m", "", stderr)  # Keras colours errors
     kept = [
         line
         for line in stderr.strip().splitlines()

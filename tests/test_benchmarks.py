@@ -205,7 +205,11 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
         _run("openvino 1 stock", 1, compile_mb=120),
         _run("openvino 1 fix", 0, compile_mb=80, tokens_per_s=12.0),
         _run("openvino 1 fix", 1, ok=False),
+        # Every run of a pair failed: listed, but no improvement table.
+        _run("openvino 2 stock", 0, ok=False),
+        _run("openvino 2 fix", 0, ok=False),
     ]
+    runs[-1]["error"] = "exit code 1: \x1b[1mRuntimeError:\x1b[0m\n  shape"
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_results(runs)))
     text = report.render(path).read_text()
@@ -221,6 +225,9 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     assert "| tokens/s | 9.0 | 12.0 | +3.0 | +33.3% | x1.33 |" in text
     assert "| 1st call s | 2.00 | 2.00 | +0.00 | +0.0% | x1.00 |" in text
     assert "- m openvino 1 fix repeat 1: boom" in text
+    one_line = "- m openvino 2 fix repeat 0: exit code 1: RuntimeError: shape\n"
+    assert one_line in text  # no colour codes, no line breaks
+    assert "openvino 2 fix vs stock" not in text
     assert (tmp_path / "memory_timeline.png").exists()
 
 
