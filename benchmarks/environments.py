@@ -11,16 +11,38 @@ import os
 import pathlib
 import subprocess
 import sys
+import typing
 
 __all__ = ["KNOWN_GOOD", "current_openvino", "packages", "python_for"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# openvino -> (keras, keras-hub): sets seen to run keras-hub GPT-2 generate
-# on this machine, with and without the fix.
+
+class KnownGood(typing.NamedTuple):
+    """A (keras, keras-hub) pair seen to run with one OpenVINO release."""
+
+    keras: str
+    keras_hub: str
+    # Benchmark models that generate with it, stock and with the fix.
+    models: tuple
+    note: str = ""
+
+
+# openvino -> the stack measured on this machine (see README, "Benchmarks").
 KNOWN_GOOD = {
-    "2026.4.1": ("3.15.1", "0.32.0"),
-    "2025.3.0": ("3.12.0", "0.23.0"),
+    "2026.4.1": KnownGood(
+        "3.15.1",
+        "0.32.0",
+        ("gpt2_tiny", "gpt2_base", "gpt2_medium", "llama_small", "gemma_small"),
+    ),
+    "2025.3.0": KnownGood(
+        "3.12.0",
+        "0.23.0",
+        ("gpt2_medium",),
+        note="keras 3.12's OpenVINO mean() calls to_shape() and so needs "
+        "static shapes: Llama's and Gemma's RMS norms fail to build, with "
+        "or without the fix",
+    ),
 }
 # Beside keras/keras-hub/openvino: what the worker and the backend import.
 _COMMON = ["scipy", "psutil", "numpy", "tokenizers", "sentencepiece"]
@@ -60,7 +82,7 @@ def python_for(openvino_version, log=print):
             f"OpenVINO {openvino_version} has no known-good keras set; "
             f"known: {', '.join(sorted(KNOWN_GOOD))}"
         )
-    keras_version, hub_version = KNOWN_GOOD[openvino_version]
+    keras_version, hub_version = KNOWN_GOOD[openvino_version][:2]
     venv = _cache_root() / f"openvino-{openvino_version}"
     python = venv / "bin" / "python"
     stamp = venv / ".complete"

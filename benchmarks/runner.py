@@ -271,6 +271,13 @@ def run_all(
                         "packages": environments.packages(pythons[version]),
                     }
                 key = (configuration.model, version)
+                stack = environments.KNOWN_GOOD.get(version)
+                if key not in presets and stack:
+                    if configuration.model not in stack.models:
+                        log(
+                            f"    {configuration.model} is not known to run "
+                            f"on openvino {version}. {stack.note}"
+                        )
                 if key not in presets:
                     presets[key] = _preset(pythons[version], configuration, log)
                 record = _run_one(

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks import cli, diff, environments, report, runner
+from benchmarks import cli, diff, environments, models, report, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -267,9 +267,9 @@ def test_an_openvino_without_a_known_good_set_is_refused_by_name():
 
 def test_known_good_sets_pin_exact_versions():
     for openvino_version, stack in environments.KNOWN_GOOD.items():
-        keras_version, hub_version = stack
-        for version in (openvino_version, keras_version, hub_version):
+        for version in (openvino_version, stack.keras, stack.keras_hub):
             assert all(part.isdigit() for part in version.split("."))
+        assert set(stack.models) <= set(models.MODELS)
 
 
 @pytest.mark.parametrize(
