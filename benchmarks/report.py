@@ -286,36 +286,72 @@ def _charts(out_dir, groups):
     keys = [key for key in groups if "peak_rss_mb" in groups[key]]
     if not keys:
         return []
-    labels = [f"{model}\n{label}" for model, label in keys]
-    for field, title, filename in [
-        ("peak_rss_mb", "peak RSS (MB)", "peak_rss.png"),
-        ("tokens_per_s", "second call tokens/s", "tokens_per_s.png"),
+    models = sorted({model for model, _ in keys})
+    # One model: its name goes in the titles, not under every bar.
+    labels = [
+        _wrap(label if len(models) == 1 else f"{model} {label}")
+        for model, label in keys
+    ]
+    subject = models[0] if len(models) == 1 else ", ".join(models)
+    for field, title, filename, digits in [
+        ("peak_rss_mb", "peak RSS (MB)", "peak_rss.png", 0),
+        ("tokens_per_s", "second call tokens/s", "tokens_per_s.png", 1),
     ]:
-        figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(keys)), 4))
+        figure, axes = plt.subplots(figsize=(max(6, 1.5 * len(keys)), 4.5))
         medians = [groups[key][field][0] for key in keys]
         errors = [
             [groups[key][field][0] - groups[key][field][1] for key in keys],
             [groups[key][field][2] - groups[key][field][0] for key in keys],
         ]
-        axes.bar(range(len(keys)), medians, yerr=errors, capsize=4)
+        bars = axes.bar(range(len(keys)), medians, yerr=errors, capsize=4)
+        axes.bar_label(bars, fmt=f"%.{digits}f", fontsize=8, padding=2)
         axes.set_xticks(range(len(keys)), labels, fontsize=8)
         axes.set_ylabel(title)
-        axes.set_title(f"{title}, median and min-max over repeats")
+        axes.set_title(
+            f"{subject}: {title}\nmedian over repeats, min-max whiskers",
+            fontsize=10,
+        )
         figure.tight_layout()
         figure.savefig(out_dir / filename, dpi=100)
         plt.close(figure)
         names.append(filename)
-    figure, axes = plt.subplots(figsize=(9, 5))
+    figure, axes = plt.subplots(figsize=(10, 5.5))
     for key, label in zip(keys, labels):
-        runs = [run for run in groups[key]["runs"] if run["ok"]]
-        times, rss = zip(*runs[0]["timeline"])
-        axes.plot(times, rss, label=label.replace("\n", " "), linewidth=1)
+        run = next(run for run in groups[key]["runs"] if run["ok"])
+        times, rss = zip(*run["timeline"])
+        (line,) = axes.plot(
+            times, rss, label=label.replace("\n", " "), linewidth=1
+        )
+        # Stages 0-5 (start, imported, loaded, first call, second call,
+        # deleted) as dots on the line, to read the phases off the curve.
+        stages = run.get("stages", [])
+        axes.plot(
+            [stage["t"] for stage in stages],
+            [stage["rss_mb"] for stage in stages],
+            "o",
+            color=line.get_color(),
+            markersize=3,
+        )
     axes.set_xlabel("seconds since process start")
     axes.set_ylabel("RSS (MB)")
-    axes.set_title("memory timeline, first repeat of each configuration")
+    axes.set_title(
+        f"{subject}: RSS every 20 ms, first good repeat of each "
+        "configuration\ndots: stages 0-5 (start, imported, loaded, first "
+        "call, second call, deleted)",
+        fontsize=10,
+    )
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(out_dir / "memory_timeline.png", dpi=100)
     plt.close(figure)
     names.append("memory_timeline.png")
     return names
+
+
+def _wrap(label):
+    """'openvino 2025.3.0 stock' -> two lines, so bar labels do not touch."""
+    words = label.split()
+    if len(words) < 3:
+        return label
+    half = (len(words) + 1) // 2
+    return " ".join(words[:half]) + "\n" + " ".join(words[half:])
