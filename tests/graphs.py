@@ -12,6 +12,7 @@ __all__ = [
     "EinsumGraph",
     "build_einsum_graph",
     "constant_bytes",
+    "kernel_path",
     "op_types",
     "run_model",
 ]
@@ -63,6 +64,21 @@ def build_einsum_graph(
         kernel_node=variable.value.output.get_node(),
         explanation=explanation,
     )
+
+
+def kernel_path(model):
+    """(op types between the single MatMul and its kernel, the Constant)."""
+    (matmul,) = [
+        node
+        for node in model.get_ordered_ops()
+        if node.get_type_name() == "MatMul"
+    ]
+    chain = []
+    node = matmul.input_value(1).get_node()
+    while node.get_type_name() != "Constant":
+        chain.append(node.get_type_name())
+        node = node.input_value(0).get_node()
+    return chain, node
 
 
 def op_types(model):

@@ -5,7 +5,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from graphs import build_einsum_graph, op_types, run_model
+from graphs import build_einsum_graph, kernel_path, op_types, run_model
 
 N = None
 EQUATION = "btd,dnh->btnh"
@@ -72,16 +72,7 @@ def test_compressed_kernel_stays_behind_its_convert():
     """A float16 kernel reaches the MatMul as Convert(f16 Constant)."""
     kernel = _array((16, 4, 8), "float16", 0)
     fixed = build_einsum_graph(EQUATION, (N, N, 16), kernel, fixed=True)
-    (matmul,) = [
-        n
-        for n in fixed.model.get_ordered_ops()
-        if n.get_type_name() == "MatMul"
-    ]
-    chain = []
-    node = matmul.input_value(1).get_node()
-    while node.get_type_name() != "Constant":
-        chain.append(node.get_type_name())
-        node = node.input_value(0).get_node()
+    chain, node = kernel_path(fixed.model)
     assert "Convert" in chain
     assert str(node.get_output_element_type(0)) in ("f16", "<Type: 'float16'>")
     assert node.get_byte_size() == kernel.nbytes

@@ -8,7 +8,13 @@ batch and sequence dimensions, as keras-hub's generate builds them.
 import numpy as np
 import pytest
 
-from graphs import build_einsum_graph, constant_bytes, op_types, run_model
+from graphs import (
+    build_einsum_graph,
+    constant_bytes,
+    kernel_path,
+    op_types,
+    run_model,
+)
 
 N = None  # a dynamic dimension
 
@@ -123,19 +129,9 @@ def test_lowered_graph_and_numbers(
 
 def _matmul_kernel_source(model):
     """Name of the Constant behind the MatMul's second input."""
-    (matmul,) = [
-        n for n in model.get_ordered_ops() if n.get_type_name() == "MatMul"
-    ]
-    node = matmul.input_value(1).get_node()
-    while node.get_type_name() != "Constant":
-        assert node.get_type_name() in (
-            "Reshape",
-            "Transpose",
-            "Convert",
-            "ReduceSum",
-        )
-        node = node.input_value(0).get_node()
-    return node.get_name()
+    chain, constant = kernel_path(model)
+    assert set(chain) <= {"Reshape", "Transpose", "Convert", "ReduceSum"}
+    return constant.get_name()
 
 
 @pytest.mark.parametrize(
@@ -155,16 +151,7 @@ def test_kernel_transposed_only_when_label_order_forces_it(
     fixed = build_einsum_graph(
         equation, input_shape, _kernel(kernel_shape), fixed=True
     )
-    (matmul,) = [
-        n
-        for n in fixed.model.get_ordered_ops()
-        if n.get_type_name() == "MatMul"
-    ]
-    chain = []
-    node = matmul.input_value(1).get_node()
-    while node.get_type_name() != "Constant":
-        chain.append(node.get_type_name())
-        node = node.input_value(0).get_node()
+    chain, _ = kernel_path(fixed.model)
     assert ("Transpose" in chain) == forced
 
 
