@@ -251,7 +251,9 @@ for equation, output_shape, input_shape in [
 ]:
     layer = keras.layers.EinsumDense(equation, output_shape=output_shape)
     layer.build(input_shape)
-    parameter = ov_opset.parameter([-1 for _ in input_shape], ov.Type.f32)
+    parameter = ov_opset.parameter(
+        [-1 if size is None else size for size in input_shape], ov.Type.f32
+    )
     y = layer(OpenVINOKerasTensor(parameter.output(0)))
     model = ov.Model([y.output], [parameter])
     assert "Einsum" not in types(model), (equation, types(model))
