@@ -8,7 +8,7 @@ so a ``Convert`` from float16/bfloat16/int8 stays between the compressed
 constant and the MatMul, which is the pattern OpenVINO keeps compressed.
 """
 
-__all__ = ["constant_source", "is_constant_operand"]
+__all__ = ["constant_source", "is_constant_expression", "is_constant_operand"]
 
 # Ops that pass a constant through unchanged in value. The index lists the
 # inputs that must themselves be constant for the result to be a constant.
@@ -20,6 +20,10 @@ _PASS_THROUGH = {
     "Transpose": (1,),
 }
 _MAX_DEPTH = 8
+# How many nodes ``is_constant_expression`` visits before it concludes that
+# an operand depends on a graph input (a model's activations always do, a
+# few hundred nodes up; eager Keras calls compute from constants only).
+_EXPRESSION_BUDGET = 256
 
 
 def constant_source(output):
@@ -48,3 +52,30 @@ def constant_source(output):
 
 def is_constant_operand(output):
     return constant_source(output) is not None
+
+
+def is_constant_expression(output):
+    """Whether ``output`` is computed from constants only (an eager call).
+
+    Keras runs eager ops on the OpenVINO backend by building them on
+    Constants, e.g. a quantized layer's kernel unpacked with Convert,
+    Subtract and Multiply. Such an operand is not a variable input: an
+    einsum of it and a constant has no kernel to lay out. A source other
+    than a Constant (a Parameter) answers no at once; a search that runs
+    out of budget answers no too, the safe side for a deep model graph.
+    """
+    pending, seen = [output.get_node()], set()
+    while pending:
+        node = pending.pop()
+        key = node.get_instance_id()
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > _EXPRESSION_BUDGET:
+            return False
+        if node.get_input_size() == 0:
+            if node.get_type_name() != "Constant":
+                return False
+            continue
+        pending.extend(value.get_node() for value in node.input_values())
+    return True

@@ -17,7 +17,7 @@ import openvino as ov
 import openvino.opset13 as ov_opset
 
 from .equation import EquationError, parse_equation
-from .kernel import constant_source
+from .kernel import constant_source, is_constant_expression
 from .plan import Declined, plan_lowering
 
 __all__ = ["Lowered", "lower_einsum", "clear_kernel_cache"]
@@ -54,6 +54,11 @@ def lower_einsum(subscripts, inputs):
     if not any(kernel_flags):
         return Declined("no operand is a constant kernel")
     kernel_index = kernel_flags.index(True)
+    if is_constant_expression(inputs[1 - kernel_index]):
+        # An eager call (e.g. an int4 layer's unpacked kernel times a
+        # constant input): OpenVINO miscompiled such a MatMul, and there is
+        # no model graph to gain from.
+        return Declined("both operands are computed from constants")
 
     shapes = []
     for value in inputs:

@@ -13,7 +13,7 @@ import dataclasses
 import openvino as ov
 import openvino.opset13 as ov_opset
 
-from .kernel import constant_source
+from .kernel import constant_source, is_constant_expression
 from .plan import Declined
 
 __all__ = ["TransposedKernel", "lower_transposed_matmul"]
@@ -54,8 +54,8 @@ def lower_transposed_matmul(matmul):
     data = transpose.input_value(0)
     if constant_source(data) is None:
         return None
-    if constant_source(matmul.input_value(0)) is not None:
-        return Declined("both operands are constants (an eager call)")
+    if is_constant_expression(matmul.input_value(0)):
+        return Declined("both operands are computed from constants")
     shape = data.get_partial_shape()
     if shape.rank.is_dynamic or shape.rank.get_length() < 2:
         return Declined("the transposed kernel has fewer than two axes")

@@ -117,3 +117,28 @@ def test_quantized_einsum_dense_equals_stock(mode, lowered):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     (decision,) = keras_ov_einsum.explain()
     assert decision.lowered == lowered, decision.reason
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_eager_quantized_layer_equals_stock(mode):
+    """Eager calls compute on constants only: nothing to lower.
+
+    Found by the upstream patch's run of keras's own int4 EinsumDense tests:
+    the input (a Constant) was taken for the kernel of the unpacked int4
+    kernel (computed from constants), and OpenVINO miscompiled the MatMul.
+    """
+    import keras
+
+    import keras_ov_einsum
+
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.EinsumDense("ab,bc->ac", output_shape=(16,))
+    layer.build((None, 8))
+    layer.quantize(mode)
+    x = np.random.default_rng(1).standard_normal((2, 8)).astype("float32")
+    want = keras.ops.convert_to_numpy(layer(x))
+    with keras_ov_einsum.enabled():
+        got = keras.ops.convert_to_numpy(layer(x))
+        decisions = keras_ov_einsum.explain()
+    np.testing.assert_array_equal(got, want)
+    assert not decisions.lowered

@@ -319,12 +319,11 @@ KERAS_TESTS = [
 ]
 
 
-def _known_broken(test_id):
-    # int4 EinsumDense called eagerly: the input is then a Constant and the
-    # unpacked int4 kernel is computed, so the lowering takes the input for
-    # the kernel; OpenVINO 2026.4 miscompiles the resulting MatMul (the
-    # kernel's Convert-Subtract-Multiply chain on its first input). A core
-    # bug (lowering.py/plan.py), reproduced with enable() as well.
+def _int4_einsum_dense(test_id):
+    # int4 EinsumDense called eagerly: the input is a Constant and the
+    # unpacked int4 kernel is computed from constants. The lowering once
+    # took the input for the kernel, and OpenVINO 2026.4 miscompiled that
+    # MatMul; it now declines einsums of two constant expressions.
     return "einsum_dense_test" in test_id and "int4" in test_id
 
 
@@ -374,22 +373,18 @@ def test_keras_tests_pass_on_patched_keras(keras_test_outcomes):
     failed = sorted(
         test_id
         for test_id, outcome in keras_test_outcomes.items()
-        if outcome == "failed" and not _known_broken(test_id)
+        if outcome == "failed"
     )
     assert not failed, f"{len(failed)} keras test(s) fail: {failed}"
     assert len(keras_test_outcomes) > 150, len(keras_test_outcomes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="int4 EinsumDense called eagerly is lowered with the eager input "
-    "taken for the kernel, and OpenVINO miscompiles that MatMul (see "
-    "_known_broken); when this passes, drop the marker and _known_broken",
-)
 def test_keras_int4_einsum_dense_tests_pass_on_patched_keras(
     keras_test_outcomes,
 ):
-    int4 = {t: o for t, o in keras_test_outcomes.items() if _known_broken(t)}
+    int4 = {
+        t: o for t, o in keras_test_outcomes.items() if _int4_einsum_dense(t)
+    }
     assert int4, "no int4 EinsumDense test ran"
     failed = sorted(t for t, outcome in int4.items() if outcome == "failed")
     assert not failed, f"{len(failed)} of {len(int4)} fail: {failed}"
