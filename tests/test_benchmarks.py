@@ -201,8 +201,8 @@ def _results(runs):
 
 def test_report_medians_ranges_improvement_and_failures(tmp_path):
     runs = [
-        _run("openvino 1 stock", 0, compile_mb=100),
-        _run("openvino 1 stock", 1, compile_mb=120),
+        _run("openvino 1 stock", 0, compile_mb=100, first_s=1.5),
+        _run("openvino 1 stock", 1, compile_mb=120, first_s=2.5),
         _run("openvino 1 fix", 0, compile_mb=80, tokens_per_s=12.0),
         _run("openvino 1 fix", 1, ok=False),
         # Every run of a pair failed: listed, but no improvement table.
@@ -219,11 +219,14 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     assert "| 9.0 | 2.0 [1.5-2.5] | ? |\n" in text
     # the improvement table: median stock 110 -> fix 80
     assert (
-        "| first-call growth MB | 110 [100-120] | 80 | -30 | -27.3% |  |"
+        "| first-call growth MB | 110 [100-120] | 80 | -30 | -27.3% |  |  |"
         in text
     )
-    assert "| tokens/s | 9.0 | 12.0 | +3.0 | +33.3% | x1.33 |" in text
-    assert "| 1st call s | 2.00 | 2.00 | +0.00 | +0.0% | x1.00 |" in text
+    assert "| tokens/s | 9.0 | 12.0 | +3.0 | +33.3% | x1.33 | x1.33 |" in text
+    assert (
+        "| 1st call s | 2.00 [1.50-2.50] | 2.00 | +0.00 | +0.0% | x1.00 "
+        "| x0.75 |" in text  # best to best: 1.50 s stock, 2.00 s fix
+    )
     assert "- m openvino 1 fix repeat 1: boom" in text
     one_line = "- m openvino 2 fix repeat 0: exit code 1: RuntimeError: shape\n"
     assert one_line in text  # no colour codes, no line breaks
