@@ -275,8 +275,9 @@ def run_all(
                 if key not in presets and stack:
                     if configuration.model not in stack.models:
                         log(
-                            f"    {configuration.model} is not known to run "
-                            f"on openvino {version}. {stack.note}"
+                            f"    {configuration.model} has not been seen to "
+                            f"run on openvino {version} (seen: "
+                            f"{', '.join(stack.models)}). {stack.note}"
                         )
                 if key not in presets:
                     presets[key] = _preset(pythons[version], configuration, log)
