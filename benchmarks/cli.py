@@ -28,14 +28,24 @@ def main(argv=None):
         help=f"one of {', '.join(models.MODELS)} (or a "
         "comma-separated list); default gpt2_medium",
     )
-    compare.add_argument("--backends", type=_list, default=list(BACKENDS))
+    compare.add_argument(
+        "--backends",
+        type=_list,
+        default=list(BACKENDS),
+        help=f"comma-separated, from {','.join(BACKENDS)} (default: all)",
+    )
     compare.add_argument(
         "--fix",
         choices=["on", "off", "both"],
         default="both",
         help="for openvino: with the fix, without, or both",
     )
-    compare.add_argument("--repeats", type=int, default=None)
+    compare.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="fresh processes per configuration (default 3; --quick: 1)",
+    )
     compare.add_argument(
         "--openvino",
         type=_list,
@@ -43,8 +53,17 @@ def main(argv=None):
         help="OpenVINO version(s); other than the installed "
         f"one, from {', '.join(environments.KNOWN_GOOD)}",
     )
-    compare.add_argument("--out", default=None)
-    compare.add_argument("--max-length", type=int, default=10)
+    compare.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default results/<date-time>)",
+    )
+    compare.add_argument(
+        "--max-length",
+        type=int,
+        default=10,
+        help='generate("Hello", max_length=...); default 10, as the report',
+    )
     compare.add_argument(
         "--timeout", type=float, default=1200, help="seconds per run"
     )
@@ -56,7 +75,12 @@ def main(argv=None):
         help="on a shared machine: before each run, wait until the CPU is "
         "less busy than this (at most --quiet-wait seconds)",
     )
-    compare.add_argument("--quiet-wait", type=float, default=120)
+    compare.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120,
+        help="seconds --quiet-below waits at most before running anyway",
+    )
     compare.add_argument(
         "--quick",
         action="store_true",
