@@ -62,7 +62,7 @@ def main(argv=None):
         "--max-length",
         type=int,
         default=10,
-        help='generate("Hello", max_length=...); default 10, as the report',
+        help='generate("Hello", max_length=...); default 10 as in the report',
     )
     compare.add_argument(
         "--timeout", type=float, default=1200, help="seconds per run"
