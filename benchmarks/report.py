@@ -106,7 +106,7 @@ def render(results_path):
     return out_dir / "report.md"
 
 
-def _one_line(text, limit=600):
+def _one_line(text, limit=1000):
     """An error as one Markdown list item: no ANSI colours, no newlines."""
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
