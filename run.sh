@@ -12,10 +12,12 @@ setup() {
         "$PYTHON" -m venv "$VENV"
     fi
     # Reinstall only when the declared dependencies change.
-    local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+    local stamp="$VENV/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
         # torch is pinned to the CPU build; an unpinned torch pulls CUDA.
-        "$VENV/bin/python" -m pip install --quiet -e ".[test,backends,bench]"
+        # The tested stack is pinned in constraints.txt.
+        "$VENV/bin/python" -m pip install --quiet -c constraints.txt \
+            -e ".[test,backends,bench]"
         rm -f "$VENV"/.installed-*
         touch "$stamp"
     fi
