@@ -20,6 +20,7 @@ __all__ = [
     "build_preset",
     "corpus",
     "preset_dir",
+    "presets_root",
 ]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -122,7 +123,7 @@ def corpus():
     return texts + [PROMPT] * _PROMPT_REPEATS
 
 
-def _cache_root():
+def presets_root():
     default = pathlib.Path.home() / ".cache" / "keras-ov-einsum" / "presets"
     return pathlib.Path(os.environ.get("KERAS_OV_EINSUM_PRESETS", default))
 
@@ -135,7 +136,7 @@ def preset_dir(name):
         [dataclasses.asdict(config), _TOKENIZER_REVISION], sort_keys=True
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return _cache_root() / f"{name}-{digest}"
+    return presets_root() / f"{name}-{digest}"
 
 
 def build_preset(name):

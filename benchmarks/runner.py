@@ -92,7 +92,7 @@ def _preset(python, configuration, log):
     if configuration.openvino_version != environments.current_openvino():
         # An older keras-hub cannot be trusted with a newer preset format.
         env["KERAS_OV_EINSUM_PRESETS"] = str(
-            models._cache_root() / f"openvino-{configuration.openvino_version}"
+            models.presets_root() / f"openvino-{configuration.openvino_version}"
         )
         # Not its OpenVINO backend: keras 3.12's cannot even build Llama's
         # RMS norm symbolically (ops.power on a dynamic shape), which the
