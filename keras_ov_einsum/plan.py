@@ -177,6 +177,17 @@ def plan_lowering(equation, shapes, kernel_index):
             "1 is not reliably compiled by OpenVINO"
         )
 
+    for label, size in zip(x_labels, x_shape):
+        if label in sizes and size is None:
+            # Found by the equivalence suite: NumPy and stock broadcast a
+            # size of 1 against the kernel's (and raise on other sizes),
+            # but a MatMul checks K only when compiled, not at run time:
+            # it raised, or read part of the kernel without a word.
+            return Declined(
+                f"label {label!r} is dynamic in the input: its size against "
+                f"the kernel's {sizes[label]} is only known at run time"
+            )
+
     x_kept = "".join(
         label for label in x_labels if label in in_output or label in w_labels
     )
