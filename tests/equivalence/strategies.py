@@ -6,39 +6,50 @@ Every label gets a role, and the role decides where it appears:
     contracted x, kernel              columns   kernel, output
     x-summed   x only                 k-summed  kernel only
 
-Operand and output orders are shuffled, and a case may also repeat a label
-inside one operand (a diagonal), put an ellipsis in front of the variable
-operand, use NumPy's implicit output, or put the kernel first.
+Operand and output orders are shuffled. A case may also repeat a label
+inside one operand (a diagonal), put an ellipsis anywhere in the variable
+operand, the output and (rarely: it is declined) the kernel, give a label
+size 1 in x where the kernel has more (NumPy broadcasts it), use NumPy's
+implicit output, put the kernel first, leave axes of the variable operand
+dynamic, and reach the kernel through a view (see builders.KERNEL_VIEWS).
+Labels include upper-case letters, the ones the parser also gives to
+ellipsis axes.
 """
 
 import dataclasses
+import itertools
 import os
 
 from hypothesis import strategies as st
 
-__all__ = ["EinsumCase", "einsum_cases", "DTYPE_PAIRS", "MAX_SIZE"]
+from .builders import KERNEL_VIEWS
 
-# Array sizes are capped so that CI stays bounded (STYLE: JAX's tests do so).
+__all__ = [
+    "DTYPES",
+    "DTYPE_PAIRS",
+    "EinsumCase",
+    "MAX_SIZE",
+    "Mismatch",
+    "einsum_cases",
+    "mismatched_cases",
+]
+
+# Every dimension the strategies draw is at most this (STYLE: JAX's tests
+# cap sizes so CI stays bounded). Products of up to 5 labels stay small.
 MAX_SIZE = int(os.environ.get("KERAS_OV_EINSUM_MAX_SIZE", "4"))
+
+DTYPES = ("float32", "float16", "bfloat16", "int8", "int32")
+# (variable dtype, kernel dtype): every ordered pair; the stock backend
+# promotes the mixed ones (int8 x int8 computes in int32, float16 x
+# bfloat16 in float32, an integer and a float in the float type).
+DTYPE_PAIRS = tuple(itertools.product(DTYPES, DTYPES))
 
 ROLES = ("batch", "contracted", "rows", "columns", "x_summed", "k_summed")
 IN_X = {"batch", "contracted", "rows", "x_summed"}
 IN_KERNEL = {"batch", "contracted", "columns", "k_summed"}
 IN_OUTPUT = {"batch", "rows", "columns"}
-
-# (variable dtype, kernel dtype): same types and the pairs Keras promotes.
-DTYPE_PAIRS = [
-    ("float32", "float32"),
-    ("float32", "float16"),
-    ("float32", "bfloat16"),
-    ("float16", "float16"),
-    ("bfloat16", "bfloat16"),
-    ("float16", "float32"),
-    ("float32", "int8"),
-    ("int8", "int8"),
-    ("int32", "int32"),
-    ("int32", "float32"),
-]
+LABELS = "abcdefghijklmnABC"
+ELLIPSIS = "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +61,7 @@ class EinsumCase:
     kernel_first: bool
     x_dtype: str = "float32"
     kernel_dtype: str = "float32"
+    kernel_view: str = "variable"
 
     @property
     def operand_shapes(self):
@@ -58,38 +70,74 @@ class EinsumCase:
         return (self.x_shape, self.kernel_shape)
 
 
-def _check_bounds(**bounds):
+@dataclasses.dataclass(frozen=True)
+class Mismatch:
+    """A case whose variable operand disagrees with the kernel on the size
+    of one label: ``case.x_shape`` is what is fed, ``axis`` is the axis of
+    x that disagrees; it is dynamic in the graph when ``case.dynamic`` says
+    so, and then the error can only come when the model runs."""
+
+    case: EinsumCase
+    axis: int
+
+
+def _positive(**bounds):
     for name, value in bounds.items():
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-@st.composite
-def einsum_cases(
-    draw,
-    *,
-    max_labels=5,
-    max_size=MAX_SIZE,
-    max_ellipsis=2,
-    dtype_pairs=(("float32", "float32"),),
-    allow_repeated=True,
+def _choices(name, given, allowed):
+    given = tuple(given)
+    if not given:
+        raise ValueError(f"{name} must not be empty")
+    unknown = [value for value in given if value not in allowed]
+    if unknown:
+        raise ValueError(f"{name}: unknown {unknown!r}; known: {allowed!r}")
+    return given
+
+
+def _check(
+    max_labels, max_size, max_ellipsis, dtype_pairs, kernel_views, flags
 ):
-    """Draw an ``EinsumCase`` whose kernel operand is meant to be constant."""
-    _check_bounds(max_labels=max_labels, max_size=max_size)
-    if max_ellipsis < 0:
-        raise ValueError(f"max_ellipsis must be >= 0, got {max_ellipsis!r}")
-    count = draw(st.integers(1, max_labels))
-    labels = draw(
-        st.lists(
-            st.sampled_from("abcdefghijklmnop"),
-            min_size=count,
-            max_size=count,
-            unique=True,
+    _positive(max_labels=max_labels, max_size=max_size)
+    if max_labels > len(LABELS):
+        raise ValueError(
+            f"max_labels must be at most {len(LABELS)}, got {max_labels!r}"
         )
+    if not isinstance(max_ellipsis, int) or not 0 <= max_ellipsis <= 3:
+        raise ValueError(f"max_ellipsis must be 0..3, got {max_ellipsis!r}")
+    pairs = _choices(
+        "dtype_pairs", (tuple(pair) for pair in dtype_pairs), DTYPE_PAIRS
     )
+    views = _choices("kernel_views", kernel_views, tuple(KERNEL_VIEWS))
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a bool, got {value!r}")
+    return pairs, views
+
+
+def _one_in(draw, n):
+    """True about once in ``n`` draws. (Hypothesis draws the low end of an
+    integer range far more often than uniformly, and the last element of a
+    ``sampled_from`` a little less: so the rare outcome is the last one.)"""
+    return draw(st.sampled_from(range(n))) == n - 1
+
+
+def _insert(draw, labels, token):
+    """``labels`` with ``token`` inserted at a drawn position."""
+    at = draw(st.integers(0, len(labels)))
+    return labels[:at] + [token] + labels[at:]
+
+
+@st.composite
+def _parts(draw, max_labels, max_size, max_ellipsis, repeated, kernel_dots):
+    """The labels of x, the kernel and the output, and every size."""
+    count = draw(st.integers(1, max_labels))
+    labels = draw(st.permutations(LABELS))[:count]
     roles = {label: draw(st.sampled_from(ROLES)) for label in labels}
     sizes = {label: draw(st.integers(1, max_size)) for label in labels}
-    if draw(st.integers(0, 3)):
+    if not _one_in(draw, 4):
         # Mostly matrix products with K, N > 1, the forms the lowering is
         # for; the rest keep the declined forms covered too.
         roles[labels[0]] = "contracted"
@@ -101,40 +149,180 @@ def einsum_cases(
     kernel = draw(st.permutations([k for k in labels if roles[k] in IN_KERNEL]))
     output = draw(st.permutations([o for o in labels if roles[o] in IN_OUTPUT]))
     if not x or not kernel:
-        # A scalar operand: keep the case, with one label each side.
-        x, kernel = x or ["z"], kernel or ["y"]
-        sizes.setdefault("z", 2)
-        sizes.setdefault("y", 3)
-        output = output + [extra for extra in ("z", "y") if extra not in output]
-    if allow_repeated and draw(st.booleans()) and draw(st.booleans()):
-        # A diagonal: one label twice in the variable operand.
-        x = x + [draw(st.sampled_from(x))]
+        # A scalar operand: keep the case, with one fresh label each side.
+        spare = [label for label in LABELS if label not in labels]
+        if not x:
+            x = [spare.pop()]
+            sizes[x[0]] = draw(st.integers(1, max_size))
+            output = _insert(draw, output, x[0])
+        if not kernel:
+            kernel = [spare.pop()]
+            sizes[kernel[0]] = draw(st.integers(1, max_size))
+            output = _insert(draw, output, kernel[0])
+    if repeated and _one_in(draw, 6):
+        # A diagonal in the variable operand: stock only.
+        x = _insert(draw, x, draw(st.sampled_from(x)))
+    if repeated and _one_in(draw, 12):
+        kernel = _insert(draw, kernel, draw(st.sampled_from(kernel)))
 
-    ellipsis = draw(st.integers(0, max_ellipsis))
-    broadcast = [draw(st.integers(1, max_size)) for _ in range(ellipsis)]
-    x_term = "".join(x)
-    out_term = "".join(output)
-    if ellipsis or draw(st.booleans()) and draw(st.booleans()):
-        x_term = "..." + x_term
-        out_term = "..." + out_term
-    kernel_term = "".join(kernel)
+    # An ellipsis in x (and the output) in one case in three, in the
+    # kernel (always declined) in one in twelve; it may be of no axis.
+    # Broadcast axes are right-aligned, as in NumPy; either side may have
+    # a 1 where the other has a size.
+    x_dots = max_ellipsis > 0 and _one_in(draw, 3)
+    kernel_dots = kernel_dots and _one_in(draw, 12)
+    x_rank = draw(st.integers(0, max_ellipsis)) if x_dots else 0
+    kernel_rank = draw(st.integers(0, max_ellipsis)) if kernel_dots else 0
+    broadcast = [
+        draw(st.integers(1, max_size)) for _ in range(max(x_rank, kernel_rank))
+    ]
+
+    def broadcast_sizes(rank):
+        return [
+            1 if size > 1 and _one_in(draw, 4) else size
+            for size in broadcast[len(broadcast) - rank :]
+        ]
+
+    x_broadcast = broadcast_sizes(x_rank) if x_dots else []
+    kernel_broadcast = broadcast_sizes(kernel_rank) if kernel_dots else []
+    if x_dots:
+        x = _insert(draw, x, ELLIPSIS)
+    if kernel_dots:
+        kernel = _insert(draw, kernel, ELLIPSIS)
+    if x_dots or kernel_dots:
+        output = _insert(draw, output, ELLIPSIS)
+    return x, kernel, output, sizes, x_broadcast, kernel_broadcast
+
+
+def _shape(term, sizes, broadcast):
+    shape = []
+    for token in term:
+        shape.extend(broadcast if token == ELLIPSIS else [sizes[token]])
+    return tuple(shape)
+
+
+@st.composite
+def einsum_cases(
+    draw,
+    *,
+    max_labels=5,
+    max_size=MAX_SIZE,
+    max_ellipsis=2,
+    dtype_pairs=(("float32", "float32"),),
+    kernel_views=("variable",),
+    allow_repeated=True,
+    allow_kernel_ellipsis=True,
+):
+    """Draw an ``EinsumCase`` whose kernel operand is meant to be constant.
+
+    ``max_labels`` named labels, each of size 1..``max_size``; up to
+    ``max_ellipsis`` broadcast axes; the (x, kernel) dtypes drawn from
+    ``dtype_pairs`` (float32 for half of the cases when it is among them:
+    exact comparisons find the most) and the kernel view from
+    ``kernel_views``. ``allow_repeated`` allows diagonals,
+    ``allow_kernel_ellipsis`` an ellipsis in the kernel.
+    """
+    pairs, views = _check(
+        max_labels,
+        max_size,
+        max_ellipsis,
+        dtype_pairs,
+        kernel_views,
+        dict(
+            allow_repeated=allow_repeated,
+            allow_kernel_ellipsis=allow_kernel_ellipsis,
+        ),
+    )
+    return draw(
+        _cases(
+            max_labels,
+            max_size,
+            max_ellipsis,
+            pairs,
+            views,
+            allow_repeated,
+            allow_kernel_ellipsis,
+        )
+    )
+
+
+@st.composite
+def _cases(
+    draw, max_labels, max_size, max_ellipsis, pairs, views, repeated, dots
+):
+    parts = draw(_parts(max_labels, max_size, max_ellipsis, repeated, dots))
+    x, kernel, output, sizes, x_broadcast, kernel_broadcast = parts
+    x_term, kernel_term = "".join(x), "".join(kernel)
     kernel_first = draw(st.booleans())
     terms = [kernel_term, x_term] if kernel_first else [x_term, kernel_term]
-    if draw(st.booleans()) and draw(st.booleans()):
+    if _one_in(draw, 4):
         equation = ",".join(terms)  # implicit output: NumPy's rule applies
     else:
-        equation = ",".join(terms) + "->" + out_term
-
-    x_shape = tuple(broadcast) + tuple(sizes[label] for label in x)
-    kernel_shape = tuple(sizes[label] for label in kernel)
-    dynamic = tuple(draw(st.booleans()) for _ in x_shape)
-    x_dtype, kernel_dtype = draw(st.sampled_from(list(dtype_pairs)))
+        equation = ",".join(terms) + "->" + "".join(output)
+    # NumPy (and stock OpenVINO) broadcast a label of size 1 in one
+    # operand against its size in the other: a valid einsum, and one the
+    # lowering must decline.
+    x_sizes = dict(sizes)
+    for label in sorted(set(x) & set(kernel) - {ELLIPSIS}):
+        if sizes[label] > 1 and _one_in(draw, 12):
+            x_sizes[label] = 1
+    x_shape = _shape(x, x_sizes, x_broadcast)
+    if ("float32", "float32") in pairs and draw(st.booleans()):
+        x_dtype, kernel_dtype = "float32", "float32"
+    else:
+        x_dtype, kernel_dtype = draw(st.sampled_from(pairs))
     return EinsumCase(
         equation=equation,
         x_shape=x_shape,
-        kernel_shape=kernel_shape,
-        dynamic=dynamic,
+        kernel_shape=_shape(kernel, sizes, kernel_broadcast),
+        dynamic=tuple(
+            # A dynamic label shared with the kernel is declined: rarer.
+            _one_in(draw, 6 if token in kernel else 2)
+            for token in x
+            for _ in (x_broadcast if token == ELLIPSIS else [token])
+        ),
         kernel_first=kernel_first,
         x_dtype=x_dtype,
         kernel_dtype=kernel_dtype,
+        kernel_view=draw(st.sampled_from(views)),
     )
+
+
+@st.composite
+def mismatched_cases(draw, *, max_labels=4, max_size=MAX_SIZE):
+    """A ``Mismatch``: an einsum whose x gives a label shared with the
+    kernel another size (static, or dynamic and wrong only at run time)."""
+    _positive(max_labels=max_labels, max_size=max_size)
+    x, kernel, output, sizes, _, _ = draw(
+        _parts(max_labels, max_size, 0, False, False)
+    )
+    shared = [
+        axis
+        for axis, label in enumerate(x)
+        if label in kernel and label != ELLIPSIS
+    ]
+    if not shared:
+        # Make one: the first kernel label is contracted against x too.
+        x = _insert(draw, x, kernel[0])
+        shared = [x.index(kernel[0])]
+    axis = draw(st.sampled_from(shared))
+    wrong = draw(
+        st.sampled_from(
+            [n for n in range(1, max_size + 2) if n != sizes[x[axis]]]
+        )
+    )
+    x_shape = list(_shape(x, sizes, []))
+    x_shape[axis] = wrong
+    dynamic = [draw(st.booleans()) for _ in x_shape]
+    kernel_first = draw(st.booleans())
+    terms = ["".join(x), "".join(kernel)]
+    if kernel_first:
+        terms.reverse()
+    case = EinsumCase(
+        equation=",".join(terms) + "->" + "".join(output),
+        x_shape=tuple(x_shape),
+        kernel_shape=_shape(kernel, sizes, []),
+        dynamic=tuple(dynamic),
+        kernel_first=kernel_first,
+    )
+    return Mismatch(case=case, axis=axis)

@@ -1,87 +1,300 @@
-"""The lowered einsum against TensorFlow, PyTorch and JAX: their own einsum
-in this process, and ``keras.ops.einsum`` under each Keras backend in a
-subprocess (the backend is fixed per process)."""
+"""The fixed einsum against TensorFlow, PyTorch and JAX: their own einsum
+called in this process, and ``keras.ops.einsum`` under each Keras backend in
+a subprocess (the backend is fixed per process), on a fixed sample."""
 
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
-from graphs import build_einsum_graph, run_model
-
-from .references import assert_close, framework_einsum, values
-from .strategies import einsum_cases
+from .builders import build_case, case_arrays, run
+from .references import (
+    FRAMEWORKS,
+    assert_close,
+    event,
+    framework_einsum,
+    note,
+    numpy_reference,
+)
+from .strategies import DTYPE_PAIRS, EinsumCase, einsum_cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-FRAMEWORKS = ("tensorflow", "torch", "jax")
+N = None
 
-# A fixed sample: keras-hub's EinsumDense equations and other lowered forms,
-# (equation, input shape, kernel shape).
+
+def _labels_with_sizes(case):
+    """label -> the set of its sizes across both operands."""
+    terms = case.equation.split("->")[0].split(",")
+    sizes = collections.defaultdict(set)
+    for term, shape in zip(terms, case.operand_shapes):
+        named = term.replace("...", "")
+        start = term.find("...")
+        if start >= 0:  # the ellipsis axes carry no label
+            covered = len(shape) - len(named)
+            shape = shape[:start] + shape[start + covered :]
+        for label, size in zip(named, shape):
+            sizes[label].add(size)
+    return sizes
+
+
+def _broadcasts_a_label(case):
+    return any(len(sizes) > 1 for sizes in _labels_with_sizes(case).values())
+
+
+def _implicit_with_ellipsis(case):
+    return "->" not in case.equation and "..." in case.equation
+
+
+def _integers(case):
+    return {case.x_dtype, case.kernel_dtype} <= {"int8", "int32"}
+
+
+def _mixed_dtypes(case):
+    return case.x_dtype != case.kernel_dtype
+
+
+# Forms NumPy and OpenVINO accept that another framework rejects; any
+# other error from a framework fails the test. Keys are the framework
+# called here, or "keras <backend>" for keras.ops.einsum there.
+# key -> [(exception type, regular expression on its message, the cases
+# it may happen to, why)]
+KNOWN_LIMITS = {
+    "tensorflow": [
+        (
+            "InvalidArgumentError",
+            r"Expected dimension \d+ at axis",
+            _broadcasts_a_label,
+            "tf.einsum does not broadcast a label of size 1",
+        ),
+        (
+            "InvalidArgumentError",
+            r"no ellipsis \(\.\.\.\) was found in the output",
+            _implicit_with_ellipsis,
+            "tf.einsum wants an ellipsis in the output for broadcast axes",
+        ),
+    ],
+    "torch": [
+        (
+            "RuntimeError",
+            r"expected scalar type (Int but found Long|Long but found Int)",
+            _integers,
+            "torch.einsum of int32 with a label summed in one operand",
+        ),
+    ],
+    "jax": [],
+    "keras tensorflow": [
+        (
+            "InvalidArgumentError",
+            r"Expected dimension \d+ at axis|Matrix size-incompatible",
+            _broadcasts_a_label,
+            "tf.einsum does not broadcast a label of size 1",
+        ),
+        (
+            "InvalidArgumentError",
+            r"no ellipsis \(\.\.\.\) was found in the output",
+            _implicit_with_ellipsis,
+            "tf.einsum wants an ellipsis in the output for broadcast axes",
+        ),
+    ],
+    "keras torch": [
+        (
+            "RuntimeError",
+            r"expected scalar type \w+ but found \w+"
+            r"|expected m1 and m2 to have the same dtype",
+            _mixed_dtypes,
+            "keras 3.15's torch einsum does not promote mixed operand "
+            "dtypes (torch.einsum wants one dtype)",
+        ),
+        (
+            "RuntimeError",
+            r"expected scalar type (Int but found Long|Long but found Int)",
+            _integers,
+            "torch.einsum of int32 with a label summed in one operand "
+            "(keras computes int8 x int8 in int32)",
+        ),
+    ],
+    "keras jax": [],
+}
+
+
+def _known_limit(key, case, kind, message):
+    return any(
+        kind == known and re.search(pattern, message) and hits(case)
+        for known, pattern, hits, _ in KNOWN_LIMITS[key]
+    )
+
+
+def _in_order_of_appearance(equation):
+    """An implicit-output equation made explicit the way keras 3.15's
+    TensorFlow backend reads it: broadcast axes, then the labels that occur
+    once in the order they appear (NumPy sorts them)."""
+    named = equation.replace("...", "").replace(",", "")
+    singles = "".join(label for label in named if named.count(label) == 1)
+    return equation + "->" + ("..." if "..." in equation else "") + singles
+
+
+def _float16_ellipsis(case, dtype):
+    return dtype == "float16" and "..." in case.equation
+
+
+def _implicit(case, dtype):
+    return "->" not in case.equation
+
+
+# Results a framework gets wrong (its own bug, found by this suite: NumPy
+# and OpenVINO, stock and fixed, agree). When a case matches, the result
+# must be NumPy's result of the equation in the second column, or (None)
+# is not compared.
+# key -> [(does the case hit it, equation computed instead, why)]
+KNOWN_WRONG = {
+    "tensorflow": [
+        (
+            _float16_ellipsis,
+            None,
+            "tf.einsum (TF 2.21, CPU) in float16 with an ellipsis",
+        ),
+    ],
+    "torch": [],
+    "jax": [],
+    "keras tensorflow": [
+        (_float16_ellipsis, None, "tf.einsum, as above"),
+        (
+            _implicit,
+            _in_order_of_appearance,
+            "keras 3.15's TensorFlow einsum leaves an implicit output in "
+            "the order of appearance instead of NumPy's sorted order",
+        ),
+    ],
+    "keras torch": [],
+    "keras jax": [],
+}
+
+
+def assert_framework_agrees(key, case, got, want, operands):
+    """``want`` (from ``key``) equals the fixed OpenVINO result ``got``, or
+    is wrong in a known way."""
+    dtype = got.dtype.name
+    context = f"{key}: {case}"
+    for hits, instead, _ in KNOWN_WRONG[key]:
+        if hits(case, dtype):
+            event(f"{key}: known to be wrong")
+            if instead is not None:
+                wrong = numpy_reference(instead(case.equation), *operands)
+                assert_close(want, wrong, dtype, context)
+            return
+    assert_close(got, want, dtype, context)
+
+
+# Lowered forms checked on their own, with readable ids: keras-hub's
+# EinsumDense equations and the other layouts the plan knows. Dynamic axes
+# (None) only where the kernel has no label: see plan.py.
+# (equation, input shape, kernel shape, kernel is the first operand)
 SAMPLE = [
-    ("abc,cde->abde", (2, 3, 8), (8, 2, 4)),
-    ("abcd,cde->abe", (2, 3, 2, 4), (2, 4, 8)),
-    ("btd,dnh->btnh", (2, 3, 8), (8, 2, 4)),
-    ("bquh,uhm->bqm", (2, 3, 2, 4), (2, 4, 8)),
-    ("btd,df->btf", (2, 3, 8), (8, 6)),
-    ("th,ehi->eti", (3, 8), (2, 8, 4)),
-    ("etm,emh->eth", (2, 3, 8), (2, 8, 4)),
-    ("bhwc,wkc->bhwk", (2, 3, 4, 5), (4, 6, 5)),
-    ("...d,dn->...n", (2, 3, 8), (8, 4)),
-    ("btxd,dn->btn", (2, 3, 2, 8), (8, 4)),
+    ("abc,cde->abde", (N, N, 8), (8, 2, 4), False),  # MHA q/k/v
+    ("abcd,cde->abe", (N, N, 2, 4), (2, 4, 8), False),  # MHA output
+    ("btd,dnh->btnh", (N, N, 8), (8, 2, 4), False),
+    ("bquh,uhm->bqm", (N, N, 2, 4), (2, 4, 8), False),
+    ("btd,df->btf", (N, N, 8), (8, 6), False),  # feed-forward
+    ("bsd,kdh->bskh", (N, N, 8), (2, 8, 4), False),  # kernel transposed
+    ("ibnd,hnd->ibh", (N, N, 2, 4), (8, 2, 4), False),  # transpose_b
+    ("th,ehi->eti", (N, 8), (2, 8, 4), False),  # rows, a kernel batch
+    ("etm,emh->eth", (2, N, 8), (2, 8, 4), False),  # batched MatMul
+    ("bhwc,wkc->bhwk", (N, 3, 4, 5), (4, 6, 5), False),  # batch w, [N, K]
+    ("...d,dn->...n", (N, N, 8), (8, 4), False),  # ellipsis
+    ("btxd,dn->btn", (N, N, 2, 8), (8, 4), False),  # x summed over x
+    ("dn,btd->nbt", (N, 3, 8), (8, 4), True),  # output reordered
 ]
+SAMPLE_IDS = [row[0] for row in SAMPLE]
 
 
-def _fixed_openvino(equation, x, kernel):
-    shape = [None] + list(x.shape[1:])  # a dynamic batch dimension
-    graph = build_einsum_graph(equation, shape, kernel, fixed=True)
-    (decision,) = graph.explanation
-    assert decision.lowered, decision.reason
-    return run_model(graph.model, x)
+def _sample_case(equation, x_shape, kernel_shape, kernel_first):
+    return EinsumCase(
+        equation=equation,
+        x_shape=tuple(3 if size is None else size for size in x_shape),
+        kernel_shape=kernel_shape,
+        dynamic=tuple(size is None for size in x_shape),
+        kernel_first=kernel_first,
+    )
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize(
-    "equation, x_shape, kernel_shape",
-    SAMPLE,
-    ids=[row[0] for row in SAMPLE],
-)
-def test_sample_against_framework(framework, equation, x_shape, kernel_shape):
-    x = values(x_shape, "float32", seed=1)
-    kernel = values(kernel_shape, "float32", seed=2)
-    want = framework_einsum(framework, equation, x, kernel)
-    assert_close(_fixed_openvino(equation, x, kernel), want, "float32")
+@pytest.mark.parametrize("row", SAMPLE, ids=SAMPLE_IDS)
+def test_sample_against_framework(framework, row):
+    case = _sample_case(*row)
+    x, kernel = case_arrays(case)
+    graph = build_case(case, kernel, fixed=True)
+    (decision,) = graph.explanation
+    assert decision.lowered, decision.reason
+    operands = (kernel, x) if case.kernel_first else (x, kernel)
+    want = framework_einsum(framework, case.equation, *operands)
+    assert_close(run(graph.model, x), want, "float32", framework)
 
 
-@settings(max_examples=40)
-@given(case=einsum_cases(allow_repeated=False, max_ellipsis=1))
+@settings(max_examples=60)
+@given(case=einsum_cases(dtype_pairs=DTYPE_PAIRS))
 def test_property_against_frameworks(case):
-    """Float32 cases, compared with all three frameworks at once."""
-    x = values(case.x_shape, "float32", seed=1)
-    kernel = values(case.kernel_shape, "float32", seed=2)
+    """Every dtype pair, each framework computing in the result dtype."""
+    check_frameworks(case)
+
+
+def _stock_is_wrong(graph, case, got, operands):
+    """A declined case (the stock graph) on which stock OpenVINO itself
+    disagrees with NumPy: seen for some forms with summed labels and mixed
+    dtypes. test_properties records those; nothing here can equal it."""
+    if graph.explanation[0].lowered:
+        return False
+    try:
+        truth = numpy_reference(case.equation, *operands)
+    except ValueError:
+        event("NumPy rejects it, stock OpenVINO does not")
+        return True
+    try:
+        assert_close(got, truth, got.dtype.name)
+    except AssertionError:
+        event("stock OpenVINO differs from NumPy")
+        return True
+    return False
+
+
+def check_frameworks(case):
+    note(repr(case))
+    x, kernel = case_arrays(case)
     operands = (kernel, x) if case.kernel_first else (x, kernel)
     try:
-        graph = build_einsum_graph(
-            case.equation,
-            [None if d else s for s, d in zip(case.x_shape, case.dynamic)],
-            kernel,
-            fixed=True,
-            kernel_first=case.kernel_first,
-        )
-        got = run_model(graph.model, x)
+        graph = build_case(case, kernel, fixed=True)
+        got = run(graph.model, x)
     except Exception:
-        return  # stock rejects it too: see test_properties
+        event("OpenVINO rejects it (see test_properties)")
+        return
+    if _stock_is_wrong(graph, case, got, operands):
+        return
+    dtype = got.dtype.name
     for framework in FRAMEWORKS:
         try:
-            want = framework_einsum(framework, case.equation, *operands)
-        except Exception:
-            continue  # that framework rejects the form (e.g. broadcasting)
-        assert_close(got, want, "float32", framework)
+            want = framework_einsum(
+                framework, case.equation, *operands, dtype=dtype
+            )
+        except Exception as error:
+            kind = type(error).__name__
+            known = _known_limit(framework, case, kind, str(error))
+            assert known, (framework, error)
+            event(f"{framework}: a known limit")
+            continue
+        assert_framework_agrees(framework, case, got, want, operands)
 
+
+# The same equations through keras.ops.einsum under each other backend: a
+# fixed sample of the strategy's draws (all dtype pairs), then SAMPLE.
+SAMPLE_DRAWS = 500
+# Cases per dtype pair: (mixed or other pairs, float32 x float32).
+SAMPLE_PER_PAIR = (2, 20)
 
 KERAS_SCRIPT = """
 import json, sys
@@ -89,39 +302,119 @@ import numpy as np
 import keras
 data = np.load(sys.argv[1])
 cases = json.loads(sys.argv[2])
-out = {}
-for index, equation in enumerate(cases):
-    y = keras.ops.einsum(equation, data[f"x{index}"], data[f"k{index}"])
-    out[f"y{index}"] = keras.ops.convert_to_numpy(y)
+out, report = {}, []
+for index, (equation, x_dtype, kernel_dtype, kernel_first) in enumerate(cases):
+    x = keras.ops.cast(data[f"x{index}"], x_dtype)
+    kernel = keras.ops.cast(data[f"k{index}"], kernel_dtype)
+    operands = (kernel, x) if kernel_first else (x, kernel)
+    try:
+        y = keras.ops.einsum(equation, *operands)
+    except Exception as error:
+        report.append({"error": type(error).__name__, "message": str(error)})
+        continue
+    # float32 holds every result exactly (bfloat16 does not leave TF).
+    out[f"y{index}"] = keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))
+    report.append({"dtype": keras.backend.standardize_dtype(y.dtype)})
 np.savez(sys.argv[3], **out)
+print(json.dumps(report))
 """
 
 
-@pytest.mark.parametrize("backend", FRAMEWORKS)
-def test_sample_against_keras_backends(backend, tmp_path):
+def fixed_sample():
+    """A sample of the strategy's draws, the same on every run: the last
+    distinct draws of a derandomized run (Hypothesis starts from the
+    simplest cases) for each dtype pair, then SAMPLE as cases."""
+    drawn = {}
+
+    @settings(
+        max_examples=SAMPLE_DRAWS,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=einsum_cases(dtype_pairs=DTYPE_PAIRS))
+    def collect(case):
+        drawn[case] = None
+
+    collect()
+    by_pair = collections.defaultdict(list)
+    for case in drawn:
+        by_pair[case.x_dtype, case.kernel_dtype].append(case)
+    sample = [
+        case
+        for pair, cases in sorted(by_pair.items())
+        for case in cases[-SAMPLE_PER_PAIR[pair == ("float32", "float32")] :]
+    ]
+    return sample + [_sample_case(*row) for row in SAMPLE]
+
+
+def _run_backend(backend, cases, tmp_path):
     arrays = {}
-    for index, (equation, x_shape, kernel_shape) in enumerate(SAMPLE):
-        arrays[f"x{index}"] = values(x_shape, "float32", seed=index)
-        arrays[f"k{index}"] = values(kernel_shape, "float32", seed=99 + index)
+    for index, case in enumerate(cases):
+        x, kernel = case_arrays(case)
+        # bfloat16 does not survive np.savez: sent as float32 (exact).
+        arrays[f"x{index}"] = x.astype("float32")
+        arrays[f"k{index}"] = kernel.astype("float32")
     np.savez(tmp_path / "in.npz", **arrays)
+    described = [
+        (case.equation, case.x_dtype, case.kernel_dtype, case.kernel_first)
+        for case in cases
+    ]
     completed = subprocess.run(
         [
             sys.executable,
             "-c",
             textwrap.dedent(KERAS_SCRIPT),
             str(tmp_path / "in.npz"),
-            json.dumps([row[0] for row in SAMPLE]),
+            json.dumps(described),
             str(tmp_path / "out.npz"),
         ],
-        env=dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT),
+        env=dict(
+            os.environ,
+            KERAS_BACKEND=backend,
+            PYTHONPATH=ROOT,
+            TF_CPP_MIN_LOG_LEVEL="3",
+        ),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    results = np.load(tmp_path / "out.npz")
-    for index, (equation, _, _) in enumerate(SAMPLE):
-        got = _fixed_openvino(
-            equation, arrays[f"x{index}"], arrays[f"k{index}"]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    return report, np.load(tmp_path / "out.npz")
+
+
+@pytest.mark.parametrize("backend", FRAMEWORKS)
+def test_sample_against_keras_backends(backend, tmp_path):
+    cases = fixed_sample()
+    report, results = _run_backend(backend, cases, tmp_path)
+    compared = lowered = 0
+    for index, (case, outcome) in enumerate(zip(cases, report)):
+        x, kernel = case_arrays(case)
+        try:
+            graph = build_case(case, kernel, fixed=True)
+            got = run(graph.model, x)
+        except Exception:
+            continue  # OpenVINO rejects it, stock and fixed alike
+        context = f"{backend}: {case}"
+        operands = (kernel, x) if case.kernel_first else (x, kernel)
+        if _stock_is_wrong(graph, case, got, operands):
+            continue
+        if "error" in outcome:
+            known = _known_limit(
+                f"keras {backend}", case, outcome["error"], outcome["message"]
+            )
+            assert known, (context, outcome)
+            continue
+        assert_framework_agrees(
+            f"keras {backend}", case, got, results[f"y{index}"], operands
         )
-        assert_close(got, results[f"y{index}"], "float32", equation)
+        # Keras's dtype contract: the same result dtype on every backend.
+        assert outcome["dtype"] == got.dtype.name, (context, outcome)
+        compared += 1
+        lowered += graph.explanation[0].lowered
+    # Most of the sample runs (keras's torch backend cannot promote the
+    # mixed pairs), and much of it is lowered.
+    assert compared >= 0.5 * len(cases), (compared, len(cases))
+    assert lowered >= 15, lowered
