@@ -7,6 +7,7 @@ puts between a weight and an einsum (a transpose, a reshape, a squeeze):
 the ops ``kernel.py``'s allow-list has to look through.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "Input",
     "KERNEL_VIEWS",
     "Kernel",
+    "assert_no_new_weights",
     "build",
     "build_case",
     "case_arrays",
@@ -48,6 +50,10 @@ KERNEL_VIEWS = {
         lambda ops, v, shape: ops.squeeze(v, axis=0),
     ),
 }
+
+# The lowering adds shape and axis constants (int64, a few elements) and
+# nothing else: the kernel is reshaped in place, never copied.
+SMALL_CONSTANT = ("i64", 16)
 
 # OpenVINO element type name -> Keras dtype, for the result of a model.
 _RESULT_DTYPES = {
@@ -181,3 +187,16 @@ def constant_signature(model):
         for node in model.get_ordered_ops()
         if node.get_type_name() == "Constant"
     )
+
+
+def assert_no_new_weights(stock, fixed):
+    """The fixed model holds every Constant of the stock one and, beyond
+    them, only small int64 shape and axis constants: no copied weights."""
+    added = collections.Counter(constant_signature(fixed))
+    added.subtract(constant_signature(stock))
+    lost = [signature for signature, n in added.items() if n < 0]
+    assert not lost, f"the fixed graph lost stock constants {lost}"
+    for (kind, shape), count in added.items():
+        if count > 0:
+            assert kind == SMALL_CONSTANT[0], (kind, shape)
+            assert len(shape) <= 1 and sum(shape) <= SMALL_CONSTANT[1], shape

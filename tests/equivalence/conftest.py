@@ -1,12 +1,20 @@
-"""Hypothesis profiles for the equivalence suite.
+"""Hypothesis profiles for the equivalence suite, chosen with the
+KERAS_OV_EINSUM_PROFILE environment variable (see CONTRIBUTING.md).
 
 ``ci`` (the default) keeps the whole suite within minutes on 2 cores;
-``thorough`` searches much longer. Choose with KERAS_OV_EINSUM_PROFILE.
+``thorough`` searches much longer: at least 10,000 examples for every
+property that compiles one model pair per example.
 """
 
 import os
 
-from hypothesis import HealthCheck, settings
+# The backend is fixed at the first `import keras`: before anything here
+# or in the test modules imports it (tests/conftest.py does the same).
+os.environ.setdefault("KERAS_BACKEND", "openvino")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+__all__ = ["PROFILES"]
 
 # Compiling an OpenVINO model per example is slow and its time varies:
 # no deadline, and slow data generation is expected, not a health problem.
@@ -15,6 +23,15 @@ _COMMON = dict(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
-settings.register_profile("ci", max_examples=150, **_COMMON)
-settings.register_profile("thorough", max_examples=10_000, **_COMMON)
-settings.load_profile(os.environ.get("KERAS_OV_EINSUM_PROFILE", "ci"))
+# profile -> examples per property (test_frameworks' property, which
+# calls three frameworks per example, runs a fifth of it)
+PROFILES = {"ci": 300, "thorough": 10_000}
+
+for _name, _examples in PROFILES.items():
+    settings.register_profile(_name, max_examples=_examples, **_COMMON)
+_chosen = os.environ.get("KERAS_OV_EINSUM_PROFILE", "ci")
+if _chosen not in PROFILES:
+    raise ValueError(
+        f"KERAS_OV_EINSUM_PROFILE={_chosen!r}; known: {sorted(PROFILES)}"
+    )
+settings.load_profile(_chosen)

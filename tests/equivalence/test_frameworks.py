@@ -237,7 +237,7 @@ def test_sample_against_framework(framework, row):
     assert_close(run(graph.model, x), want, "float32", framework)
 
 
-@settings(max_examples=60)
+@settings(max_examples=settings.default.max_examples // 5)
 @given(case=einsum_cases(dtype_pairs=DTYPE_PAIRS))
 def test_property_against_frameworks(case):
     """Every dtype pair, each framework computing in the result dtype."""
