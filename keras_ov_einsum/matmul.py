@@ -9,12 +9,13 @@ same product on the original constant: nothing to fold, nothing copied.
 """
 
 import dataclasses
+import math
 
 import openvino as ov
 import openvino.opset13 as ov_opset
 
 from .kernel import constant_source, is_constant_expression
-from .plan import Declined
+from .plan import Declined, has_matrix_view
 
 __all__ = ["TransposedKernel", "lower_transposed_matmul"]
 
@@ -66,6 +67,16 @@ def lower_transposed_matmul(matmul):
         return Declined(
             f"the kernel's transpose order {order} is not a swap of its "
             "last two axes"
+        )
+    dims = tuple(shape.to_shape())
+    if has_matrix_view(dims, dims[-1], math.prod(dims[:-1])):
+        # Found by the equivalence suite: the CPU plugin keeps one packed
+        # copy per buffer and [K, N], so with a plain matmul of the same
+        # weights (a tied encoder and decoder) both read one layout.
+        return Declined(
+            f"the kernel {list(dims)} also reads as the [K, N] matrix of "
+            "its transpose (square): OpenVINO's CPU plugin would share "
+            "one packed copy between the two"
         )
     attributes = matmul.get_attributes()
     if convert is not None:

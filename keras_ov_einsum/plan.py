@@ -21,7 +21,7 @@ never a copy. Only an interleaved kernel needs ``kernel_permutation``.
 
 import dataclasses
 
-__all__ = ["Declined", "LoweringPlan", "plan_lowering"]
+__all__ = ["Declined", "LoweringPlan", "has_matrix_view", "plan_lowering"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,10 +199,17 @@ def plan_lowering(equation, shapes, kernel_index):
     transpose_b = False
     if w_kept == batch + contracted + columns:
         pass
-    elif w_kept == batch + columns + contracted:
+    elif w_kept == batch + columns + contracted and (
+        kernel_summed or not has_matrix_view(w_shape, *matrix)
+    ):
         # The kernel is already [N, K]: MatMul reads it transposed for free.
         transpose_b = True
     else:
+        # An interleaved kernel, or an [N, K] one whose buffer also reads
+        # as a [K, N] matrix (a square one, say). Found by the equivalence
+        # suite: the CPU plugin keeps one packed copy per buffer and
+        # [K, N], so a transpose_b read and a plain read of the same
+        # weights (tied, elsewhere in the graph) got the same layout.
         target = batch + contracted + columns
         kernel_permutation = tuple(w_kept.index(label) for label in target)
 
@@ -221,6 +228,16 @@ def plan_lowering(equation, shapes, kernel_index):
         transpose_b=transpose_b,
         output_permutation=output_permutation,
     )
+
+
+def has_matrix_view(shape, rows, columns):
+    """Whether a buffer of ``shape`` reads as a ``[rows, columns]`` matrix
+    by merging its leading and its trailing axes (a reshape, no copy)."""
+    for split in range(len(shape) + 1):
+        leading = _product(shape[:split])
+        if leading == rows and _product(shape[split:]) == columns:
+            return True
+    return False
 
 
 def _permutation(source, target):

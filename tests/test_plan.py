@@ -83,6 +83,11 @@ LOWERED = [
     ),
     # An ellipsis in the input
     ("...d,dn->...n", (N, N, 8), (8, 4), 1, ("", "AB", "d", "n", False, False)),
+    # [N, K] kernels whose buffer also reads as [K, N]: transposed, not
+    # transpose_b (the CPU plugin shares one packed copy; equivalence suite)
+    ("bd,nd->bn", (N, 8), (8, 8), 1, ("", "b", "d", "n", False, True)),
+    ("xbc,abc->xa", (N, 4, 4), (4, 4, 4), 1, ("", "x", "bc", "a", False, True)),
+    ("xbc,abc->xa", (N, 4, 4), (8, 4, 4), 1, ("", "x", "bc", "a", True, False)),
 ]
 
 
