@@ -29,6 +29,7 @@ __all__ = [
     "constant_signature",
     "result_dtype",
     "run",
+    "run_outputs",
 ]
 
 # How the kernel reaches einsum: view -> (what the Variable stores, the
@@ -169,6 +170,15 @@ def run(model, *arrays):
         for array in arrays
     ]
     return run_model(model, *fed)
+
+
+def run_outputs(model, *arrays):
+    """Every result of a float32 model, compiled in float32 precision."""
+    compiled = ov.Core().compile_model(
+        model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    results = compiled(list(arrays))
+    return [results[output] for output in compiled.outputs]
 
 
 def result_dtype(model):

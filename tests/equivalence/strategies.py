@@ -30,8 +30,10 @@ __all__ = [
     "EinsumCase",
     "MAX_SIZE",
     "Mismatch",
+    "SharedKernel",
     "einsum_cases",
     "mismatched_cases",
+    "shared_kernels",
 ]
 
 # Every dimension the strategies draw is at most this (STYLE: JAX's tests
@@ -326,3 +328,47 @@ def mismatched_cases(draw, *, max_labels=4, max_size=MAX_SIZE):
         kernel_first=kernel_first,
     )
     return Mismatch(case=case, axis=axis)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedKernel:
+    """Several einsums of one kernel in one graph (tied weights): each
+    contracts other kernel axes, so each may need its own layout."""
+
+    kernel_shape: tuple
+    equations: tuple
+    x_shapes: tuple
+
+
+@st.composite
+def shared_kernels(draw, *, max_rank=4, max_size=MAX_SIZE, max_einsums=3):
+    """A ``SharedKernel``: 2..``max_einsums`` projections of a kernel of
+    rank 2..``max_rank`` with sizes 2..``max_size`` (no declined sizes)."""
+    _positive(max_rank=max_rank, max_size=max_size, max_einsums=max_einsums)
+    if max_rank < 2 or max_size < 2 or max_einsums < 2:
+        raise ValueError("max_rank, max_size and max_einsums must be >= 2")
+    kernel = "abcd"[: draw(st.integers(2, min(max_rank, 4)))]
+    sizes = {label: draw(st.integers(2, max_size)) for label in kernel}
+    equations, x_shapes = [], []
+    for _ in range(draw(st.integers(2, max_einsums))):
+        contracted = draw(
+            st.lists(
+                st.sampled_from(kernel),
+                min_size=1,
+                max_size=len(kernel) - 1,
+                unique=True,
+            )
+        )
+        rows = "xy"[: draw(st.integers(1, 2))]
+        for row in rows:
+            sizes[row] = draw(st.integers(1, max_size))
+        x = draw(st.permutations(list(rows) + contracted))
+        columns = [label for label in kernel if label not in contracted]
+        output = draw(st.permutations(list(rows) + columns))
+        equations.append(f"{''.join(x)},{kernel}->{''.join(output)}")
+        x_shapes.append(tuple(sizes[label] for label in x))
+    return SharedKernel(
+        kernel_shape=tuple(sizes[label] for label in kernel),
+        equations=tuple(equations),
+        x_shapes=tuple(x_shapes),
+    )

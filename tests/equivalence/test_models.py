@@ -18,7 +18,7 @@ import keras_ov_einsum
 from graphs import op_types
 from keras_ov_einsum.patch import MATMUL_LABEL
 
-from .builders import assert_no_new_weights, run
+from .builders import assert_no_new_weights, run, run_outputs
 from .references import FRAMEWORKS, TOLERANCE, assert_close, values
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -330,3 +330,43 @@ def test_gpt2_saved_weights_in_all_backends(tmp_path):
         np.testing.assert_array_equal(
             fixed.argmax(-1)[sure], other.argmax(-1)[sure], backend
         )
+
+
+# (kernel shape): a weight used as is by one matmul and transposed by
+# another (a tied encoder and decoder). Square, the CPU plugin keeps one
+# packed copy for both reads when the fix feeds the transposed one to
+# MatMul as transpose_b: the fix must leave it on stock.
+TIED = [(4, 6), (6, 4), (5, 5), (64, 64)]
+
+
+@pytest.mark.parametrize("shape", TIED, ids=[f"{a}x{b}" for a, b in TIED])
+def test_tied_encoder_decoder(shape):
+    import keras
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    weights = values(shape, "float32", seed=3)
+    kernel = keras.Variable(weights, trainable=False)
+
+    def model(fixed):
+        x = ov_opset.parameter([-1, shape[0]], ov.Type.f32)
+        y = ov_opset.parameter([-1, shape[1]], ov.Type.f32)
+        explanation = ()
+        with keras_ov_einsum.enabled() if fixed else contextlib.nullcontext():
+            encoded = keras.ops.matmul(OpenVINOKerasTensor(x.output(0)), kernel)
+            decoded = keras.ops.matmul(
+                OpenVINOKerasTensor(y.output(0)), keras.ops.transpose(kernel)
+            )
+            if fixed:
+                explanation = keras_ov_einsum.explain()
+        return ov.Model([encoded.output, decoded.output], [x, y]), explanation
+
+    x = values((3, shape[0]), "float32", seed=1)
+    y = values((3, shape[1]), "float32", seed=2)
+    truths = (x.astype("float64") @ weights, y.astype("float64") @ weights.T)
+    stock, _ = model(fixed=False)
+    fixed, (decision,) = model(fixed=True)
+    want, got = run_outputs(stock, x, y), run_outputs(fixed, x, y)
+    for index in range(2):
+        assert_close(want[index], truths[index], "float32", "stock")
+        assert_close(got[index], truths[index], "float32", "fixed")
+    assert decision.lowered == (shape[0] != shape[1]), decision
