@@ -46,7 +46,15 @@ DTYPES = ("float32", "float16", "bfloat16", "int8", "int32")
 # bfloat16 in float32, an integer and a float in the float type).
 DTYPE_PAIRS = tuple(itertools.product(DTYPES, DTYPES))
 
-ROLES = ("batch", "contracted", "rows", "columns", "x_summed", "k_summed")
+# role -> the most labels of it in one case, in the order they are drawn
+ROLE_COUNTS = {
+    "contracted": 3,
+    "columns": 3,
+    "rows": 3,
+    "batch": 2,
+    "x_summed": 1,
+    "k_summed": 1,
+}
 IN_X = {"batch", "contracted", "rows", "x_summed"}
 IN_KERNEL = {"batch", "contracted", "columns", "k_summed"}
 IN_OUTPUT = {"batch", "rows", "columns"}
@@ -135,18 +143,28 @@ def _insert(draw, labels, token):
 @st.composite
 def _parts(draw, max_labels, max_size, max_ellipsis, repeated, kernel_dots):
     """The labels of x, the kernel and the output, and every size."""
-    count = draw(st.integers(1, max_labels))
-    labels = draw(st.permutations(LABELS))[:count]
-    roles = {label: draw(st.sampled_from(ROLES)) for label in labels}
-    sizes = {label: draw(st.integers(1, max_size)) for label in labels}
-    if not _one_in(draw, 4):
-        # Mostly matrix products with K, N > 1, the forms the lowering is
-        # for; the rest keep the declined forms covered too.
-        roles[labels[0]] = "contracted"
-        sizes[labels[0]] = draw(st.integers(min(2, max_size), max_size))
-        if len(labels) > 1:
-            roles[labels[1]] = "columns"
-            sizes[labels[1]] = draw(st.integers(min(2, max_size), max_size))
+    # Labels per role, drawn within max_labels in all. Mostly (3 in 4)
+    # matrix products with K, N > 1, the forms the lowering is for; the
+    # rest keep the declined forms covered too.
+    matrix = not _one_in(draw, 4)
+    budget, roles = max_labels, []
+    for role, most in ROLE_COUNTS.items():
+        least = 1 if matrix and role in ("contracted", "columns") else 0
+        count = draw(st.integers(min(least, budget), min(most, budget)))
+        roles += [role] * count
+        budget -= count
+    labels = draw(st.permutations(LABELS))[: len(roles)]
+    roles = dict(zip(labels, roles))
+    sizes = {}
+    for label, role in roles.items():
+        # K, N and batch sizes of 1 are declined (see plan.py): rarer.
+        first = role in ("contracted", "columns") and label == next(
+            other for other in labels if roles[other] == role
+        )
+        large = (matrix and first) or (role == "batch" and not _one_in(draw, 4))
+        sizes[label] = draw(
+            st.integers(min(2 if large else 1, max_size), max_size)
+        )
     x = draw(st.permutations([x for x in labels if roles[x] in IN_X]))
     kernel = draw(st.permutations([k for k in labels if roles[k] in IN_KERNEL]))
     output = draw(st.permutations([o for o in labels if roles[o] in IN_OUTPUT]))
@@ -207,7 +225,7 @@ def _shape(term, sizes, broadcast):
 def einsum_cases(
     draw,
     *,
-    max_labels=5,
+    max_labels=6,
     max_size=MAX_SIZE,
     max_ellipsis=2,
     dtype_pairs=(("float32", "float32"),),
@@ -217,7 +235,7 @@ def einsum_cases(
 ):
     """Draw an ``EinsumCase`` whose kernel operand is meant to be constant.
 
-    ``max_labels`` named labels, each of size 1..``max_size``; up to
+    Up to ``max_labels`` named labels, of sizes 1..``max_size``; up to
     ``max_ellipsis`` broadcast axes; the (x, kernel) dtypes drawn from
     ``dtype_pairs`` (float32 for half of the cases when it is among them:
     exact comparisons find the most) and the kernel view from

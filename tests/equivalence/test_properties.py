@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 import keras_ov_einsum
 from graphs import op_types
+from keras_ov_einsum.equation import parse_equation
+from keras_ov_einsum.plan import plan_lowering
 
 from .builders import (
     KERNEL_VIEWS,
@@ -233,6 +235,12 @@ SHARE_OF_LOWERED = {
     "the kernel first": 0.1,
     "mixed dtypes": 0.05,
     **{f"kernel view: {view}": 0.02 for view in KERNEL_VIEWS},
+    # The lowering's less common branches: rows merged beside a batch, and
+    # a kernel permutation that differs from its inverse.
+    "a batch label and 2+ row labels": 0.03,
+    "2+ contracted labels": 0.1,
+    "2+ column labels": 0.1,
+    "a kernel permutation that is not its inverse": 0.02,
 }
 
 
@@ -255,7 +263,24 @@ def _draw_into(seen, case):
         seen["declined"] += 1
         return
     seen["lowered"] += 1
+    shapes = [
+        tuple(
+            None if d else size for size, d in zip(case.x_shape, case.dynamic)
+        ),
+        case.kernel_shape,
+    ]
+    if case.kernel_first:
+        shapes.reverse()
+    equation = parse_equation(case.equation, [len(shape) for shape in shapes])
+    plan = plan_lowering(equation, shapes, 0 if case.kernel_first else 1)
+    order = plan.kernel_permutation or ()
     features = {
+        "a batch label and 2+ row labels": plan.batch and len(plan.rows) > 1,
+        "2+ contracted labels": len(plan.contracted) > 1,
+        "2+ column labels": len(plan.columns) > 1,
+        "a kernel permutation that is not its inverse": any(
+            order[order[axis]] != axis for axis in range(len(order))
+        ),
         _layout(decision.reason): True,
         "a dynamic axis": any(case.dynamic),
         "an ellipsis": "..." in case.equation,
