@@ -36,9 +36,18 @@ def main(argv=None):
     )
     compare.add_argument(
         "--fix",
-        choices=["on", "off", "both"],
-        default="both",
-        help="for openvino: with the fix, without, or both",
+        type=_list,
+        default=["both"],
+        help="for openvino, comma-separated: off (stock), on (every part "
+        "of the fix), einsum or matmul (that part alone), both (= off,on; "
+        "the default)",
+    )
+    compare.add_argument(
+        "--dtype",
+        type=_list,
+        default=["float32"],
+        help=f"weight formats, comma-separated, from {','.join(runner.DTYPES)}"
+        " (int8: the float32 preset, then backbone.quantize('int8'))",
     )
     compare.add_argument(
         "--repeats",
@@ -116,13 +125,27 @@ def main(argv=None):
         if name not in models.MODELS:
             parser.error(f"unknown model {name!r}; use {list(models.MODELS)}")
     repeats = args.repeats or (1 if args.quick else 3)
-    fix_modes = {"on": [True], "off": [False], "both": [False, True]}[args.fix]
+    fix_modes = []
+    for mode in args.fix:
+        for part in ["off", "on"] if mode == "both" else [mode]:
+            if part not in runner.FIX_PARTS:
+                parser.error(
+                    f"unknown --fix {mode!r}; use both or "
+                    f"{', '.join(runner.FIX_PARTS)}"
+                )
+            if part not in fix_modes:
+                fix_modes.append(part)
+    for dtype in args.dtype:
+        if dtype not in runner.DTYPES:
+            parser.error(f"unknown --dtype {dtype!r}; use {runner.DTYPES}")
     versions = args.openvino or [environments.current_openvino()]
     out = args.out or "results/" + datetime.datetime.now().strftime(
         "%Y%m%d-%H%M%S"
     )
     configs = list(
-        runner.configurations(model_names, args.backends, fix_modes, versions)
+        runner.configurations(
+            model_names, args.backends, fix_modes, versions, args.dtype
+        )
     )
     print(
         f"{len(configs)} configuration(s) x {repeats} repeat(s) -> {out}",

@@ -14,6 +14,7 @@ __all__ = ["render", "summarize"]
 
 # (record field, column title, digits)
 COLUMNS = [
+    ("weight_mb", "weights MB", 0),
     ("load_mb", "load MB", 0),
     ("compile_mb", "first-call growth MB", 0),
     ("growth_mb", "peak growth MB", 0),
@@ -82,7 +83,9 @@ def render(results_path):
         "saved preset for every backend) and a tokenizer trained offline: "
         "the generated text is meaningless (GPT-2: ids beyond the trained "
         "vocabulary decode as `<|unusedN|>`)",
-        "- load = RSS after loading - after imports; first-call growth = "
+        "- weights = the backbone's variables as stored (a dtype policy's "
+        "variable dtype; int8: quantized kernels, float32 rest); "
+        "load = RSS after loading - after imports; first-call growth = "
         "after the first call - after loading (both after gc); peak growth "
         "= peak RSS - after imports (the original report's columns); new "
         "tokens exclude the prompt; tokens/s = new tokens / second call",
@@ -128,8 +131,13 @@ def _model_tables(model, groups, runs):
     ]
     for label in labels:
         group = groups[(model, label)]
+        recorded = any(run["ok"] for run in group["runs"])
         cells = [
-            _cell(group.get(field), digits) for field, _, digits in COLUMNS
+            # A field that runs of an older harness did not record: n/a.
+            "n/a"
+            if recorded and field not in group
+            else _cell(group.get(field), digits)
+            for field, _, digits in COLUMNS
         ]
         cells.append(_machine_load(group["runs"], "loadavg_before", 1))
         cells.append(_machine_load(group["runs"], "cpu_busy_before", 0))
@@ -189,10 +197,9 @@ def _versions(model, runs):
 def _improvement(model, groups):
     pairs = []
     for m, label in groups:
-        if m == model and label.endswith(" fix"):
-            stock = label[: -len(" fix")] + " stock"
-            if (model, stock) in groups:
-                pairs.append((stock, label))
+        stock = _stock_label(groups[(m, label)]["runs"][0])
+        if m == model and stock and stock != label and (model, stock) in groups:
+            pairs.append((stock, label))
     lines = []
     for stock_label, fix_label in pairs:
         stock, fix = groups[(model, stock_label)], groups[(model, fix_label)]
@@ -231,6 +238,15 @@ def _improvement(model, groups):
             )
         lines.append("")
     return lines
+
+
+def _stock_label(run):
+    """The label of the run's configuration without the fix (results from
+    before "stock_label" was recorded: "... fix" -> "... stock")."""
+    if "stock_label" in run:
+        return run["stock_label"]
+    label = run["label"]
+    return label[: -len(" fix")] + " stock" if label.endswith(" fix") else None
 
 
 def _speedup(field, stock, fix):

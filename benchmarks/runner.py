@@ -21,36 +21,71 @@ import time
 
 from benchmarks import environments, models
 
-__all__ = ["Configuration", "configurations", "run_all", "machine_info"]
+__all__ = [
+    "DTYPES",
+    "FIX_PARTS",
+    "Configuration",
+    "configurations",
+    "machine_info",
+    "run_all",
+]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+# --fix value -> the parts keras_ov_einsum.enable() turns on (None: off).
+# One part alone measures what that part contributes.
+FIX_PARTS = {
+    "off": None,
+    "on": {"einsum": True, "matmul": True},
+    "einsum": {"einsum": True, "matmul": False},
+    "matmul": {"einsum": False, "matmul": True},
+}
+_FIX_NAMES = {
+    "off": "stock",
+    "on": "fix",
+    "einsum": "fix (einsum only)",
+    "matmul": "fix (matmul only)",
+}
+# Weight formats: a keras dtype policy given to from_preset, or int8: the
+# float32 preset loaded, then ``backbone.quantize("int8")``.
+DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 
 @dataclasses.dataclass(frozen=True)
 class Configuration:
     model: str
     backend: str
-    fix: bool
+    fix: str  # a FIX_PARTS key
     openvino_version: str
+    dtype: str = "float32"
 
     @property
     def label(self):
-        if self.backend != "openvino":
-            return self.backend
-        fix = "fix" if self.fix else "stock"
-        return f"openvino {self.openvino_version} {fix}"
+        label = self.backend
+        if self.backend == "openvino":
+            label += f" {self.openvino_version} {_FIX_NAMES[self.fix]}"
+        return label if self.dtype == "float32" else f"{label}, {self.dtype}"
+
+    @property
+    def stock_label(self):
+        """The label of the same configuration without the fix."""
+        return dataclasses.replace(self, fix="off").label
 
 
-def configurations(model_names, backends, fix_modes, openvino_versions):
+def configurations(
+    model_names, backends, fix_modes, openvino_versions, dtypes=("float32",)
+):
     current = environments.current_openvino()
     for model in model_names:
-        for backend in backends:
-            if backend != "openvino":
-                yield Configuration(model, backend, False, current)
-                continue
-            for version in openvino_versions:
-                for fix in fix_modes:
-                    yield Configuration(model, backend, fix, version)
+        for dtype in dtypes:
+            for backend in backends:
+                if backend != "openvino":
+                    yield Configuration(model, backend, "off", current, dtype)
+                    continue
+                for version in openvino_versions:
+                    for fix in fix_modes:
+                        yield Configuration(model, backend, fix, version, dtype)
 
 
 def machine_info():
@@ -165,7 +200,9 @@ def _run_one(python, preset, configuration, max_length, timeout):
             "--preset",
             preset,
             "--fix",
-            "on" if configuration.fix else "off",
+            configuration.fix,
+            "--dtype",
+            configuration.dtype,
             "--max-length",
             str(max_length),
             "--result",
@@ -297,7 +334,9 @@ def run_all(
                 model=configuration.model,
                 backend=configuration.backend,
                 fix=configuration.fix,
+                dtype=configuration.dtype,
                 label=configuration.label,
+                stock_label=configuration.stock_label,
                 openvino_version=configuration.openvino_version,
                 repeat=repeat,
                 wall_s=round(time.perf_counter() - started, 1),

@@ -15,6 +15,7 @@ import sys
 import time
 
 from benchmarks.models import PROMPT
+from benchmarks.runner import DTYPES, FIX_PARTS
 from benchmarks.sampler import MB, MemorySampler
 
 __all__ = ["main"]
@@ -33,16 +34,20 @@ OV_LAYER_TYPES = (
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", required=True)
-    parser.add_argument("--fix", choices=["on", "off"], default="off")
+    parser.add_argument("--fix", choices=list(FIX_PARTS), default="off")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--max-length", type=int, default=10)
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
-    record = measure(args.preset, args.fix == "on", args.max_length)
+    record = measure(
+        args.preset, FIX_PARTS[args.fix], args.max_length, args.dtype
+    )
     with open(args.result, "w") as handle:
         json.dump(record, handle)
 
 
-def measure(preset, fix, max_length):
+def measure(preset, fix, max_length, dtype="float32"):
+    """``fix``: the parts to enable (None: stock); ``dtype``: see DTYPES."""
     record = {"stages": []}
     with MemorySampler() as sampler:
 
@@ -69,9 +74,12 @@ def measure(preset, fix, max_length):
                 raise SystemExit("--fix on applies to the openvino backend")
             import keras_ov_einsum
 
-            keras_ov_einsum.enable()
+            keras_ov_einsum.enable(**fix)
         before_load = stage("imported")
-        causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+        start = time.perf_counter()
+        causal_lm = _load(keras_hub, preset, dtype)
+        load_s = time.perf_counter() - start
+        weight_mb = _weight_mb(causal_lm)
         # Greedy: the same tokens with and without the fix, run to run.
         causal_lm.compile(sampler="greedy")
         loaded = stage("loaded")
@@ -98,6 +106,7 @@ def measure(preset, fix, max_length):
         if fix:
             explanation = keras_ov_einsum.explain()
             decisions = {
+                "parts": fix,
                 "lowered": len(explanation.lowered),
                 "declined": len(explanation.declined),
             }
@@ -117,6 +126,9 @@ def measure(preset, fix, max_length):
         peak_rss_mb=round(sampler.max_rss / MB, 1),
         peak_swap_mb=round(sampler.max_swap / MB, 1),
         growth_mb=round((sampler.max_rss - before_load) / MB, 1),
+        dtype=dtype,
+        weight_mb=round(weight_mb, 3),
+        load_s=round(load_s, 3),
         first_s=round(first_s, 6),
         second_s=round(second_s, 6),
         new_tokens=new_tokens,
@@ -129,6 +141,38 @@ def measure(preset, fix, max_length):
         timeline=sampler.timeline,
     )
     return record
+
+
+def _load(keras_hub, preset, dtype):
+    """The preset under a weight format (DTYPES); int8 is quantized after
+    loading, so its load figures include keras's quantize()."""
+    if dtype == "int8":
+        causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+        causal_lm.backbone.quantize("int8")
+        return causal_lm
+    if dtype == "float32":  # the preset's own policy, as the report loads
+        return keras_hub.models.CausalLM.from_preset(preset)
+    return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)
+
+
+def _weight_mb(causal_lm):
+    """MB of the backbone's variables as stored (int8 kernels: 1 byte)."""
+    import keras
+
+    total = 0
+    for variable in causal_lm.backbone.weights:
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        size = 1
+        for dim in variable.shape:
+            size *= dim
+        total += size * (2 if dtype == "bfloat16" else _itemsize(dtype))
+    return total / MB
+
+
+def _itemsize(dtype):
+    import numpy as np
+
+    return np.dtype(dtype).itemsize
 
 
 def _new_tokens(causal_lm, max_length):

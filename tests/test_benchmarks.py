@@ -119,14 +119,71 @@ def test_end_to_end_writes_results_report_and_charts(tiny_run):
         assert (out / chart).stat().st_size > 1000
 
 
+def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
+    presets, tmp_path
+):
+    """--fix einsum / matmul turn on one part; --dtype loads the preset
+    under another policy."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "compare",
+            "--model",
+            "gpt2_tiny",
+            "--backends",
+            "openvino",
+            "--fix",
+            "einsum,matmul",
+            "--dtype",
+            "float32,bfloat16",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    current = environments.current_openvino()
+    assert [run["label"] for run in runs] == [
+        f"openvino {current} fix (einsum only)",
+        f"openvino {current} fix (matmul only)",
+        f"openvino {current} fix (einsum only), bfloat16",
+        f"openvino {current} fix (matmul only), bfloat16",
+    ]
+    assert all(run["ok"] for run in runs), [run["error"] for run in runs]
+    einsum_only, matmul_only, einsum_bf16, matmul_bf16 = runs
+    assert einsum_only["decisions"]["parts"] == {
+        "einsum": True,
+        "matmul": False,
+    }
+    # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
+    # tied-embedding logits once in each.
+    assert einsum_only["decisions"]["lowered"] == 16
+    assert matmul_only["decisions"]["lowered"] == 2
+    assert matmul_bf16["decisions"]["lowered"] == 2
+    assert einsum_only["stock_label"] == f"openvino {current} stock"
+    assert einsum_bf16["stock_label"] == f"openvino {current} stock, bfloat16"
+    assert einsum_bf16["weight_mb"] == pytest.approx(
+        einsum_only["weight_mb"] / 2, rel=0.02
+    )
+
+
 def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
     presets, tmp_path
 ):
     current = environments.current_openvino()
     configs = [
         # The worker refuses the fix on another backend: it exits non-zero.
-        runner.Configuration("gpt2_tiny", "jax", True, current),
-        runner.Configuration("gpt2_tiny", "openvino", False, current),
+        runner.Configuration("gpt2_tiny", "jax", "on", current),
+        runner.Configuration("gpt2_tiny", "openvino", "off", current),
     ]
     results = runner.run_all(
         configs,
@@ -147,7 +204,7 @@ def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
 
 def test_a_timeout_is_recorded(presets, tmp_path):
     current = environments.current_openvino()
-    configs = [runner.Configuration("gpt2_tiny", "openvino", False, current)]
+    configs = [runner.Configuration("gpt2_tiny", "openvino", "off", current)]
     results = runner.run_all(
         configs,
         repeats=1,
@@ -174,6 +231,7 @@ def _run(label, repeat, ok=True, **values):
     if ok:
         run.update(
             dict(
+                weight_mb=90,
                 load_mb=100,
                 compile_mb=50,
                 growth_mb=60,
@@ -214,7 +272,7 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     path.write_text(json.dumps(_results(runs)))
     text = report.render(path).read_text()
     # median [min-max] over the two good stock runs
-    assert "| openvino 1 stock | 100 | 110 [100-120] |" in text
+    assert "| openvino 1 stock | 90 | 100 | 110 [100-120] |" in text
     # the machine's load before each run, median [min-max]
     assert "| 9.0 | 2.0 [1.5-2.5] | ? |\n" in text
     # the improvement table: median stock 110 -> fix 80
@@ -232,6 +290,29 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     assert one_line in text  # no colour codes, no line breaks
     assert "openvino 2 fix vs stock" not in text
     assert (tmp_path / "memory_timeline.png").exists()
+
+
+def test_report_pairs_each_part_with_stock_of_its_own_weight_format(
+    tmp_path,
+):
+    def run(label, stock_label, tokens_per_s):
+        record = _run(label, 0, tokens_per_s=tokens_per_s)
+        record["stock_label"] = stock_label
+        return record
+
+    runs = [
+        run("openvino 1 stock, int8", "openvino 1 stock, int8", 10.0),
+        run(
+            "openvino 1 fix (einsum only), int8", "openvino 1 stock, int8", 20.0
+        ),
+        run("openvino 1 stock", "openvino 1 stock", 5.0),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    text = report.render(path).read_text()
+    section = text.split("### openvino 1 fix (einsum only), int8 vs stock")[1]
+    assert "| tokens/s | 10.0 | 20.0 | +10.0 | +100.0% | x2.00 |" in section
+    assert text.count(" vs stock") == 1  # stock is not compared to itself
 
 
 def test_diff_flags_changes_beyond_the_factor(tmp_path):
@@ -280,9 +361,10 @@ def test_known_good_sets_pin_exact_versions():
     [
         (["--backends", "cntk"], "unknown backend(s) ['cntk']"),
         (["--model", "gpt5"], "unknown model 'gpt5'"),
-        (["--fix", "maybe"], "invalid choice: 'maybe'"),
+        (["--fix", "on,maybe"], "unknown --fix 'maybe'"),
+        (["--dtype", "float8"], "unknown --dtype 'float8'"),
     ],
-    ids=["backend", "model", "fix"],
+    ids=["backend", "model", "fix", "dtype"],
 )
 def test_compare_rejects_unknown_names(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
