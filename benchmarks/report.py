@@ -25,6 +25,15 @@ COLUMNS = [
     ("new_tokens", "new tokens", 0),
     ("tokens_per_s", "tokens/s", 1),
 ]
+# OpenVINO's first call in three parts (worker._split).
+SPLIT_COLUMNS = [
+    ("split_trace_s", "trace s", 2),
+    ("split_compile_s", "compile s", 2),
+    ("split_run_s", "first run s", 2),
+    ("split_trace_mb", "trace MB", 0),
+    ("split_compile_mb", "compile MB", 0),
+    ("split_run_mb", "first run MB", 0),
+]
 # Lower is better for all but tokens/s.
 HIGHER_IS_BETTER = {"tokens_per_s"}
 # Rates and durations, for which a speedup (x faster) is meaningful.
@@ -40,7 +49,7 @@ def summarize(runs):
     for group in groups.values():
         good = [run for run in group["runs"] if run["ok"]]
         group["failed"] = [run for run in group["runs"] if not run["ok"]]
-        for field, _, _ in COLUMNS:
+        for field, _, _ in COLUMNS + SPLIT_COLUMNS:
             values = [run[field] for run in good if run.get(field) is not None]
             if values:
                 group[field] = (
@@ -150,6 +159,7 @@ def _model_tables(model, groups, runs):
         "",
     ]
     lines += _improvement(model, groups)
+    lines += _first_call_split(model, groups)
     lines += _graphs(model, runs)
     lines += _versions(model, runs)
     return lines
@@ -255,6 +265,37 @@ def _speedup(field, stock, fix):
         return ""
     ratio = fix / stock if field in HIGHER_IS_BETTER else stock / fix
     return f"x{ratio:.2f}"
+
+
+def _first_call_split(model, groups):
+    labels = [
+        label
+        for m, label in groups
+        if m == model and SPLIT_COLUMNS[0][0] in groups[(m, label)]
+    ]
+    if not labels:
+        return []
+    lines = [
+        "### OpenVINO's first call, split",
+        "",
+        "trace: keras-hub runs generate() symbolically into an ov.Model; "
+        "compile: OpenVINO compiles it; first run: the first inference, "
+        "where the CPU plugin packs its weights. MB: RSS growth over each "
+        "part (trace and compile sampled without a gc). median [min-max]",
+        "",
+        "| configuration | "
+        + " | ".join(title for _, title, _ in SPLIT_COLUMNS)
+        + " |",
+        "|---" * (len(SPLIT_COLUMNS) + 1) + "|",
+    ]
+    for label in labels:
+        group = groups[(model, label)]
+        cells = [
+            _cell(group.get(field), digits)
+            for field, _, digits in SPLIT_COLUMNS
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _graphs(model, runs):

@@ -109,12 +109,21 @@ def test_end_to_end_writes_results_report_and_charts(tiny_run):
         assert run["peak_rss_mb"] >= stage_rss
         assert run["growth_mb"] >= run["load_mb"]
     jax, stock, fixed = results["runs"]
+    for run in (stock, fixed):
+        # The first call's three parts add up to it.
+        parts = ("split_trace_s", "split_compile_s", "split_run_s")
+        assert sum(run[part] for part in parts) == pytest.approx(
+            run["first_s"], abs=0.01
+        )
+        assert all(run[part] > 0 for part in parts)
+    assert "split_trace_s" not in jax
     # Same saved weights, greedy sampling: the same text everywhere.
     assert jax["first_text"] == stock["first_text"] == fixed["first_text"]
     assert fixed["decisions"]["lowered"] > 0
     assert stock["graph"]["Einsum"] == fixed["graph"]["Einsum"] == 0
     report_text = (out / "report.md").read_text()
     assert "### openvino" in report_text and "vs stock" in report_text
+    assert "### OpenVINO's first call, split" in report_text
     for chart in ("peak_rss.png", "tokens_per_s.png", "memory_timeline.png"):
         assert (out / chart).stat().st_size > 1000
 
