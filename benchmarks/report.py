@@ -128,26 +128,33 @@ def _loadavg(values):
     return "?" if not values else "/".join(f"{v:.2f}" for v in values)
 
 
+def _header(titles):
+    return [
+        "| configuration | " + " | ".join(titles) + " |",
+        "|---" * (len(titles) + 1) + "|",
+    ]
+
+
+def _stat_cells(group, columns):
+    """median [min-max] per field; a field that runs of an older harness
+    did not record: n/a."""
+    recorded = any(run["ok"] for run in group["runs"])
+    return [
+        "n/a"
+        if recorded and field not in group
+        else _cell(group.get(field), digits)
+        for field, _, digits in columns
+    ]
+
+
 def _model_tables(model, groups, runs):
     labels = [label for m, label in groups if m == model]
-    lines = [
-        f"## {model}",
-        "",
-        "| configuration | "
-        + " | ".join(title for _, title, _ in COLUMNS)
-        + " | load average | CPU busy % |",
-        "|---" * (len(COLUMNS) + 3) + "|",
-    ]
+    titles = [title for _, title, _ in COLUMNS]
+    lines = [f"## {model}", ""]
+    lines += _header(titles + ["load average", "CPU busy %"])
     for label in labels:
         group = groups[(model, label)]
-        recorded = any(run["ok"] for run in group["runs"])
-        cells = [
-            # A field that runs of an older harness did not record: n/a.
-            "n/a"
-            if recorded and field not in group
-            else _cell(group.get(field), digits)
-            for field, _, digits in COLUMNS
-        ]
+        cells = _stat_cells(group, COLUMNS)
         cells.append(_machine_load(group["runs"], "loadavg_before", 1))
         cells.append(_machine_load(group["runs"], "cpu_busy_before", 0))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -283,17 +290,10 @@ def _first_call_split(model, groups):
         "where the CPU plugin packs its weights. MB: RSS growth over each "
         "part (trace and compile sampled without a gc). median [min-max]",
         "",
-        "| configuration | "
-        + " | ".join(title for _, title, _ in SPLIT_COLUMNS)
-        + " |",
-        "|---" * (len(SPLIT_COLUMNS) + 1) + "|",
     ]
+    lines += _header([title for _, title, _ in SPLIT_COLUMNS])
     for label in labels:
-        group = groups[(model, label)]
-        cells = [
-            _cell(group.get(field), digits)
-            for field, _, digits in SPLIT_COLUMNS
-        ]
+        cells = _stat_cells(groups[(model, label)], SPLIT_COLUMNS)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 

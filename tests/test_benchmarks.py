@@ -46,11 +46,9 @@ def presets(tmp_path_factory):
         os.environ["KERAS_OV_EINSUM_PRESETS"] = previous
 
 
-@pytest.fixture(scope="module")
-def tiny_run(presets, tmp_path_factory):
+def _compare(out, *arguments):
     """``python -m benchmarks compare`` on a 2-layer GPT-2, as users run it."""
-    out = tmp_path_factory.mktemp("run")
-    completed = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -58,12 +56,7 @@ def tiny_run(presets, tmp_path_factory):
             "compare",
             "--model",
             "gpt2_tiny",
-            "--backends",
-            "jax,openvino",
-            "--fix",
-            "both",
-            "--repeats",
-            "1",
+            *arguments,
             "--out",
             str(out),
         ],
@@ -72,6 +65,15 @@ def tiny_run(presets, tmp_path_factory):
         text=True,
         timeout=900,
         env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(presets, tmp_path_factory):
+    """JAX, and OpenVINO with and without the fix."""
+    out = tmp_path_factory.mktemp("run")
+    completed = _compare(
+        out, "--backends", "jax,openvino", "--fix", "both", "--repeats", "1"
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return out, completed.stdout
@@ -133,30 +135,16 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
 ):
     """--fix einsum / matmul turn on one part; --dtype loads the preset
     under another policy."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "compare",
-            "--model",
-            "gpt2_tiny",
-            "--backends",
-            "openvino",
-            "--fix",
-            "einsum,matmul",
-            "--dtype",
-            "float32,bfloat16",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+    completed = _compare(
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--fix",
+        "einsum,matmul",
+        "--dtype",
+        "float32,bfloat16",
+        "--repeats",
+        "1",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
