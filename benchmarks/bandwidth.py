@@ -11,6 +11,11 @@ model's own shapes at one row of input, compiled in float32.
 ``[K, N]`` reshape of a Keras kernel with ``transpose_b=False`` (what the
 lowering builds), and ``nk``, a ``[N, K]`` copy with ``transpose_b=True``:
 compile time, memory growth and bandwidth of each.
+
+``--weights f16|bf16`` stores the weights (and computes the layers) in that
+type, as a float16/bfloat16 Keras model does, compiled with the precision
+hint keras-hub gives such a model (``f16``; ``--hint`` overrides it): how
+many bytes the CPU plugin keeps for them, and the bandwidth and ceiling.
 """
 
 import argparse
@@ -38,23 +43,34 @@ SHAPES = {
 }
 
 
-def fully_connected_bandwidth(shapes, repeats=20, layout="kn"):
+# --weights -> bytes per weight; keras-hub's hint for such a model
+WEIGHTS = {"f32": (4, "f32"), "f16": (2, "f16"), "bf16": (2, "f16")}
+
+
+def fully_connected_bandwidth(
+    shapes, repeats=20, layout="kn", weights_type="f32", hint=None
+):
     """Bytes per step, [GB/s per repeat], compile seconds, growth bytes."""
     import openvino as ov
     import openvino.opset13 as ov_opset
 
+    element_type = getattr(ov.Type, weights_type)
+    itemsize, keras_hub_hint = WEIGHTS[weights_type]
     rng = np.random.default_rng(0)
     parameters, results, total = [], [], 0
     for rows, columns in shapes:
         weights = rng.standard_normal((rows, columns), dtype=np.float32)
-        total += weights.nbytes
-        x = ov_opset.parameter([1, rows], ov.Type.f32)
-        parameters.append(x)
+        total += weights.size * itemsize
+        parameter = ov_opset.parameter([1, rows], ov.Type.f32)
+        parameters.append(parameter)
+        x = parameter
+        if weights_type != "f32":  # activations in the weights' type
+            x = ov_opset.convert(parameter, element_type)
         if layout == "kn":
             kernel, transpose_b = weights, False
         else:
             kernel, transpose_b = np.ascontiguousarray(weights.T), True
-        constant = ov_opset.constant(kernel)
+        constant = ov_opset.constant(kernel, dtype=element_type)
         results.append(ov_opset.matmul(x, constant, False, transpose_b))
         del weights, kernel
     model = ov.Model([r.output(0) for r in results], parameters)
@@ -62,7 +78,7 @@ def fully_connected_bandwidth(shapes, repeats=20, layout="kn"):
     before = process.memory_info().rss
     start = time.perf_counter()
     compiled = ov.Core().compile_model(
-        model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+        model, "CPU", {"INFERENCE_PRECISION_HINT": hint or keras_hub_hint}
     )
     request = compiled.create_infer_request()
     inputs = [np.ones((1, rows), np.float32) for rows, _ in shapes]
@@ -84,17 +100,25 @@ def main(argv=None):
     )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--layout", choices=["kn", "nk", "both"], default="kn")
+    parser.add_argument("--weights", choices=sorted(WEIGHTS), default="f32")
+    parser.add_argument(
+        "--hint",
+        choices=["f32", "f16", "bf16"],
+        default=None,
+        help="INFERENCE_PRECISION_HINT (default: keras-hub's for the weights)",
+    )
     args = parser.parse_args(argv)
+    hint = args.hint or WEIGHTS[args.weights][1]
     layouts = ["kn", "nk"] if args.layout == "both" else [args.layout]
     for layout in layouts:
         total, rates, compile_s, growth = fully_connected_bandwidth(
-            SHAPES[args.model], args.repeats, layout
+            SHAPES[args.model], args.repeats, layout, args.weights, hint
         )
         median = statistics.median(rates)
         print(
-            f"{args.model}, layout {layout}: {total / GB:.2f} GB of float32 "
-            f"projection weights; compile + first run {compile_s:.2f} s, "
-            f"RSS growth {growth / 2**20:.0f} MB"
+            f"{args.model}, layout {layout}: {total / GB:.2f} GB of "
+            f"{args.weights} projection weights (hint {hint}); compile + "
+            f"first run {compile_s:.2f} s, RSS growth {growth / 2**20:.0f} MB"
         )
         print(
             f"  FullyConnected read bandwidth: median {median:.1f} GB/s "

@@ -8,7 +8,15 @@ import sys
 
 import pytest
 
-from benchmarks import cli, diff, environments, models, report, runner
+from benchmarks import (
+    bandwidth,
+    cli,
+    diff,
+    environments,
+    models,
+    report,
+    runner,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -396,3 +404,16 @@ def test_a_failed_run_keeps_the_exception_not_the_framework_logs():
         "RuntimeError: Could not infer the output shape | "
         "to_shape was called on a dynamic shape."
     )
+
+
+@pytest.mark.parametrize("weights", ["f32", "bf16"])
+@pytest.mark.parametrize("layout", ["kn", "nk"])
+def test_bandwidth_counts_the_weight_bytes_a_step_reads(weights, layout):
+    shapes = [(8, 16), (16, 8), (8, 32)]
+    total, rates, compile_s, growth = bandwidth.fully_connected_bandwidth(
+        shapes, repeats=3, layout=layout, weights_type=weights
+    )
+    itemsize = 4 if weights == "f32" else 2
+    assert total == sum(rows * columns for rows, columns in shapes) * itemsize
+    assert len(rates) == 3 and all(rate > 0 for rate in rates)
+    assert compile_s > 0
