@@ -23,6 +23,8 @@ import statistics
 import time
 
 import numpy as np
+import openvino as ov
+import openvino.opset13 as ov_opset
 import psutil
 
 __all__ = ["fully_connected_bandwidth", "main"]
@@ -43,42 +45,50 @@ SHAPES = {
 }
 
 
-# --weights -> bytes per weight; keras-hub's hint for such a model
-WEIGHTS = {"f32": (4, "f32"), "f16": (2, "f16"), "bf16": (2, "f16")}
+# --weights -> (bytes per weight, keras-hub's hint for such a model). i8:
+# a Keras int8 EinsumDense as keras's OpenVINO einsum builds it (int8 input
+# and kernel each converted to int32, an int32 MatMul); i8-dequantized: the
+# same product as a float32 MatMul on the int8 kernel converted and scaled
+# (by 1), the pattern OpenVINO keeps compressed, converted back to int32.
+WEIGHTS = {
+    "f32": (4, "f32"),
+    "f16": (2, "f16"),
+    "bf16": (2, "f16"),
+    "i8": (1, "f32"),
+    "i8-dequantized": (1, "f32"),
+}
 
 
 def fully_connected_bandwidth(
-    shapes, repeats=20, layout="kn", weights_type="f32", hint=None
+    shapes, repeats=20, layout="kn", weights_type="f32", hint=None, config=None
 ):
     """Bytes per step, [GB/s per repeat], compile seconds, growth bytes."""
-    import openvino as ov
-    import openvino.opset13 as ov_opset
-
-    element_type = getattr(ov.Type, weights_type)
     itemsize, keras_hub_hint = WEIGHTS[weights_type]
     rng = np.random.default_rng(0)
     parameters, results, total = [], [], 0
     for rows, columns in shapes:
         weights = rng.standard_normal((rows, columns), dtype=np.float32)
+        if weights_type.startswith("i8"):
+            weights = np.clip(np.round(weights * 40), -127, 127)
         total += weights.size * itemsize
         parameter = ov_opset.parameter([1, rows], ov.Type.f32)
         parameters.append(parameter)
-        x = parameter
-        if weights_type != "f32":  # activations in the weights' type
-            x = ov_opset.convert(parameter, element_type)
         if layout == "kn":
             kernel, transpose_b = weights, False
         else:
             kernel, transpose_b = np.ascontiguousarray(weights.T), True
-        constant = ov_opset.constant(kernel, dtype=element_type)
-        results.append(ov_opset.matmul(x, constant, False, transpose_b))
+        results.append(
+            _projection(parameter, kernel, transpose_b, weights_type)
+        )
         del weights, kernel
     model = ov.Model([r.output(0) for r in results], parameters)
     process = psutil.Process()
     before = process.memory_info().rss
     start = time.perf_counter()
     compiled = ov.Core().compile_model(
-        model, "CPU", {"INFERENCE_PRECISION_HINT": hint or keras_hub_hint}
+        model,
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": hint or keras_hub_hint, **(config or {})},
     )
     request = compiled.create_infer_request()
     inputs = [np.ones((1, rows), np.float32) for rows, _ in shapes]
@@ -93,6 +103,37 @@ def fully_connected_bandwidth(
     return total, rates, compile_s, growth
 
 
+def _projection(parameter, kernel, transpose_b, weights_type):
+    """``parameter @ kernel`` with the kernel stored as ``weights_type``."""
+    if weights_type in ("f32", "f16", "bf16"):
+        element_type = getattr(ov.Type, weights_type)
+        x = parameter
+        if weights_type != "f32":  # activations in the weights' type
+            x = ov_opset.convert(parameter, element_type)
+        constant = ov_opset.constant(kernel, dtype=element_type)
+        return ov_opset.matmul(x, constant, False, transpose_b)
+    x = ov_opset.convert(parameter, ov.Type.i8)
+    constant = ov_opset.constant(kernel.astype(np.int8))
+    if weights_type == "i8":
+        x = ov_opset.convert(x, ov.Type.i32)
+        return ov_opset.matmul(
+            x, ov_opset.convert(constant, ov.Type.i32), False, transpose_b
+        )
+    columns = kernel.shape[0] if transpose_b else kernel.shape[1]
+    scale_shape = (columns, 1) if transpose_b else (1, columns)
+    w = ov_opset.multiply(
+        ov_opset.convert(constant, ov.Type.f32),
+        ov_opset.constant(np.ones(scale_shape, np.float32)),
+    )
+    y = ov_opset.matmul(ov_opset.convert(x, ov.Type.f32), w, False, transpose_b)
+    return ov_opset.convert(y, ov.Type.i32)
+
+
+def _config(text):
+    key, _, value = text.partition("=")
+    return key, value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bandwidth")
     parser.add_argument(
@@ -101,6 +142,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--layout", choices=["kn", "nk", "both"], default="kn")
     parser.add_argument("--weights", choices=sorted(WEIGHTS), default="f32")
+    parser.add_argument(
+        "--config",
+        type=_config,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another CPU plugin property, e.g. "
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE=0",
+    )
     parser.add_argument(
         "--hint",
         choices=["f32", "f16", "bf16"],
@@ -112,12 +162,19 @@ def main(argv=None):
     layouts = ["kn", "nk"] if args.layout == "both" else [args.layout]
     for layout in layouts:
         total, rates, compile_s, growth = fully_connected_bandwidth(
-            SHAPES[args.model], args.repeats, layout, args.weights, hint
+            SHAPES[args.model],
+            args.repeats,
+            layout,
+            args.weights,
+            hint,
+            dict(args.config),
         )
         median = statistics.median(rates)
         print(
             f"{args.model}, layout {layout}: {total / GB:.2f} GB of "
-            f"{args.weights} projection weights (hint {hint}); compile + "
+            f"{args.weights} projection weights (hint {hint}"
+            + "".join(f", {key}={value}" for key, value in args.config)
+            + "); compile + "
             f"first run {compile_s:.2f} s, RSS growth {growth / 2**20:.0f} MB"
         )
         print(

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks import (
@@ -417,3 +418,28 @@ def test_bandwidth_counts_the_weight_bytes_a_step_reads(weights, layout):
     assert total == sum(rows * columns for rows, columns in shapes) * itemsize
     assert len(rates) == 3 and all(rate > 0 for rate in rates)
     assert compile_s > 0
+
+
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("weights", ["f32", "i8", "i8-dequantized"])
+def test_bandwidth_projections_compute_the_product(weights, transpose_b):
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+
+    rng = np.random.default_rng(0)
+    kernel = rng.integers(-127, 128, (64, 48)).astype(np.float32)
+    x = rng.integers(-127, 128, (1, 64)).astype(np.float32)
+    parameter = ov_opset.parameter([1, 64], ov.Type.f32)
+    stored = np.ascontiguousarray(kernel.T) if transpose_b else kernel
+    y = bandwidth._projection(parameter, stored, transpose_b, weights)
+    compiled = ov.Core().compile_model(
+        ov.Model([y.output(0)], [parameter]),
+        "CPU",
+        # Exact integer products: no dynamic quantization of activations.
+        {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
+        },
+    )
+    got = compiled([x])[0]
+    np.testing.assert_array_equal(got, x @ kernel)
