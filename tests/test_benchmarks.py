@@ -443,3 +443,28 @@ def test_bandwidth_projections_compute_the_product(weights, transpose_b):
     )
     got = compiled([x])[0]
     np.testing.assert_array_equal(got, x @ kernel)
+
+
+@pytest.mark.parametrize(
+    "weights, weight_type", [("i8", "f32"), ("i8-dequantized", "i8")]
+)
+def test_which_int8_form_the_plugin_keeps_compressed(weights, weight_type):
+    """The README's int8 finding: keras's int32 form runs as a float32
+    FullyConnected (the kernel expanded); the dequantized form keeps it."""
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+
+    parameter = ov_opset.parameter([1, 64], ov.Type.f32)
+    kernel = np.ones((64, 48), np.float32)
+    y = bandwidth._projection(parameter, kernel, False, weights)
+    compiled = ov.Core().compile_model(
+        ov.Model([y.output(0)], [parameter]),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32"},
+    )
+    (layer,) = [
+        node
+        for node in compiled.get_runtime_model().get_ordered_ops()
+        if node.get_rt_info()["layerType"].astype(str) == "FullyConnected"
+    ]
+    assert layer.input(1).get_element_type() == getattr(ov.Type, weight_type)
