@@ -177,6 +177,16 @@ def plan_lowering(equation, shapes, kernel_index):
             "1 is not reliably compiled by OpenVINO"
         )
 
+    x_sizes = dict(zip(x_labels, x_shape))
+    if batch and all(x_sizes[label] == 1 for label in rows):
+        # Found by the equivalence suite ('dfea,abce->bcde'): a batched
+        # MatMul with one static row (M = 1) behind the input's reduce and
+        # transpose came out of the CPU plugin with a wrong output shape.
+        return Declined(
+            "a batched matrix-vector product (one row per batch) is not "
+            "reliably compiled by OpenVINO"
+        )
+
     for label, size in zip(x_labels, x_shape):
         if label in sizes and size is None:
             # Found by the equivalence suite: NumPy and stock broadcast a

@@ -127,6 +127,9 @@ DECLINED = [
     ("abde,acd->be", (1, 1, 2, 1), (1, 1, 2), 1, "K or N is 1"),
     ("eadcb,bc->ace", (1, 1, 1, 3, N), (1, 3), 1, "K or N is 1"),
     ("dac,abc->cb", (1, 2, 1), (2, 2, 1), 1, "a batch axis of size 1"),
+    # A batched MatMul with one static row (thorough profile)
+    ("etm,emh->eth", (2, 1, 8), (2, 8, 4), 1, "a batched matrix-vector"),
+    ("dfea,abce->bcde", (1, 1, 2, 2), (2, 2, 1, 2), 1, "a batched matrix"),
     # A dynamic label shared with the kernel: a 1 broadcasts at run time,
     # which a MatMul does not (equivalence suite)
     ("btd,dn->btn", (N, N, N), (8, 4), 1, "label 'd' is dynamic"),
