@@ -224,6 +224,18 @@ def plan_lowering(equation, shapes, kernel_index):
         kernel_permutation = tuple(w_kept.index(label) for label in target)
 
     variable_permutation = _permutation(x_kept, batch + rows + contracted)
+    if variable_summed and _moves_only_size_1_axes(
+        variable_permutation, [x_sizes[label] for label in x_kept]
+    ):
+        # Found by the equivalence suite ('beda,bac->cd' with b = 1): the
+        # CPU plugin turns such a transpose into a reshape, and the reshapes
+        # after it read the shape of the tensor before it: a wrong output
+        # shape, a run-time error, or ('feda,ac->dcf' with f = 1) a result
+        # buffer of the wrong size that corrupts the heap.
+        return Declined(
+            "the input is summed over, then transposed only by moving axes "
+            "of size 1: not reliably compiled by OpenVINO"
+        )
     output_permutation = _permutation(batch + rows + columns, output)
     return LoweringPlan(
         batch=batch,
@@ -248,6 +260,15 @@ def has_matrix_view(shape, rows, columns):
         if leading == rows and _product(shape[split:]) == columns:
             return True
     return False
+
+
+def _moves_only_size_1_axes(permutation, sizes):
+    """A transpose that keeps every axis not of static size 1 in place
+    relative to the others: the same bytes as a reshape."""
+    if permutation is None:
+        return False
+    others = [axis for axis in permutation if sizes[axis] != 1]
+    return others == sorted(others)
 
 
 def _permutation(source, target):

@@ -88,6 +88,22 @@ LOWERED = [
     ("bd,nd->bn", (N, 8), (8, 8), 1, ("", "b", "d", "n", False, True)),
     ("xbc,abc->xa", (N, 4, 4), (4, 4, 4), 1, ("", "x", "bc", "a", False, True)),
     ("xbc,abc->xa", (N, 4, 4), (8, 4, 4), 1, ("", "x", "bc", "a", True, False)),
+    # x summed over, then transposed: lowered unless the transpose only
+    # moves axes of size 1 (see DECLINED)
+    (
+        "beda,bac->cd",
+        (2, N, 2, 2),
+        (2, 2, 3),
+        1,
+        ("", "d", "ba", "c", False, False),
+    ),
+    (
+        "adeb,bac->cd",
+        (2, 3, N, 1),
+        (1, 2, 4),
+        1,
+        ("", "d", "ba", "c", False, False),
+    ),
 ]
 
 
@@ -130,6 +146,10 @@ DECLINED = [
     # A batched MatMul with one static row (thorough profile)
     ("etm,emh->eth", (2, 1, 8), (2, 8, 4), 1, "a batched matrix-vector"),
     ("dfea,abce->bcde", (1, 1, 2, 2), (2, 2, 1, 2), 1, "a batched matrix"),
+    # x summed over, then transposed by moving only axes of size 1
+    # (frameworks suite, thorough run); a size 1 not moved is lowered
+    ("beda,bac->cd", (1, 1, 2, 2), (1, 2, 2), 1, "moving axes of size 1"),
+    ("feda,ac->dcf", (1, 2, 3, 3), (3, 3), 1, "moving axes of size 1"),
     # A dynamic label shared with the kernel: a 1 broadcasts at run time,
     # which a MatMul does not (equivalence suite)
     ("btd,dn->btn", (N, N, N), (8, 4), 1, "label 'd' is dynamic"),
