@@ -10,7 +10,6 @@ buffer and corrupts the heap.
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -46,7 +45,7 @@ np.testing.assert_array_equal(got, values.reshape(2, 2))
 
 def _run(script):
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=300,

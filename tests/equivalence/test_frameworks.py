@@ -29,17 +29,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 N = None
 
 
+def _input_terms(case):
+    return case.equation.split("->")[0].split(",")
+
+
+def _split_ellipsis(term, shape):
+    """(the sizes of the labelled axes, the sizes the ellipsis covers)."""
+    named = term.replace("...", "")
+    start = term.find("...")
+    if start < 0:
+        return shape, ()
+    covered = len(shape) - len(named)
+    return (
+        shape[:start] + shape[start + covered :],
+        shape[start : start + covered],
+    )
+
+
+def _repeats_a_label(term):
+    named = term.replace("...", "")
+    return len(set(named)) < len(named)
+
+
 def _labels_with_sizes(case):
     """label -> the set of its sizes across both operands."""
-    terms = case.equation.split("->")[0].split(",")
     sizes = collections.defaultdict(set)
-    for term, shape in zip(terms, case.operand_shapes):
-        named = term.replace("...", "")
-        start = term.find("...")
-        if start >= 0:  # the ellipsis axes carry no label
-            covered = len(shape) - len(named)
-            shape = shape[:start] + shape[start + covered :]
-        for label, size in zip(named, shape):
+    for term, shape in zip(_input_terms(case), case.operand_shapes):
+        labelled, _ = _split_ellipsis(term, shape)
+        for label, size in zip(term.replace("...", ""), labelled):
             sizes[label].add(size)
     return sizes
 
@@ -73,32 +90,23 @@ def _int32_summed_in_one_operand(case):
 
 
 def _ellipsis_and_repeated_label(case):
-    terms = case.equation.split("->")[0].split(",")
     return any(
-        "..." in term
-        and len(set(term.replace("...", ""))) < len(term.replace("...", ""))
-        for term in terms
+        "..." in term and _repeats_a_label(term) for term in _input_terms(case)
     )
 
 
 def _ellipsis_over_size_1(case):
     """An operand's ellipsis covers a dimension of size 1."""
-    terms = case.equation.split("->")[0].split(",")
-    for term, shape in zip(terms, case.operand_shapes):
-        if "..." in term:
-            start = term.index("...")
-            covered = len(shape) - (len(term) - 3)
-            if 1 in shape[start : start + covered]:
-                return True
-    return False
+    return any(
+        1 in _split_ellipsis(term, shape)[1]
+        for term, shape in zip(_input_terms(case), case.operand_shapes)
+    )
 
 
 def _repeated_label_above_rank_6(case):
-    terms = case.equation.split("->")[0].split(",")
     return any(
-        len(term.replace("...", "")) > len(set(term.replace("...", "")))
-        and len(shape) > 6
-        for term, shape in zip(terms, case.operand_shapes)
+        _repeats_a_label(term) and len(shape) > 6
+        for term, shape in zip(_input_terms(case), case.operand_shapes)
     )
 
 
