@@ -20,7 +20,15 @@ from .equation import EquationError, parse_equation
 from .kernel import constant_source, is_constant_expression
 from .plan import Declined, plan_lowering
 
-__all__ = ["Lowered", "lower_einsum", "clear_kernel_cache"]
+__all__ = [
+    "Lowered",
+    "Planned",
+    "build_matmul",
+    "clear_kernel_cache",
+    "lay_out_kernel",
+    "lower_einsum",
+    "plan_einsum",
+]
 
 # The stock Einsum decomposes into a MatMul too; for these types the CPU
 # plugin's MatMul was measured to give the stock results bit for bit (int32
@@ -42,8 +50,32 @@ class Lowered:
         return True
 
 
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """A plan and the two operands it refers to."""
+
+    plan: object
+    variable: ov.Output
+    kernel: ov.Output
+
+    def __bool__(self):
+        return True
+
+
 def lower_einsum(subscripts, inputs):
     """Lower ``einsum(subscripts, *inputs)`` to a MatMul, or say why not."""
+    planned = plan_einsum(subscripts, inputs)
+    if not planned:
+        return planned
+    plan = planned.plan
+    kernel = lay_out_kernel(planned.kernel, plan)
+    return Lowered(
+        output=build_matmul(plan, planned.variable, kernel), plan=plan
+    )
+
+
+def plan_einsum(subscripts, inputs):
+    """The ``Planned`` MatMul of ``einsum(subscripts, *inputs)``, or why not."""
     if len(inputs) != 2:
         return Declined(
             f"{len(inputs)} operand(s); only two-operand einsums are lowered"
@@ -82,8 +114,7 @@ def lower_einsum(subscripts, inputs):
     plan = plan_lowering(equation, shapes, kernel_index)
     if not plan:
         return plan
-    output = _build(plan, inputs[1 - kernel_index], inputs[kernel_index])
-    return Lowered(output=output, plan=plan)
+    return Planned(plan, inputs[1 - kernel_index], inputs[kernel_index])
 
 
 def clear_kernel_cache():
@@ -91,7 +122,13 @@ def clear_kernel_cache():
         _kernel_cache.clear()
 
 
-def _build(plan, variable, kernel):
+def build_matmul(plan, variable, kernel, product=None):
+    """``plan``'s MatMul of ``variable`` and a kernel already laid out.
+
+    ``kernel`` is [batch..., K, N] ([batch..., N, K] with ``transpose_b``),
+    as ``lay_out_kernel`` makes it. ``product(x, kernel, transpose_b)``
+    builds the matrix product itself (default: one MatMul).
+    """
     batch, rows = len(plan.batch), len(plan.rows)
     x = variable
     if plan.variable_summed_axes:
@@ -115,8 +152,10 @@ def _build(plan, variable, kernel):
     if len(plan.contracted) != 1 or len(x_shape) != batch + rows + 1:
         x = _reshape(x, x_shape)
 
-    w = _laid_out_kernel(kernel, plan)
-    y = ov_opset.matmul(x, w, False, plan.transpose_b).output(0)
+    if product is None:
+        y = ov_opset.matmul(x, kernel, False, plan.transpose_b).output(0)
+    else:
+        y = product(x, kernel, plan.transpose_b)
 
     columns = [plan.sizes[label] for label in plan.columns]
     if (batch == 0 or rows == 1) and len(columns) == 1:
@@ -141,7 +180,7 @@ def _build(plan, variable, kernel):
     return y
 
 
-def _laid_out_kernel(kernel, plan):
+def lay_out_kernel(kernel, plan):
     """The kernel as [batch..., K, N] ([batch..., N, K] with transpose_b)."""
     w = kernel
     if plan.kernel_summed_axes:
