@@ -39,8 +39,8 @@ def main(argv=None):
         type=_list,
         default=["both"],
         help="for openvino, comma-separated: off (stock), on (every part "
-        "of the fix), einsum or matmul (that part alone), both (= off,on; "
-        "the default)",
+        "of the fix), einsum or matmul (that part alone), int8 (every part "
+        "and the opt-in int8 part), both (= off,on; the default)",
     )
     compare.add_argument(
         "--dtype",

@@ -40,12 +40,14 @@ FIX_PARTS = {
     "on": {"einsum": True, "matmul": True},
     "einsum": {"einsum": True, "matmul": False},
     "matmul": {"einsum": False, "matmul": True},
+    "int8": {"einsum": True, "matmul": True, "int8": True},
 }
 _FIX_NAMES = {
     "off": "stock",
     "on": "fix",
     "einsum": "fix (einsum only)",
     "matmul": "fix (matmul only)",
+    "int8": "fix + int8",
 }
 # Weight formats: a keras dtype policy given to from_preset, or int8: the
 # float32 preset loaded, then ``backbone.quantize("int8")``.

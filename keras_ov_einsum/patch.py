@@ -2,7 +2,9 @@
 
 Two functions of ``keras.src.backend.openvino.numpy`` are wrapped: ``einsum``
 (see ``lowering.py``) and ``matmul`` (see ``matmul.py``). Each wrapper runs
-the stock function first and rewrites the node it built. The patch is data:
+the stock function first and rewrites the node it built. The opt-in int8 part
+(``int8.py``) also wraps ``openvino.Core.compile_model``, to add the compile
+options its exactness needs. The patch is data:
 (attribute, wrapper factory) in ``_WRAPPERS``. Installing records
 ``(module, attribute, original)``; removing restores those in reverse order
 and forgets them, so a second ``disable()`` is a no-op and the original
@@ -19,6 +21,7 @@ import threading
 import warnings
 
 from . import decisions
+from .int8 import compile_options, lower_int8_einsum, lower_int8_matmul
 from .lowering import clear_kernel_cache, lower_einsum
 from .matmul import lower_transposed_matmul
 
@@ -45,7 +48,7 @@ class UnsupportedVersionError(RuntimeError):
     """The installed keras or openvino lacks what the patch hooks into."""
 
 
-def enable(*, einsum=True, matmul=True):
+def enable(*, einsum=True, matmul=True, int8=False):
     """Lower constant-kernel einsums to MatMul on Keras's OpenVINO backend.
 
     ``einsum``: lower einsums with one constant operand (EinsumDense).
@@ -53,12 +56,22 @@ def enable(*, einsum=True, matmul=True):
     ReversibleEmbedding logits) to MatMul as ``transpose_b`` instead of a
     folded, transposed copy of the constant. Both are on by default; pass
     False to leave that part on the stock path.
+    ``int8`` (off by default, needs ``einsum``): lower int8 x int8 einsums
+    and matmuls (``quantize("int8")`` EinsumDense and Dense) as exact float32
+    MatMuls on the int8 kernel, which the CPU plugin keeps int8 (see
+    ``int8.py``); models that hold one are compiled, while enabled, in
+    float32 with the plugin's dynamic quantization off, unless the caller
+    sets those options.
 
     Does nothing, with a warning, under any other Keras backend. Calling it
     again while enabled does nothing. Raises ``UnsupportedVersionError`` when
     the installed keras or openvino cannot be patched.
     """
     parts = {"einsum": einsum, "matmul": matmul}
+    if int8 and not einsum:
+        raise ValueError(
+            "int8=True changes how einsums are lowered: it needs einsum=True"
+        )
     with _lock:
         if _installed:
             logger.info(
@@ -81,15 +94,25 @@ def enable(*, einsum=True, matmul=True):
         backend_numpy, tensor_type = _check_versions(keras, wanted)
         for name in wanted:
             original = getattr(backend_numpy, name)
-            wrapper = _WRAPPERS[name](original, tensor_type)
-            setattr(backend_numpy, name, wrapper)
-            _installed.append((backend_numpy, name, original))
+            wrapper = _WRAPPERS[name](original, tensor_type, int8=int8)
+            _install(backend_numpy, name, wrapper)
+        if int8:
+            import openvino
+
+            original = openvino.Core.compile_model
+            _install(openvino.Core, "compile_model", _compile_wrapper(original))
+            wanted.append("int8")
         decisions.clear()
         logger.info(
             "keras_ov_einsum enabled on %s: %s",
             BACKEND_NUMPY,
             ", ".join(wanted),
         )
+
+
+def _install(owner, attribute, wrapper):
+    _installed.append((owner, attribute, getattr(owner, attribute)))
+    setattr(owner, attribute, wrapper)
 
 
 def disable():
@@ -161,7 +184,7 @@ def _version_tuple(text):
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
-def _einsum_wrapper(stock_einsum, tensor_type):
+def _einsum_wrapper(stock_einsum, tensor_type, *, int8):
     @functools.wraps(stock_einsum)
     def einsum(subscripts, *operands, **kwargs):
         # The stock path runs first: it validates the call, raises the stock
@@ -170,7 +193,9 @@ def _einsum_wrapper(stock_einsum, tensor_type):
         # its final Convert, so dtypes and shapes are the stock ones.
         result = stock_einsum(subscripts, *operands, **kwargs)
         try:
-            return _rewrite_einsum(subscripts, operands, result, tensor_type)
+            return _rewrite_einsum(
+                subscripts, operands, result, tensor_type, int8=int8
+            )
         except Exception as error:  # Never let the fast path break a model.
             return _fall_back(subscripts, operands, result, error)
 
@@ -178,13 +203,13 @@ def _einsum_wrapper(stock_einsum, tensor_type):
     return einsum
 
 
-def _matmul_wrapper(stock_matmul, tensor_type):
+def _matmul_wrapper(stock_matmul, tensor_type, *, int8):
     @functools.wraps(stock_matmul)
     def matmul(x1, x2):
         # As for einsum: stock first, then rebuild the MatMul it made.
         result = stock_matmul(x1, x2)
         try:
-            return _rewrite_matmul((x1, x2), result, tensor_type)
+            return _rewrite_matmul((x1, x2), result, tensor_type, int8=int8)
         except Exception as error:  # Never let the fast path break a model.
             return _fall_back(MATMUL_LABEL, (x1, x2), result, error)
 
@@ -192,8 +217,25 @@ def _matmul_wrapper(stock_matmul, tensor_type):
     return matmul
 
 
+def _compile_wrapper(stock_compile_model):
+    @functools.wraps(stock_compile_model)
+    def compile_model(self, model, device_name=None, config=None, **kwargs):
+        # The int8 form is exact only in float32 without the plugin's dynamic
+        # quantization (see int8.py); ``openvino.compile_model`` and every
+        # Core (keras's, keras-hub's) compile through this method.
+        try:
+            config = compile_options(model, device_name, config)
+        except Exception as error:  # Never let the fast path break a model.
+            logger.warning("compile options left as given: %r", error)
+        return stock_compile_model(self, model, device_name, config, **kwargs)
+
+    compile_model.__keras_ov_einsum_original__ = stock_compile_model
+    return compile_model
+
+
 _WRAPPERS = {"einsum": _einsum_wrapper, "matmul": _matmul_wrapper}
 MATMUL_LABEL = "matmul(x, transpose(kernel))"
+INT8_MATMUL_LABEL = "matmul(x, kernel)"
 
 
 def _fall_back(label, operands, result, error):
@@ -214,15 +256,18 @@ def _stock_node(result, type_name):
     return None, None
 
 
-def _finish(output, convert_to, tensor_type):
+def _lowered(record, output, convert_to, tensor_type):
+    """Record a lowering (label, operands, inputs, description) and return
+    its output as the stock result would be: after stock's final Convert."""
     import openvino.opset13 as ov_opset
 
+    _record(*record, lowered=True)
     if convert_to is not None:
         output = ov_opset.convert(output, convert_to).output(0)
     return tensor_type(output)
 
 
-def _rewrite_einsum(subscripts, operands, result, tensor_type):
+def _rewrite_einsum(subscripts, operands, result, tensor_type, *, int8):
     einsum_node, convert_to = _stock_node(result, "Einsum")
     if einsum_node is None:
         _record(subscripts, operands, None, "the stock path built no Einsum")
@@ -231,27 +276,44 @@ def _rewrite_einsum(subscripts, operands, result, tensor_type):
         einsum_node.input_value(index)
         for index in range(einsum_node.get_input_size())
     ]
+    int8_note = ""
+    if int8:
+        outcome = lower_int8_einsum(subscripts, inputs)
+        if outcome:
+            record = (subscripts, operands, inputs, outcome.describe())
+            return _lowered(record, outcome.output, convert_to, tensor_type)
+        if outcome is not None:
+            int8_note = f"; int8 part not used: {outcome.reason}"
     outcome = lower_einsum(subscripts, inputs)
     if not outcome:
-        _record(subscripts, operands, inputs, outcome.reason)
+        _record(subscripts, operands, inputs, outcome.reason + int8_note)
         return result
-    _record(subscripts, operands, inputs, outcome.plan.describe(), lowered=True)
-    return _finish(outcome.output, convert_to, tensor_type)
+    record = (subscripts, operands, inputs, outcome.plan.describe() + int8_note)
+    return _lowered(record, outcome.output, convert_to, tensor_type)
 
 
-def _rewrite_matmul(operands, result, tensor_type):
+def _rewrite_matmul(operands, result, tensor_type, *, int8):
     matmul_node, convert_to = _stock_node(result, "MatMul")
     if matmul_node is None:
         return result
+    inputs = [matmul_node.input_value(0), matmul_node.input_value(1)]
+    if int8:
+        outcome = lower_int8_matmul(matmul_node)
+        if outcome:
+            record = (INT8_MATMUL_LABEL, operands, inputs, outcome.describe())
+            return _lowered(record, outcome.output, convert_to, tensor_type)
+        if outcome is not None:
+            reason = f"int8 part not used: {outcome.reason}"
+            _record(INT8_MATMUL_LABEL, operands, inputs, reason)
+            return result
     outcome = lower_transposed_matmul(matmul_node)
     if outcome is None:  # not a transposed constant: nothing to record
         return result
-    inputs = [matmul_node.input_value(0), matmul_node.input_value(1)]
     if not outcome:
         _record(MATMUL_LABEL, operands, inputs, outcome.reason)
         return result
-    _record(MATMUL_LABEL, operands, inputs, outcome.describe(), lowered=True)
-    return _finish(outcome.output, convert_to, tensor_type)
+    record = (MATMUL_LABEL, operands, inputs, outcome.describe())
+    return _lowered(record, outcome.output, convert_to, tensor_type)
 
 
 def _record(subscripts, operands, inputs, reason, lowered=False):

@@ -182,6 +182,36 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
     )
 
 
+def test_the_int8_part_on_an_int8_model(presets, tmp_path):
+    """--fix int8: every part and the opt-in int8 part; the quantized model's
+    compiled constants shrink and the text stays stock's."""
+    completed = _compare(
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--fix",
+        "off,int8",
+        "--dtype",
+        "int8",
+        "--repeats",
+        "1",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    current = environments.current_openvino()
+    stock, fixed = runs
+    assert fixed["label"] == f"openvino {current} fix + int8, int8"
+    assert fixed["stock_label"] == stock["label"]
+    assert fixed["decisions"]["parts"] == {
+        "einsum": True,
+        "matmul": True,
+        "int8": True,
+    }
+    assert fixed["first_text"] == stock["first_text"]
+    # int32 copies of the int8 kernels (4 bytes a weight) are gone.
+    assert fixed["graph"]["constant_mb"] < stock["graph"]["constant_mb"]
+
+
 def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
     presets, tmp_path
 ):

@@ -89,11 +89,12 @@ class Built:
     explanation: tuple  # keras_ov_einsum.explain() after the call; () stock
 
 
-def build(equation, operands, *, fixed):
+def build(equation, operands, *, fixed, parts=None):
     """``keras.ops.einsum(equation, *operands)`` as a model of its inputs.
 
-    Raises whatever the einsum call raises (the stock errors are part of
-    the contract the fix keeps).
+    ``parts``: the ``enable()`` switches when ``fixed`` (default: its
+    defaults). Raises whatever the einsum call raises (the stock errors are
+    part of the contract the fix keeps).
     """
     import keras
     from keras.src.backend.openvino.core import (
@@ -129,7 +130,7 @@ def build(equation, operands, *, fixed):
             ).output(0)
         tensors.append(OpenVINOKerasTensor(output))
     if fixed:
-        with keras_ov_einsum.enabled():
+        with keras_ov_einsum.enabled(**(parts or {})):
             result = keras.ops.einsum(equation, *tensors)
             explanation = keras_ov_einsum.explain()
     else:
@@ -138,7 +139,7 @@ def build(equation, operands, *, fixed):
     return Built(ov.Model([result.output], parameters), explanation)
 
 
-def build_case(case, kernel, *, fixed):
+def build_case(case, kernel, *, fixed, parts=None):
     """The model of an ``EinsumCase`` (see strategies.py)."""
     x = Input(
         tuple(
@@ -148,9 +149,8 @@ def build_case(case, kernel, *, fixed):
         case.x_dtype,
     )
     k = Kernel(kernel, case.kernel_view)
-    return build(
-        case.equation, (k, x) if case.kernel_first else (x, k), fixed=fixed
-    )
+    operands = (k, x) if case.kernel_first else (x, k)
+    return build(case.equation, operands, fixed=fixed, parts=parts)
 
 
 def case_arrays(case):

@@ -1,0 +1,228 @@
+"""Opt-in: keep Keras's int8 kernels int8 through the lowering.
+
+Keras's ``quantize("int8")`` EinsumDense computes ``einsum(x, kernel)`` on
+int8 activations and an int8 kernel, and its OpenVINO ``einsum`` promotes
+both to int32. OpenVINO folds the kernel's Convert into an int32 constant:
+four bytes a weight, repacked as float32 by the CPU plugin, whose MatMul has
+no int32 kernel. Here the same product is built as a float32 MatMul on the
+int8 constant behind ``Convert`` and a ``Multiply`` by ones, the weight
+decompression pattern the CPU plugin keeps compressed (its FullyConnected
+layer reads the int8 weights), and converted back to int32.
+
+Exact, so bit for bit the stock int32 result, when two things hold:
+
+- every partial sum is an integer float32 holds exactly: with int8 operands
+  each product is at most 128 * 128 = 2**14 in size, so a contraction of
+  K <= 2**24 / 2**14 = 1024 terms never rounds, in any order. A longer one
+  (a feed-forward layer's down projection) is split along K into parts of
+  at most 1024, each its own MatMul, and the parts are summed in int32.
+  (Stock computes its int32 MatMul as a float32 FullyConnected: beyond
+  2**24 it rounds, e.g. 33032192 for 33032193; this form does not.)
+- the plugin computes the layer in float32: it does not quantize its
+  activations ("dynamic quantization", on by default for int8 weights) and
+  does not run it in bfloat16 (the default inference precision on CPUs with
+  bfloat16 units). ``compile_options`` asks for both
+  (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``, ``INFERENCE_PRECISION_HINT=f32``,
+  which keras-hub already sets for int8 models) when a model holds such a
+  layer and the caller set nothing else. Compile while enabled.
+
+Keras's quantized ``Dense`` computes ``matmul(x, kernel)`` the same way and
+is lowered the same way. Other einsums, and int8 ones outside those bounds,
+get the ordinary lowering (an int32 MatMul, or stock's for a matmul) and the
+reason is recorded.
+"""
+
+import dataclasses
+import logging
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ov_opset
+
+from .lowering import build_matmul, lay_out_kernel, plan_einsum
+from .plan import Declined
+
+logger = logging.getLogger("keras_ov_einsum")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lowered:
+    """The int8 form of an einsum: ``parts`` float32 MatMuls on the int8
+    kernel, one for each part of the contraction, summed in int32."""
+
+    output: ov.Output
+    plan: object
+    parts: int
+
+    def __bool__(self):
+        return True
+
+    def describe(self):
+        described = f"{self.plan.describe()}, int8 kernel kept int8"
+        if self.parts > 1:
+            described += (
+                f" in {self.parts} exact parts of K (split: a copy of its "
+                "int8 bytes)"
+            )
+        return described
+
+
+__all__ = [
+    "DYNAMIC_QUANTIZATION",
+    "MAX_EXACT_CONTRACTION",
+    "PRECISION",
+    "compile_options",
+    "lower_int8_einsum",
+    "lower_int8_matmul",
+]
+
+# float32 holds every integer up to 2**24; an int8 x int8 product is at most
+# 2**14 in size (-128 * -128): one float32 MatMul sums at most this many
+# products exactly. A longer contraction is cut into parts of this size.
+MAX_EXACT_CONTRACTION = 2**24 // 2**14
+DYNAMIC_QUANTIZATION = "DYNAMIC_QUANTIZATION_GROUP_SIZE"
+PRECISION = "INFERENCE_PRECISION_HINT"
+_EXACT_OPTIONS = {DYNAMIC_QUANTIZATION: 0, PRECISION: "f32"}
+# Marks the node that makes a kernel an int8 FullyConnected weight, so that
+# ``compile_options`` finds the models that hold one.
+_MARK = "keras_ov_einsum_int8"
+
+
+def lower_int8_einsum(subscripts, inputs):
+    """Lower an int8 x int8 einsum with an int8 kernel, keeping it int8.
+
+    Returns ``None`` when the einsum is not an int8 x int8 einsum that the
+    ordinary lowering would lower (nothing to add), ``Lowered`` when it is
+    built in the int8 form, or ``Declined`` with the reason the int8 form
+    does not apply (the caller lowers it as usual).
+    """
+    if not all(_int8_source(value) is not None for value in inputs):
+        return None
+    planned = plan_einsum(subscripts, inputs)
+    if not planned:
+        return None  # not lowered at all; the ordinary path says why
+    plan = planned.plan
+    if plan.batch:
+        return Declined("a batched MatMul is not a FullyConnected layer")
+    if plan.variable_summed_axes or plan.kernel_summed_axes:
+        return Declined("an operand is summed over before the MatMul")
+    variable = ov_opset.convert(_int8_source(planned.variable), ov.Type.f32)
+    kernel = lay_out_kernel(_int8_source(planned.kernel), plan)
+    # Read at call time, so that tests can make the parts small.
+    parts = _split_sizes(plan.contracted_size, MAX_EXACT_CONTRACTION)
+    ones = np.ones(plan.columns_size, np.float32)
+    scale = ov_opset.constant(
+        ones.reshape((-1, 1) if plan.transpose_b else (1, -1))
+    )
+
+    def exact_product(x, kernel, transpose_b):
+        """sum over parts of K of int32(x_part @ kernel_part), each part a
+        float32 MatMul on an int8 kernel, exact; summed in int32."""
+        if len(parts) == 1:
+            x_parts, kernel_parts = [x], [kernel]
+        else:
+            lengths = _constant(parts)
+            x_parts = ov_opset.variadic_split(
+                x, _constant(-1), lengths
+            ).outputs()
+            axis = _constant(-1 if transpose_b else -2)
+            kernel_parts = ov_opset.variadic_split(
+                kernel, axis, lengths
+            ).outputs()
+        total = None
+        for x_part, kernel_part in zip(x_parts, kernel_parts):
+            # Constant -> Convert -> Multiply -> MatMul is the decompression
+            # pattern the plugin keeps int8 (a scale of ones: exact); with
+            # no Multiply it folds the Convert into a float32 copy.
+            weights = ov_opset.multiply(
+                ov_opset.convert(kernel_part, ov.Type.f32), scale
+            )
+            weights.get_rt_info()[_MARK] = True
+            y = ov_opset.matmul(x_part, weights, False, transpose_b)
+            y = ov_opset.convert(y, ov.Type.i32).output(0)
+            total = y if total is None else ov_opset.add(total, y).output(0)
+        return total
+
+    output = build_matmul(plan, variable.output(0), kernel, exact_product)
+    return Lowered(output=output, plan=plan, parts=len(parts))
+
+
+def _split_sizes(size, largest):
+    """``size`` cut into as few parts of at most ``largest`` as possible."""
+    count = -(-size // largest)
+    return [largest] * (count - 1) + [size - largest * (count - 1)]
+
+
+def _constant(values):
+    return ov_opset.constant(np.asarray(values, dtype=np.int64)).output(0)
+
+
+def lower_int8_matmul(matmul):
+    """``lower_int8_einsum`` for keras's ``matmul(x, kernel)`` (a quantized
+    ``Dense``): the same product as the einsum ``...k,kn->...n``."""
+    attributes = matmul.get_attributes()
+    if attributes["transpose_a"] or attributes["transpose_b"]:
+        return None
+    x, kernel = matmul.input_value(0), matmul.input_value(1)
+    x_rank = x.get_partial_shape().rank
+    if x_rank.is_dynamic or kernel.get_partial_shape().rank != 2:
+        return None
+    rows = "abcdefgh"[: x_rank.get_length() - 1]
+    if len(rows) != x_rank.get_length() - 1:
+        return None
+    return lower_int8_einsum(f"{rows}k,kn->{rows}n", [x, kernel])
+
+
+def compile_options(model, device_name, config):
+    """``config`` for compiling ``model`` on ``device_name``.
+
+    When the model holds an int8 lowering and the device is the CPU (where
+    this is measured), the two settings its exactness needs are added where
+    the caller set nothing: dynamic quantization off, and float32 inference
+    precision (under bfloat16, the CPU default where it has bfloat16 units,
+    the layer's output is rounded to bfloat16; stock's int32 MatMul is not).
+    A caller's own value stands, with a warning when it rounds.
+    """
+    # ``openvino.compile_model`` hands on the ov.Model's inner pybind model:
+    # anything with ops is a model here; a path is not.
+    if device_name != "CPU" or not hasattr(model, "get_ops"):
+        return config
+    if not _holds_int8_lowering(model):
+        return config
+    config = dict(config or {})
+    for key, exact in _EXACT_OPTIONS.items():
+        if key not in config:
+            config[key] = exact
+        elif str(config[key]).lower() not in (str(exact), "float32"):
+            logger.warning(
+                "a model with int8 layers kept int8 is compiled with %s=%s: "
+                "their results are rounded (exact with %s)",
+                key,
+                config[key],
+                exact,
+            )
+    return config
+
+
+def _holds_int8_lowering(model):
+    return any(_MARK in node.get_rt_info() for node in model.get_ops())
+
+
+def _int8_source(value):
+    """The int8 tensor behind stock's int8 -> int32 promotion, or None.
+
+    keras's ``matmul`` may add an int32 -> int32 Convert after it (it
+    aligns the operand types once more): looked through.
+    """
+    if value.get_element_type() != ov.Type.i32:
+        return None
+    for _ in range(3):
+        node = value.get_node()
+        if node.get_type_name() != "Convert":
+            return None
+        value = node.input_value(0)
+        if value.get_element_type() == ov.Type.i8:
+            return value
+        if value.get_element_type() != ov.Type.i32:
+            return None
+    return None

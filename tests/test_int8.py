@@ -1,0 +1,315 @@
+"""The opt-in int8 part: Keras's int8 layers stay int8 in the CPU plugin,
+and their results stay stock's int32 results, bit for bit."""
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ov_opset
+import pytest
+
+import keras_ov_einsum
+from graphs import F32, op_types
+from keras_ov_einsum.int8 import (
+    DYNAMIC_QUANTIZATION,
+    MAX_EXACT_CONTRACTION,
+    PRECISION,
+    compile_options,
+)
+
+# keras-hub's projections, quantized: attention's query/key/value and output
+# EinsumDense, the feed-forward Dense layers (up, and down with K = 4 *
+# hidden = 1024, the largest exact contraction).
+HIDDEN, HEADS = 256, 4
+LAYERS = [
+    ("abc,cde->abde", (None, HEADS, HIDDEN // HEADS), "de", HIDDEN),
+    ("abcd,cde->abe", (None, HIDDEN), "e", (HEADS, HIDDEN // HEADS)),
+    ("dense", 4 * HIDDEN, None, HIDDEN),
+    ("dense", HIDDEN, None, 4 * HIDDEN),
+]
+
+
+def _quantized_layer(equation, output_shape, bias_axes, input_tail):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if equation == "dense":
+        layer = keras.layers.Dense(output_shape)
+    else:
+        layer = keras.layers.EinsumDense(
+            equation, output_shape=output_shape, bias_axes=bias_axes
+        )
+    tail = input_tail if isinstance(input_tail, tuple) else (input_tail,)
+    layer.build((None, None) + tail)
+    layer.quantize("int8")
+    return layer, tail
+
+
+def _activations(tail):
+    """Rows whose first half is a hundred times smaller than the rest: the
+    plugin's dynamic quantization (groups of 32 along K) rounds such rows,
+    so a result that is still exact shows it was off."""
+    x = np.random.default_rng(1).standard_normal((2, 3) + tail)
+    flat = x.reshape(2, 3, -1)
+    flat[..., : flat.shape[-1] // 2] *= 0.01
+    return x.astype("float32")
+
+
+def _compiled(layer, tail, parts, config=F32):
+    """Trace ``layer`` on a Parameter and compile it, both under ``parts``
+    (None: stock); returns (compiled model, explain())."""
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    parameter = ov_opset.parameter([-1, -1, *tail], ov.Type.f32)
+
+    def trace_and_compile():
+        y = layer(OpenVINOKerasTensor(parameter.output(0)))
+        model = ov.Model([y.output], [parameter])
+        return ov.Core().compile_model(model, "CPU", config)
+
+    if parts is None:
+        return trace_and_compile(), ()
+    with keras_ov_einsum.enabled(**parts):
+        return trace_and_compile(), keras_ov_einsum.explain()
+
+
+def _fully_connected_weight_types(compiled):
+    return [
+        node.input(1).get_element_type()
+        for node in compiled.get_runtime_model().get_ordered_ops()
+        if node.get_rt_info()["layerType"].astype(str) == "FullyConnected"
+    ]
+
+
+@pytest.mark.parametrize(
+    "equation, output_shape, bias_axes, input_tail",
+    LAYERS,
+    ids=["query", "attention-output", "dense-up", "dense-down"],
+)
+def test_quantized_layer_equals_stock_and_stays_int8(
+    equation, output_shape, bias_axes, input_tail
+):
+    layer, tail = _quantized_layer(
+        equation, output_shape, bias_axes, input_tail
+    )
+    x = _activations(tail)
+    stock, _ = _compiled(layer, tail, None)
+    fixed, decisions = _compiled(layer, tail, {"int8": True})
+    want, got = stock(x)[0], fixed(x)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+    (decision,) = decisions
+    assert decision.lowered, decision.reason
+    assert decision.reason.endswith("int8 kernel kept int8")  # one part
+    assert _fully_connected_weight_types(fixed) == [ov.Type.i8]
+    # Stock's int32 MatMul runs as a float32 FullyConnected on a float32
+    # copy of the kernel: four bytes a weight.
+    assert _fully_connected_weight_types(stock) == [ov.Type.f32]
+
+
+def test_a_longer_contraction_is_summed_in_exact_parts():
+    k = 4 * MAX_EXACT_CONTRACTION + 8  # five parts, the last one short
+    layer, tail = _quantized_layer("dense", 8, None, k)
+    x = _activations(tail)
+    stock, _ = _compiled(layer, tail, None)
+    fixed, decisions = _compiled(layer, tail, {"int8": True})
+    np.testing.assert_array_equal(fixed(x)[0], stock(x)[0])
+    (decision,) = decisions
+    assert decision.lowered and decision.equation == "matmul(x, kernel)"
+    assert decision.reason.endswith(
+        "int8 kernel kept int8 in 5 exact parts of K (split: a copy of its "
+        "int8 bytes)"
+    )
+    assert _fully_connected_weight_types(fixed) == [ov.Type.i8] * 5
+
+
+def test_where_stock_rounds_the_parts_are_exact():
+    """Stock computes its int32 MatMul as a float32 FullyConnected: a sum
+    beyond 2**24 that float32 cannot hold comes back rounded. The int8 form
+    sums exact parts in int32 and gives NumPy's (and every other Keras
+    backend's) integer."""
+    k = 4 * MAX_EXACT_CONTRACTION
+    kernel = np.zeros((k, 8), np.int8)
+    kernel[: k // 2], kernel[-1] = 127, 1
+    x = np.zeros((2, k), np.int8)
+    x[:, : k // 2], x[:, -1] = 127, 1
+    exact = x.astype(np.int64) @ kernel.astype(np.int64)
+    assert exact[0, 0] == 2048 * 127 * 127 + 1 == 33032193
+    _, fixed, decisions = _int8_einsum(
+        "bk,kn->bn", (-1, k), kernel, {"int8": True}
+    )
+    assert "4 exact parts" in decisions[0].reason
+    np.testing.assert_array_equal(fixed(x)[0], exact)
+    _, stock, _ = _int8_einsum("bk,kn->bn", (-1, k), kernel, {"einsum": False})
+    assert stock(x)[0][0, 0] == 33032192
+
+
+def _int8_einsum(equation, x_shape, kernel, parts):
+    import keras
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    parameter = ov_opset.parameter(list(x_shape), ov.Type.i8)
+    variable = keras.Variable(kernel, dtype="int8", trainable=False)
+    with keras_ov_einsum.enabled(**parts):
+        y = keras.ops.einsum(
+            equation, OpenVINOKerasTensor(parameter.output(0)), variable
+        )
+        model = ov.Model([y.output], [parameter])
+        compiled = ov.Core().compile_model(model, "CPU", F32)
+        return model, compiled, keras_ov_einsum.explain()
+
+
+@pytest.mark.parametrize("value", [-128, 127])
+def test_the_largest_exact_sums(value):
+    """Every product 2**14 in size, K = 1024: the sum is 2**24, the largest
+    integer float32 reaches by steps of one; any rounding would show."""
+    k = MAX_EXACT_CONTRACTION
+    x = np.full((3, k), value, np.int8)
+    x[1, ::2], x[1, 1::2] = 127, -128  # partial sums that swing
+    kernel = np.full((k, 5), value, np.int8)
+    kernel[:, 1] = 1
+    _, compiled, decisions = _int8_einsum(
+        "bk,kn->bn", (-1, k), kernel, {"int8": True}
+    )
+    assert (
+        decisions[0].lowered and "int8 kernel kept int8" in decisions[0].reason
+    )
+    got = compiled(x)[0]
+    want = x.astype(np.int64) @ kernel.astype(np.int64)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_dynamic_quantization_is_what_the_compile_option_turns_off():
+    """The same int8 graph compiled with the plugin's dynamic quantization
+    on is not exact: the option the patch adds is what keeps it so."""
+    rng = np.random.default_rng(0)
+    k = 256
+    x = rng.integers(-127, 128, (4, k)).astype(np.int8)
+    x[:, : k // 2] //= 16  # groups whose largest value is far below 127
+    kernel = rng.integers(-127, 128, (k, 32)).astype(np.int8)
+    want = x.astype(np.int64) @ kernel.astype(np.int64)
+    model, compiled, _ = _int8_einsum(
+        "bk,kn->bn", (-1, k), kernel, {"int8": True}
+    )
+    np.testing.assert_array_equal(compiled(x)[0], want)
+    rounded = ov.Core().compile_model(
+        model, "CPU", {**F32, DYNAMIC_QUANTIZATION: 32}
+    )
+    assert not np.array_equal(rounded(x)[0], want)
+    assert _fully_connected_weight_types(rounded) == [ov.Type.i8]
+
+
+def test_compile_options(caplog):
+    kernel = np.ones((64, 8), np.int8)
+    marked, _, _ = _int8_einsum("bk,kn->bn", (-1, 64), kernel, {"int8": True})
+    plain, _, _ = _int8_einsum("bk,kn->bn", (-1, 64), kernel, {})
+    assert "Multiply" in op_types(marked) and "Multiply" not in op_types(plain)
+    exact = {DYNAMIC_QUANTIZATION: 0, PRECISION: "f32"}
+    assert compile_options(marked, "CPU", None) == exact
+    assert compile_options(marked, "CPU", F32) == exact
+    assert not caplog.records
+    # The caller's choice stands, with a warning when it rounds.
+    chosen = {DYNAMIC_QUANTIZATION: 64, PRECISION: "bf16"}
+    assert compile_options(marked, "CPU", chosen) == chosen
+    assert len(caplog.records) == 2
+    assert "DYNAMIC_QUANTIZATION_GROUP_SIZE=64" in caplog.records[0].message
+    assert compile_options(plain, "CPU", None) is None
+    assert compile_options(marked, "GPU", F32) == F32  # not measured there
+    assert compile_options("model.xml", "CPU", F32) == F32
+
+
+def test_every_compile_entry_point_gets_the_option():
+    """keras compiles with ``openvino.compile_model``, keras-hub with a
+    ``Core``: both reach the patched method while enabled, neither after."""
+    rng = np.random.default_rng(0)
+    k = 256
+    x = rng.integers(-127, 128, (4, k)).astype(np.int8)
+    x[:, : k // 2] //= 16
+    kernel = rng.integers(-127, 128, (k, 32)).astype(np.int8)
+    want = x.astype(np.int64) @ kernel.astype(np.int64)
+    model, _, _ = _int8_einsum("bk,kn->bn", (-1, k), kernel, {"int8": True})
+    with keras_ov_einsum.enabled(int8=True):
+        for compiled in (
+            ov.compile_model(model, "CPU", F32),
+            ov.Core().compile_model(model, "CPU", F32),
+            ov.Core().compile_model(model, "CPU"),
+        ):
+            np.testing.assert_array_equal(compiled(x)[0], want)
+    # Disabled: compiled as the caller asked, dynamic quantization on.
+    assert not np.array_equal(ov.compile_model(model, "CPU", F32)(x)[0], want)
+
+
+def test_enable_and_disable():
+    original = ov.Core.compile_model
+    with pytest.raises(ValueError, match="needs einsum=True"):
+        keras_ov_einsum.enable(einsum=False, int8=True)
+    assert not keras_ov_einsum.is_enabled()
+    keras_ov_einsum.enable()  # int8 is opt-in: Core left alone
+    assert ov.Core.compile_model is original
+    keras_ov_einsum.disable()
+    keras_ov_einsum.enable(int8=True)
+    assert ov.Core.compile_model is not original
+    keras_ov_einsum.disable()
+    assert ov.Core.compile_model is original
+
+
+def test_int8_part_off_keeps_the_int32_lowering():
+    kernel = np.ones((64, 8), np.int8)
+    model, _, decisions = _int8_einsum("bk,kn->bn", (-1, 64), kernel, {})
+    (decision,) = decisions
+    assert decision.lowered and "int8" not in decision.reason
+    assert "Einsum" not in op_types(model) and "Multiply" not in op_types(model)
+
+
+def test_quantized_gpt2_generates_stock_tokens_with_int8_weights():
+    """A 2-layer GPT-2, ``quantize("int8")``: the same tokens as stock, and
+    every FullyConnected layer of the compiled model int8 (stock: float32),
+    the down projection's K = 1100 in two exact parts."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=512,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=MAX_EXACT_CONTRACTION + 76,
+        max_sequence_length=32,
+    )
+    backbone.quantize("int8")
+    causal_lm = keras_hub.models.GPT2CausalLM(
+        backbone=backbone, preprocessor=None, sampler="greedy"
+    )
+    token_ids = np.zeros((2, 16), "int32")
+    token_ids[0, :3] = [5, 17, 42]
+    token_ids[1, :5] = [7, 7, 300, 1, 99]
+    prompt = {"token_ids": token_ids, "padding_mask": token_ids != 0}
+
+    def generate(parts):
+        causal_lm.ov_compiled_model = None  # trace and compile afresh
+        causal_lm.generate_function = None
+        if parts is None:
+            out = causal_lm.generate(prompt, stop_token_ids=None)
+            return out["token_ids"], (), causal_lm.ov_compiled_model
+        with keras_ov_einsum.enabled(**parts):
+            out = causal_lm.generate(prompt, stop_token_ids=None)
+            decisions = keras_ov_einsum.explain()
+        return out["token_ids"], decisions, causal_lm.ov_compiled_model
+
+    stock_tokens, _, stock = generate(None)
+    tokens, decisions, fixed = generate({"int8": True})
+    np.testing.assert_array_equal(tokens, stock_tokens)
+    kept = [d for d in decisions if "int8 kernel kept int8" in d.reason]
+    # q, k, v, output, up, down per layer, traced for the prompt and the
+    # cached decoding step.
+    assert len(kept) == 2 * 2 * 6
+    split = [d for d in kept if "in 2 exact parts" in d.reason]
+    assert len(split) == 2 * 2 and all(
+        d.shapes[1] == (MAX_EXACT_CONTRACTION + 76, 64) for d in split
+    )
+    stock_types = _fully_connected_weight_types(stock)
+    fixed_types = _fully_connected_weight_types(fixed)
+    assert ov.Type.i8 not in stock_types
+    assert stock_types and ov.Type.i8 not in stock_types
+    assert fixed_types and set(fixed_types) == {ov.Type.i8}
