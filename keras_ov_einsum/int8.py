@@ -9,7 +9,9 @@ int8 constant behind ``Convert`` and a ``Multiply`` by ones, the weight
 decompression pattern the CPU plugin keeps compressed (its FullyConnected
 layer reads the int8 weights), and converted back to int32.
 
-Exact, so bit for bit the stock int32 result, when two things hold:
+The result is the exact integer product (NumPy's), so stock's int32 result
+bit for bit wherever stock's own float32 sums are exact (always for
+K <= 1024), when two things hold:
 
 - every partial sum is an integer float32 holds exactly: with int8 operands
   each product is at most 128 * 128 = 2**14 in size, so a contraction of
@@ -27,9 +29,9 @@ Exact, so bit for bit the stock int32 result, when two things hold:
   layer and the caller set nothing else. Compile while enabled.
 
 Keras's quantized ``Dense`` computes ``matmul(x, kernel)`` the same way and
-is lowered the same way. Other einsums, and int8 ones outside those bounds,
-get the ordinary lowering (an int32 MatMul, or stock's for a matmul) and the
-reason is recorded.
+is lowered the same way. Int8 einsums that are batched MatMuls (not a
+FullyConnected layer) or sum an operand first get the ordinary lowering (an
+int32 MatMul), with the reason recorded.
 """
 
 import dataclasses
@@ -42,7 +44,28 @@ import openvino.opset13 as ov_opset
 from .lowering import build_matmul, lay_out_kernel, plan_einsum
 from .plan import Declined
 
+__all__ = [
+    "DYNAMIC_QUANTIZATION",
+    "MAX_EXACT_CONTRACTION",
+    "PRECISION",
+    "compile_options",
+    "lower_int8_einsum",
+    "lower_int8_matmul",
+]
+
 logger = logging.getLogger("keras_ov_einsum")
+
+
+# float32 holds every integer up to 2**24; an int8 x int8 product is at most
+# 2**14 in size (-128 * -128): one float32 MatMul sums at most this many
+# products exactly. A longer contraction is cut into parts of this size.
+MAX_EXACT_CONTRACTION = 2**24 // 2**14
+DYNAMIC_QUANTIZATION = "DYNAMIC_QUANTIZATION_GROUP_SIZE"
+PRECISION = "INFERENCE_PRECISION_HINT"
+_EXACT_OPTIONS = {DYNAMIC_QUANTIZATION: 0, PRECISION: "f32"}
+# Marks the node that makes a kernel an int8 FullyConnected weight, so that
+# ``compile_options`` finds the models that hold one.
+_MARK = "keras_ov_einsum_int8"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,27 +88,6 @@ class Lowered:
                 "int8 bytes)"
             )
         return described
-
-
-__all__ = [
-    "DYNAMIC_QUANTIZATION",
-    "MAX_EXACT_CONTRACTION",
-    "PRECISION",
-    "compile_options",
-    "lower_int8_einsum",
-    "lower_int8_matmul",
-]
-
-# float32 holds every integer up to 2**24; an int8 x int8 product is at most
-# 2**14 in size (-128 * -128): one float32 MatMul sums at most this many
-# products exactly. A longer contraction is cut into parts of this size.
-MAX_EXACT_CONTRACTION = 2**24 // 2**14
-DYNAMIC_QUANTIZATION = "DYNAMIC_QUANTIZATION_GROUP_SIZE"
-PRECISION = "INFERENCE_PRECISION_HINT"
-_EXACT_OPTIONS = {DYNAMIC_QUANTIZATION: 0, PRECISION: "f32"}
-# Marks the node that makes a kernel an int8 FullyConnected weight, so that
-# ``compile_options`` finds the models that hold one.
-_MARK = "keras_ov_einsum_int8"
 
 
 def lower_int8_einsum(subscripts, inputs):
@@ -193,7 +195,7 @@ def compile_options(model, device_name, config):
     for key, exact in _EXACT_OPTIONS.items():
         if key not in config:
             config[key] = exact
-        elif str(config[key]).lower() not in (str(exact), "float32"):
+        elif _option_text(config[key]) not in (str(exact), "float32"):
             logger.warning(
                 "a model with int8 layers kept int8 is compiled with %s=%s: "
                 "their results are rounded (exact with %s)",
@@ -202,6 +204,13 @@ def compile_options(model, device_name, config):
                 exact,
             )
     return config
+
+
+def _option_text(value):
+    """ "f32" for ov.Type.f32 as for the string; "0" for 0."""
+    if hasattr(value, "to_string"):
+        return value.to_string()
+    return str(value).lower()
 
 
 def _holds_int8_lowering(model):

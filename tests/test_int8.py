@@ -207,6 +207,8 @@ def test_compile_options(caplog):
     exact = {DYNAMIC_QUANTIZATION: 0, PRECISION: "f32"}
     assert compile_options(marked, "CPU", None) == exact
     assert compile_options(marked, "CPU", F32) == exact
+    as_type = {PRECISION: ov.Type.f32}
+    assert compile_options(marked, "CPU", as_type) == {**exact, **as_type}
     assert not caplog.records
     # The caller's choice stands, with a warning when it rounds.
     chosen = {DYNAMIC_QUANTIZATION: 64, PRECISION: "bf16"}
