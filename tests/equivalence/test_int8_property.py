@@ -35,10 +35,10 @@ def _full_range(shape, seed):
     return rng.integers(-128, 128, shape).astype(np.int8)
 
 
-def _assert_only_small_or_scale_constants(stock, fixed):
+def _assert_only_small_or_scale_constants(stock, fixed, kernel_size):
     """Beyond stock's constants: shape/axis constants, the int8 form's split
-    lengths (one per part of K: up to 64 with the parts of 1 drawn here)
-    and its float32 scale of ones (one per kernel column)."""
+    lengths (one per part of K, so at most the kernel's size with the parts
+    of 1 drawn here) and its float32 scale of ones (one per kernel column)."""
     added = collections.Counter(constant_signature(fixed))
     added.subtract(constant_signature(stock))
     assert not [signature for signature, n in added.items() if n < 0]
@@ -49,7 +49,8 @@ def _assert_only_small_or_scale_constants(stock, fixed):
             assert len(shape) == 2 and 1 in shape, shape
         else:
             assert kind == SMALL_CONSTANT[0], (kind, shape)
-            assert len(shape) <= 1 and sum(shape) <= 64, shape
+            small = max(SMALL_CONSTANT[1], kernel_size)
+            assert len(shape) <= 1 and sum(shape) <= small, shape
 
 
 @settings(max_examples=max(settings.default.max_examples // 3, 1))
@@ -91,7 +92,7 @@ def _check_int8_part(case, seed):
         )
     else:
         event("stock")
-    _assert_only_small_or_scale_constants(stock.model, fixed.model)
+    _assert_only_small_or_scale_constants(stock.model, fixed.model, kernel.size)
     assert fixed.model.output(0).get_element_type() == (
         stock.model.output(0).get_element_type()
     )
