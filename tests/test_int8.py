@@ -1,5 +1,6 @@
 """The opt-in int8 part: Keras's int8 layers stay int8 in the CPU plugin,
-and their results stay stock's int32 results, bit for bit."""
+and their results are the exact integers: stock's int32 results bit for
+bit, except where stock's own float32 sums round (pinned below)."""
 
 import numpy as np
 import openvino as ov
