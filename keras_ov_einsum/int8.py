@@ -41,7 +41,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 
-from .lowering import build_matmul, lay_out_kernel, plan_einsum
+from .lowering import build_matmul, int64_constant, lay_out_kernel, plan_einsum
 from .plan import Declined
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "MAX_EXACT_CONTRACTION",
     "PRECISION",
     "compile_options",
-    "lower_int8_einsum",
+    "lower_int8",
     "lower_int8_matmul",
 ]
 
@@ -90,26 +90,25 @@ class Lowered:
         return described
 
 
-def lower_int8_einsum(subscripts, inputs):
-    """Lower an int8 x int8 einsum with an int8 kernel, keeping it int8.
+def lower_int8(planned):
+    """Build a ``Planned`` int8 x int8 einsum in the int8 form.
 
-    Returns ``None`` when the einsum is not an int8 x int8 einsum that the
-    ordinary lowering would lower (nothing to add), ``Lowered`` when it is
-    built in the int8 form, or ``Declined`` with the reason the int8 form
-    does not apply (the caller lowers it as usual).
+    Returns ``None`` when its operands are not stock's int8 -> int32
+    promotion of an int8 input and an int8 kernel (nothing to add),
+    ``Lowered`` when it is built in the int8 form, or ``Declined`` with the
+    reason the int8 form does not apply (the caller lowers it as usual).
     """
-    if not all(_int8_source(value) is not None for value in inputs):
+    variable_source = _int8_source(planned.variable)
+    kernel_source = _int8_source(planned.kernel)
+    if variable_source is None or kernel_source is None:
         return None
-    planned = plan_einsum(subscripts, inputs)
-    if not planned:
-        return None  # not lowered at all; the ordinary path says why
     plan = planned.plan
     if plan.batch:
         return Declined("a batched MatMul is not a FullyConnected layer")
     if plan.variable_summed_axes or plan.kernel_summed_axes:
         return Declined("an operand is summed over before the MatMul")
-    variable = ov_opset.convert(_int8_source(planned.variable), ov.Type.f32)
-    kernel = lay_out_kernel(_int8_source(planned.kernel), plan)
+    variable = ov_opset.convert(variable_source, ov.Type.f32)
+    kernel = lay_out_kernel(kernel_source, plan)
     # Read at call time, so that tests can make the parts small.
     parts = _split_sizes(plan.contracted_size, MAX_EXACT_CONTRACTION)
     ones = np.ones(plan.columns_size, np.float32)
@@ -123,11 +122,11 @@ def lower_int8_einsum(subscripts, inputs):
         if len(parts) == 1:
             x_parts, kernel_parts = [x], [kernel]
         else:
-            lengths = _constant(parts)
+            lengths = int64_constant(parts)
             x_parts = ov_opset.variadic_split(
-                x, _constant(-1), lengths
+                x, int64_constant(-1), lengths
             ).outputs()
-            axis = _constant(-1 if transpose_b else -2)
+            axis = int64_constant(-1 if transpose_b else -2)
             kernel_parts = ov_opset.variadic_split(
                 kernel, axis, lengths
             ).outputs()
@@ -155,12 +154,8 @@ def _split_sizes(size, largest):
     return [largest] * (count - 1) + [size - largest * (count - 1)]
 
 
-def _constant(values):
-    return ov_opset.constant(np.asarray(values, dtype=np.int64)).output(0)
-
-
 def lower_int8_matmul(matmul):
-    """``lower_int8_einsum`` for keras's ``matmul(x, kernel)`` (a quantized
+    """``lower_int8`` for keras's ``matmul(x, kernel)`` (a quantized
     ``Dense``): the same product as the einsum ``...k,kn->...n``."""
     attributes = matmul.get_attributes()
     if attributes["transpose_a"] or attributes["transpose_b"]:
@@ -172,7 +167,10 @@ def lower_int8_matmul(matmul):
     rows = "abcdefgh"[: x_rank.get_length() - 1]
     if len(rows) != x_rank.get_length() - 1:
         return None
-    return lower_int8_einsum(f"{rows}k,kn->{rows}n", [x, kernel])
+    planned = plan_einsum(f"{rows}k,kn->{rows}n", [x, kernel])
+    if not planned:
+        return None  # stock's MatMul stays, as without the int8 part
+    return lower_int8(planned)
 
 
 def compile_options(model, device_name, config):

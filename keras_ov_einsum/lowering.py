@@ -23,8 +23,10 @@ from .plan import Declined, plan_lowering
 __all__ = [
     "Lowered",
     "Planned",
+    "build_lowered",
     "build_matmul",
     "clear_kernel_cache",
+    "int64_constant",
     "lay_out_kernel",
     "lower_einsum",
     "plan_einsum",
@@ -67,6 +69,11 @@ def lower_einsum(subscripts, inputs):
     planned = plan_einsum(subscripts, inputs)
     if not planned:
         return planned
+    return build_lowered(planned)
+
+
+def build_lowered(planned):
+    """The MatMul of a ``Planned`` einsum, on a view of its kernel."""
     plan = planned.plan
     kernel = lay_out_kernel(planned.kernel, plan)
     return Lowered(
@@ -168,11 +175,11 @@ def build_matmul(plan, variable, kernel, product=None):
         # Several row axes were merged into one; their sizes may be dynamic.
         row_sizes = ov_opset.gather(
             ov_opset.shape_of(x_laid_out, ov.Type.i64),
-            _constant(list(range(batch, batch + rows))),
-            _constant(0),
+            int64_constant(list(range(batch, batch + rows))),
+            int64_constant(0),
         )
         target = ov_opset.concat(
-            [_constant([0] * batch), row_sizes, _constant(columns)], 0
+            [int64_constant([0] * batch), row_sizes, int64_constant(columns)], 0
         )
         y = ov_opset.reshape(y, target, special_zero=True).output(0)
     if plan.output_permutation is not None:
@@ -219,17 +226,18 @@ def _transposed_kernel(kernel, permutation):
         return transposed
 
 
-def _constant(values):
+def int64_constant(values):
+    """A small int64 constant: shapes, axes, orders and lengths."""
     return ov_opset.constant(np.asarray(values, dtype=np.int64)).output(0)
 
 
 def _reshape(x, shape, special_zero=True):
-    return ov_opset.reshape(x, _constant(shape), special_zero).output(0)
+    return ov_opset.reshape(x, int64_constant(shape), special_zero).output(0)
 
 
 def _transpose(x, permutation):
-    return ov_opset.transpose(x, _constant(list(permutation))).output(0)
+    return ov_opset.transpose(x, int64_constant(list(permutation))).output(0)
 
 
 def _reduce_sum(x, axes):
-    return ov_opset.reduce_sum(x, _constant(list(axes)), False).output(0)
+    return ov_opset.reduce_sum(x, int64_constant(list(axes)), False).output(0)

@@ -21,8 +21,8 @@ import threading
 import warnings
 
 from . import decisions
-from .int8 import compile_options, lower_int8_einsum, lower_int8_matmul
-from .lowering import clear_kernel_cache, lower_einsum
+from .int8 import compile_options, lower_int8, lower_int8_matmul
+from .lowering import build_lowered, clear_kernel_cache, plan_einsum
 from .matmul import lower_transposed_matmul
 
 __all__ = [
@@ -276,18 +276,19 @@ def _rewrite_einsum(subscripts, operands, result, tensor_type, *, int8):
         einsum_node.input_value(index)
         for index in range(einsum_node.get_input_size())
     ]
+    planned = plan_einsum(subscripts, inputs)
+    if not planned:
+        _record(subscripts, operands, inputs, planned.reason)
+        return result
     int8_note = ""
     if int8:
-        outcome = lower_int8_einsum(subscripts, inputs)
+        outcome = lower_int8(planned)
         if outcome:
             record = (subscripts, operands, inputs, outcome.describe())
             return _lowered(record, outcome.output, convert_to, tensor_type)
         if outcome is not None:
             int8_note = f"; int8 part not used: {outcome.reason}"
-    outcome = lower_einsum(subscripts, inputs)
-    if not outcome:
-        _record(subscripts, operands, inputs, outcome.reason + int8_note)
-        return result
+    outcome = build_lowered(planned)
     record = (subscripts, operands, inputs, outcome.plan.describe() + int8_note)
     return _lowered(record, outcome.output, convert_to, tensor_type)
 

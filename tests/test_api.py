@@ -155,7 +155,7 @@ def test_an_internal_error_falls_back_to_stock(monkeypatch, caplog):
     def broken(subscripts, inputs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(patch, "lower_einsum", broken)
+    monkeypatch.setattr(patch, "plan_einsum", broken)
     kernel = keras.Variable(np.ones((8, 4), "float32"))
     parameter = ov_opset.parameter([-1, 8], ov.Type.f32)
     with keras_ov_einsum.enabled():
