@@ -3,6 +3,7 @@
 import dataclasses
 
 import ml_dtypes
+import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 
@@ -12,6 +13,8 @@ __all__ = [
     "EinsumGraph",
     "build_einsum_graph",
     "constant_bytes",
+    "generate",
+    "gpt2_prompt",
     "kernel_path",
     "op_types",
     "run_model",
@@ -109,3 +112,30 @@ class _null_context:
 
     def __exit__(self, *exc):
         return False
+
+
+def gpt2_prompt():
+    """Two padded rows of token ids (all below 512) and their mask."""
+    token_ids = np.zeros((2, 16), "int32")
+    token_ids[0, :3] = [5, 17, 42]
+    token_ids[1, :5] = [7, 7, 300, 1, 99]
+    return {"token_ids": token_ids, "padding_mask": token_ids != 0}
+
+
+def generate(causal_lm, parts=None):
+    """A keras-hub causal LM's greedy tokens for ``gpt2_prompt()``, traced
+    and compiled afresh under ``enable(**parts)`` (None: stock).
+
+    Returns (token ids, explain() or (), the compiled OpenVINO model).
+    """
+    prompt = gpt2_prompt()
+    # Drop the compiled generate graph so that this call builds its own.
+    causal_lm.ov_compiled_model = None
+    causal_lm.generate_function = None
+    if parts is None:
+        out = causal_lm.generate(prompt, stop_token_ids=None)
+        return out["token_ids"], (), causal_lm.ov_compiled_model
+    with keras_ov_einsum.enabled(**parts):
+        out = causal_lm.generate(prompt, stop_token_ids=None)
+        explanation = keras_ov_einsum.explain()
+    return out["token_ids"], explanation, causal_lm.ov_compiled_model

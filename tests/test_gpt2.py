@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
-from graphs import constant_bytes, op_types, run_model
+from graphs import constant_bytes, generate, gpt2_prompt, op_types, run_model
 from keras_ov_einsum.patch import MATMUL_LABEL
 
 LAYERS = 2
@@ -34,27 +34,9 @@ def causal_lm():
     )
 
 
-def _prompt():
-    token_ids = np.zeros((2, 16), "int32")
-    token_ids[0, :3] = [5, 17, 42]
-    token_ids[1, :5] = [7, 7, 300, 1, 99]
-    return {"token_ids": token_ids, "padding_mask": token_ids != 0}
-
-
-def _generate(causal_lm, fixed):
-    # Drop the compiled generate graph so that this call builds its own.
-    causal_lm.ov_compiled_model = None
-    causal_lm.generate_function = None
-    if fixed:
-        with keras_ov_einsum.enabled():
-            out = causal_lm.generate(_prompt(), stop_token_ids=None)
-            return out["token_ids"], keras_ov_einsum.explain()
-    return causal_lm.generate(_prompt(), stop_token_ids=None)["token_ids"], ()
-
-
 def test_generate_same_tokens_and_explained(causal_lm):
-    stock_tokens, _ = _generate(causal_lm, fixed=False)
-    fixed_tokens, explanation = _generate(causal_lm, fixed=True)
+    stock_tokens, _, _ = generate(causal_lm)
+    fixed_tokens, explanation, _ = generate(causal_lm, {})
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
     # The generate graph traces the layers for the prompt and for the
     # cached decoding step: every projection lowered, every attention not.
@@ -114,7 +96,7 @@ def test_logits_graph_and_values(causal_lm):
     extra = constant_bytes(fixed) - constant_bytes(stock)
     assert 0 <= extra <= 512 * LAYERS * PROJECTIONS_PER_LAYER
 
-    prompt = _prompt()
+    prompt = gpt2_prompt()
     want = run_model(stock, prompt["token_ids"], prompt["padding_mask"])
     got = run_model(fixed, prompt["token_ids"], prompt["padding_mask"])
     assert got.dtype == want.dtype and got.shape == want.shape

@@ -8,7 +8,7 @@ import openvino.opset13 as ov_opset
 import pytest
 
 import keras_ov_einsum
-from graphs import F32, op_types
+from graphs import F32, generate, op_types
 from keras_ov_einsum.int8 import (
     DYNAMIC_QUANTIZATION,
     MAX_EXACT_CONTRACTION,
@@ -180,15 +180,23 @@ def test_the_largest_exact_sums(value):
     np.testing.assert_array_equal(got, want)
 
 
-def test_dynamic_quantization_is_what_the_compile_option_turns_off():
-    """The same int8 graph compiled with the plugin's dynamic quantization
-    on is not exact: the option the patch adds is what keeps it so."""
+def _rounded_by_dynamic_quantization():
+    """(x, kernel, exact x @ kernel) for a case the plugin's dynamic
+    quantization rounds: half of each row's groups of 32 have their largest
+    value far below 127."""
     rng = np.random.default_rng(0)
     k = 256
     x = rng.integers(-127, 128, (4, k)).astype(np.int8)
-    x[:, : k // 2] //= 16  # groups whose largest value is far below 127
+    x[:, : k // 2] //= 16
     kernel = rng.integers(-127, 128, (k, 32)).astype(np.int8)
-    want = x.astype(np.int64) @ kernel.astype(np.int64)
+    return x, kernel, x.astype(np.int64) @ kernel.astype(np.int64)
+
+
+def test_dynamic_quantization_is_what_the_compile_option_turns_off():
+    """The same int8 graph compiled with the plugin's dynamic quantization
+    on is not exact: the option the patch adds is what keeps it so."""
+    x, kernel, want = _rounded_by_dynamic_quantization()
+    k = kernel.shape[0]
     model, compiled, _ = _int8_einsum(
         "bk,kn->bn", (-1, k), kernel, {"int8": True}
     )
@@ -224,12 +232,8 @@ def test_compile_options(caplog):
 def test_every_compile_entry_point_gets_the_option():
     """keras compiles with ``openvino.compile_model``, keras-hub with a
     ``Core``: both reach the patched method while enabled, neither after."""
-    rng = np.random.default_rng(0)
-    k = 256
-    x = rng.integers(-127, 128, (4, k)).astype(np.int8)
-    x[:, : k // 2] //= 16
-    kernel = rng.integers(-127, 128, (k, 32)).astype(np.int8)
-    want = x.astype(np.int64) @ kernel.astype(np.int64)
+    x, kernel, want = _rounded_by_dynamic_quantization()
+    k = kernel.shape[0]
     model, _, _ = _int8_einsum("bk,kn->bn", (-1, k), kernel, {"int8": True})
     with keras_ov_einsum.enabled(int8=True):
         for compiled in (
@@ -284,24 +288,8 @@ def test_quantized_gpt2_generates_stock_tokens_with_int8_weights():
     causal_lm = keras_hub.models.GPT2CausalLM(
         backbone=backbone, preprocessor=None, sampler="greedy"
     )
-    token_ids = np.zeros((2, 16), "int32")
-    token_ids[0, :3] = [5, 17, 42]
-    token_ids[1, :5] = [7, 7, 300, 1, 99]
-    prompt = {"token_ids": token_ids, "padding_mask": token_ids != 0}
-
-    def generate(parts):
-        causal_lm.ov_compiled_model = None  # trace and compile afresh
-        causal_lm.generate_function = None
-        if parts is None:
-            out = causal_lm.generate(prompt, stop_token_ids=None)
-            return out["token_ids"], (), causal_lm.ov_compiled_model
-        with keras_ov_einsum.enabled(**parts):
-            out = causal_lm.generate(prompt, stop_token_ids=None)
-            decisions = keras_ov_einsum.explain()
-        return out["token_ids"], decisions, causal_lm.ov_compiled_model
-
-    stock_tokens, _, stock = generate(None)
-    tokens, decisions, fixed = generate({"int8": True})
+    stock_tokens, _, stock = generate(causal_lm)
+    tokens, decisions, fixed = generate(causal_lm, {"int8": True})
     np.testing.assert_array_equal(tokens, stock_tokens)
     kept = [d for d in decisions if "int8 kernel kept int8" in d.reason]
     # q, k, v, output, up, down per layer, traced for the prompt and the

@@ -199,14 +199,22 @@ def constant_signature(model):
     )
 
 
-def assert_no_new_weights(stock, fixed):
+def assert_no_new_weights(
+    stock, fixed, *, small=SMALL_CONSTANT[1], scales=False
+):
     """The fixed model holds every Constant of the stock one and, beyond
-    them, only small int64 shape and axis constants: no copied weights."""
+    them, only int64 shape and axis constants of at most ``small``
+    elements: no copied weights. ``scales``: float32 scales of one row or
+    one column (the int8 form's ones) are allowed too."""
     added = collections.Counter(constant_signature(fixed))
     added.subtract(constant_signature(stock))
     lost = [signature for signature, n in added.items() if n < 0]
     assert not lost, f"the fixed graph lost stock constants {lost}"
     for (kind, shape), count in added.items():
-        if count > 0:
-            assert kind == SMALL_CONSTANT[0], (kind, shape)
-            assert len(shape) <= 1 and sum(shape) <= SMALL_CONSTANT[1], shape
+        if count <= 0:
+            continue
+        if scales and kind == "f32":
+            assert len(shape) == 2 and 1 in shape, shape
+            continue
+        assert kind == SMALL_CONSTANT[0], (kind, shape)
+        assert len(shape) <= 1 and sum(shape) <= small, shape

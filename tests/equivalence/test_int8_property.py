@@ -3,7 +3,6 @@ constant int8 kernel, the fixed graph with ``int8=True`` gives stock's
 int32 result bit for bit (and NumPy's), adds no weights, and keeps the
 kernel int8 whenever it says so."""
 
-import collections
 from unittest import mock
 
 import numpy as np
@@ -17,8 +16,8 @@ from keras_ov_einsum import int8
 from .builders import (
     KERNEL_VIEWS,
     SMALL_CONSTANT,
+    assert_no_new_weights,
     build_case,
-    constant_signature,
     run,
 )
 from .references import event, note, numpy_reference
@@ -33,24 +32,6 @@ def _full_range(shape, seed):
     """int8 values over the whole range, -128 and 127 included."""
     rng = np.random.default_rng(seed)
     return rng.integers(-128, 128, shape).astype(np.int8)
-
-
-def _assert_only_small_or_scale_constants(stock, fixed, kernel_size):
-    """Beyond stock's constants: shape/axis constants, the int8 form's split
-    lengths (one per part of K, so at most the kernel's size with the parts
-    of 1 drawn here) and its float32 scale of ones (one per kernel column)."""
-    added = collections.Counter(constant_signature(fixed))
-    added.subtract(constant_signature(stock))
-    assert not [signature for signature, n in added.items() if n < 0]
-    for (kind, shape), count in added.items():
-        if count <= 0:
-            continue
-        if kind == "f32":
-            assert len(shape) == 2 and 1 in shape, shape
-        else:
-            assert kind == SMALL_CONSTANT[0], (kind, shape)
-            small = max(SMALL_CONSTANT[1], kernel_size)
-            assert len(shape) <= 1 and sum(shape) <= small, shape
 
 
 @settings(max_examples=max(settings.default.max_examples // 3, 1))
@@ -92,7 +73,15 @@ def _check_int8_part(case, seed):
         )
     else:
         event("stock")
-    _assert_only_small_or_scale_constants(stock.model, fixed.model, kernel.size)
+    # Beyond stock's constants: shape/axis constants, the int8 form's split
+    # lengths (one per part of K, so up to the kernel's size with parts of 1)
+    # and its float32 scale of ones (one per kernel column).
+    assert_no_new_weights(
+        stock.model,
+        fixed.model,
+        small=max(SMALL_CONSTANT[1], kernel.size),
+        scales=True,
+    )
     assert fixed.model.output(0).get_element_type() == (
         stock.model.output(0).get_element_type()
     )
