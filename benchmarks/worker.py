@@ -18,7 +18,7 @@ from benchmarks.models import PROMPT
 from benchmarks.runner import DTYPES, FIX_PARTS
 from benchmarks.sampler import MB, MemorySampler
 
-__all__ = ["main"]
+__all__ = ["load_causal_lm", "main"]
 
 # The OpenVINO runtime layer types reported per configuration.
 OV_LAYER_TYPES = (
@@ -77,7 +77,7 @@ def measure(preset, fix, max_length, dtype="float32"):
             keras_ov_einsum.enable(**fix)
         before_load = stage("imported")
         start = time.perf_counter()
-        causal_lm = _load(keras_hub, preset, dtype)
+        causal_lm = load_causal_lm(keras_hub, preset, dtype)
         load_s = time.perf_counter() - start
         weight_mb = _weight_mb(causal_lm)
         # Greedy: the same tokens with and without the fix, run to run.
@@ -196,7 +196,7 @@ def _split(marks, start, loaded, first_s, after_first):
     )
 
 
-def _load(keras_hub, preset, dtype):
+def load_causal_lm(keras_hub, preset, dtype):
     """The preset under a weight format (DTYPES); int8 is quantized after
     loading, so its load figures include keras's quantize()."""
     if dtype == "int8":

@@ -17,6 +17,7 @@ from benchmarks import (
     models,
     report,
     runner,
+    step,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -498,3 +499,34 @@ def test_which_int8_form_the_plugin_keeps_compressed(weights, weight_type):
         if node.get_rt_info()["layerType"].astype(str) == "FullyConnected"
     ]
     assert layer.input(1).get_element_type() == getattr(ov.Type, weight_type)
+
+
+@pytest.mark.parametrize("fix", ["off", "on"])
+def test_step_replays_the_decoding_loop_and_profiles_it(presets, tmp_path, fix):
+    out = tmp_path / "step.json"
+    arguments = ["--model", "gpt2_tiny", "--fix", fix, "--repeats", "2"]
+    assert step.main([*arguments, "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    # Fed back as the Loop feeds it, the body ends with generate()'s tokens.
+    assert record["replay_matches_generate"] is True
+    assert record["steps"] == 10 - 2  # one step a new token
+    assert len(record["step_ms"]) == 2 * record["steps"]
+    assert len(record["generate_ms"]) == len(record["prefix_ms"]) == 2
+    # A step's FullyConnected layers read every projection once, and the
+    # tied logits: 2 layers x (q, k, v, o: 64 x 64; two of 64 x 256) and
+    # 1024 x 64, float32.
+    layers = record["layer_types"]
+    assert layers["FullyConnected"]["layers"] == 2 * 6 + 1
+    assert record["weight_bytes"] == 4 * (
+        2 * (4 * 64 * 64 + 2 * 64 * 256) + 1024 * 64
+    )
+    kernels = record["fully_connected"]
+    assert sum(row["layers"] for row in kernels.values()) == 13
+    assert sum(row["ms"] for row in kernels.values()) == pytest.approx(
+        layers["FullyConnected"]["ms"], abs=0.01
+    )
+    assert record["profiled_step_ms"] == pytest.approx(
+        sum(layer["ms"] for layer in layers.values()), abs=0.01
+    )
+    assert "Einsum" not in layers  # stock decomposes them too
+    assert "gpt2_tiny float32, OpenVINO" in step.render(record)

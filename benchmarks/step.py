@@ -1,0 +1,381 @@
+"""Profile one decoding step of keras-hub's generate() on OpenVINO.
+
+    python -m benchmarks.step [--model gpt2_medium] [--fix off|on|...]
+                              [--dtype float32|...] [--repeats 3]
+
+keras-hub compiles generate() into one ov.Model: the prompt pass, then a
+Loop whose body is one decoding step (every layer, one token). The CPU
+plugin's profiling counters report that Loop as a single layer, so this
+tool replays it: the graph up to the Loop runs on the prompt to give the
+Loop its first inputs, then the body alone, compiled with keras-hub's
+device and configuration, runs step by step, each step's outputs fed back
+as the Loop feeds them. The replay must end with the tokens generate()
+returned (checked: a replay that computes something else measures nothing).
+
+Per step: the wall time (a body compiled as keras-hub compiles it), the
+time of each layer type and kernel (a second copy compiled with
+PERF_COUNT, whose counters cost some time of their own), and the weight
+bytes the FullyConnected layers read, with the bandwidth that makes.
+"""
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+from benchmarks import models
+from benchmarks.models import PROMPT
+from benchmarks.runner import DTYPES, FIX_PARTS
+
+__all__ = ["capture_generate", "main", "profile_steps"]
+
+MB = 2**20
+GB = 1e9
+
+
+@contextlib.contextmanager
+def _capturing(captured):
+    """Record the ov.Model, device and config keras-hub compiles, and the
+    inputs it runs the compiled model on."""
+    import openvino as ov
+    from keras import tree
+    from keras_hub.src.utils import openvino_utils
+
+    compile_model, get_outputs = (
+        ov.Core.compile_model,
+        openvino_utils.get_outputs,
+    )
+
+    def capture_compile(core, model, device_name=None, config=None, **kwargs):
+        compiled = compile_model(core, model, device_name, config, **kwargs)
+        captured.update(
+            model=model,
+            device=device_name,
+            config=dict(config or {}),
+            compiled=compiled,
+        )
+        return compiled
+
+    def capture_outputs(inputs, *args, **kwargs):
+        outputs = get_outputs(inputs, *args, **kwargs)
+        # In the order of the model's results (keras-hub flattens both).
+        captured["inputs"] = [np.asarray(x) for x in tree.flatten(inputs)]
+        captured["outputs"] = [np.asarray(x) for x in tree.flatten(outputs)]
+        return outputs
+
+    ov.Core.compile_model = capture_compile
+    openvino_utils.get_outputs = capture_outputs
+    try:
+        yield captured
+    finally:
+        ov.Core.compile_model = compile_model
+        openvino_utils.get_outputs = get_outputs
+
+
+def capture_generate(causal_lm, max_length):
+    """generate() once; returns its text and what keras-hub compiled."""
+    captured = {}
+    with _capturing(captured):
+        text = causal_lm.generate(
+            PROMPT, max_length=max_length, stop_token_ids=None
+        )
+    missing = {"model", "device", "config", "inputs", "outputs"} - set(captured)
+    if missing:
+        raise RuntimeError(
+            f"generate() did not compile through keras-hub: {missing}"
+        )
+    captured["text"] = text
+    return captured
+
+
+def _the_loop(model):
+    loops = [
+        node
+        for node in model.get_ordered_ops()
+        if node.get_type_name() == "Loop"
+    ]
+    if len(loops) != 1:
+        raise RuntimeError(
+            f"expected generate()'s one decoding Loop, found {len(loops)}"
+        )
+    return loops[0]
+
+
+class _LoopReplay:
+    """The Loop's body run by hand, with the Loop's feedback edges."""
+
+    def __init__(self, captured, core):
+        import openvino as ov
+
+        model, config = captured["model"], captured["config"]
+        self.loop = loop = _the_loop(model)
+        self.body = loop.get_function()
+        iteration, self.condition = loop.get_special_body_ports()
+        if iteration >= 0:
+            raise RuntimeError("a Loop with an iteration input is not replayed")
+        # Everything the Loop takes (trip count, first condition, first
+        # values), computed by the graph before it from generate()'s inputs.
+        before = ov.Model(list(loop.input_values()), model.get_parameters())
+        self.prefix = core.compile_model(before, captured["device"], config)
+        self.first_inputs = [
+            np.array(value)
+            for value in self.prefix(captured["inputs"]).to_tuple()
+        ]
+        self.descriptions = loop.get_input_descriptions()
+        kinds = {type(d).__name__ for d in self.descriptions}
+        if not kinds <= {"MergedInputDescription", "InvariantInputDescription"}:
+            raise RuntimeError(f"Loop inputs not replayed: {sorted(kinds)}")
+        self.outputs = loop.get_output_descriptions()
+        if {type(d).__name__ for d in self.outputs} != {
+            "BodyOutputDescription"
+        }:
+            raise RuntimeError(
+                "only a Loop's last-iteration outputs are replayed"
+            )
+
+    def run(self, request, on_step=None):
+        """Run the body until its condition is false; returns the Loop's
+        outputs. ``on_step(seconds, request)`` after every step."""
+        trip_count = int(self.first_inputs[0])
+        values = [None] * len(self.body.get_parameters())
+        for description in self.descriptions:
+            values[description.body_parameter_index] = self.first_inputs[
+                description.input_index
+            ]
+        go_on = bool(self.first_inputs[1])
+        steps = 0
+        results = None
+        while go_on and (trip_count < 0 or steps < trip_count):
+            start = time.perf_counter()
+            results = [np.array(r) for r in request.infer(values).to_tuple()]
+            seconds = time.perf_counter() - start
+            steps += 1
+            if on_step:
+                on_step(seconds, request)
+            for description in self.descriptions:
+                if type(description).__name__ == "MergedInputDescription":
+                    values[description.body_parameter_index] = results[
+                        description.body_value_index
+                    ]
+            go_on = bool(results[self.condition])
+        if results is None:
+            raise RuntimeError("the Loop ran no step")
+        return steps, {
+            d.output_index: results[d.body_value_index] for d in self.outputs
+        }
+
+
+def _generated_loop_outputs(captured, loop):
+    """{Loop output index: what generate() returned for it}, for the
+    model's results that are Loop outputs (keras-hub's token ids)."""
+    expected = {}
+    for index, result in enumerate(captured["model"].get_results()):
+        source = result.input_value(0)
+        if source.get_node().get_friendly_name() == loop.get_friendly_name():
+            expected[source.get_index()] = captured["outputs"][index]
+    return expected
+
+
+def _weight_bytes(compiled):
+    """{FullyConnected layer name: bytes of its weights input}, in the type
+    and shape the layer reads them: its second input in the runtime model,
+    a constant subgraph the plugin computes once, not every step."""
+    weights = {}
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        if node.get_rt_info()["layerType"].astype(str) != "FullyConnected":
+            continue
+        value = node.input_value(1)
+        size = int(np.prod(list(value.get_partial_shape().to_shape())))
+        weights[node.get_friendly_name()] = size * value.get_element_type().size
+    return weights
+
+
+def profile_steps(captured, repeats=3):
+    """Replay the decoding Loop ``repeats`` times, timed and profiled, and
+    time generate()'s whole graph and the part before the Loop beside it."""
+    import openvino as ov
+    import psutil
+
+    process = psutil.Process()
+    core = ov.Core()
+    rss = process.memory_info().rss
+    replay = _LoopReplay(captured, core)
+    prefix_mb = (process.memory_info().rss - rss) / MB
+    expected = _generated_loop_outputs(captured, replay.loop)
+    device, config = captured["device"], captured["config"]
+    rss = process.memory_info().rss
+    timed = core.compile_model(replay.body, device, config)
+    timed_request = timed.create_infer_request()
+    replay.run(timed_request)  # the first run packs the weights
+    body_mb = (process.memory_info().rss - rss) / MB
+    profiled = core.compile_model(
+        replay.body, device, {**config, "PERF_COUNT": True}
+    )
+    profiled_request = profiled.create_infer_request()
+    replay.run(profiled_request)
+    weights = _weight_bytes(profiled)
+    whole, prefix, step = [], [], []
+    totals = collections.defaultdict(collections.Counter)
+
+    def profiled_step(_seconds, request):
+        totals["steps"]["all"] += 1
+        for info in request.get_profiling_info():
+            ms = info.real_time.total_seconds() * 1e3
+            totals["layer ms"][info.node_type] += ms
+            totals["layers"][info.node_type] += 1
+            if info.node_type == "FullyConnected":
+                totals["kernel ms"][info.exec_type] += ms
+                totals["kernels"][info.exec_type] += 1
+                totals["kernel bytes"][info.exec_type] += weights[
+                    info.node_name
+                ]
+
+    matches = bool(expected)
+    for _ in range(repeats):
+        whole.append(_seconds(captured["compiled"], captured["inputs"]))
+        prefix.append(_seconds(replay.prefix, captured["inputs"]))
+        steps, outputs = replay.run(
+            timed_request, lambda seconds, _: step.append(seconds)
+        )
+        replay.run(profiled_request, profiled_step)
+        matches &= all(
+            np.array_equal(outputs[index], value)
+            for index, value in expected.items()
+        )
+    n = totals["steps"]["all"]
+    kernels = {}
+    for kernel, ms in totals["kernel ms"].most_common():
+        read = totals["kernel bytes"][kernel] / n
+        kernels[kernel] = {
+            "layers": totals["kernels"][kernel] // n,
+            "ms": round(ms / n, 3),
+            "weight_mb": round(read / MB, 1),
+            "gb_per_s": round(read / GB / (ms / n / 1e3), 1),
+        }
+    return {
+        "steps": steps,
+        "repeats": repeats,
+        "replay_matches_generate": matches,
+        "generate_ms": _milliseconds(whole),
+        "prefix_ms": _milliseconds(prefix),
+        "step_ms": _milliseconds(step),
+        "profiled_step_ms": round(sum(totals["layer ms"].values()) / n, 3),
+        "prefix_compile_mb": round(prefix_mb, 1),
+        "body_compile_mb": round(body_mb, 1),
+        "layer_types": {
+            name: {
+                "layers": totals["layers"][name] // n,
+                "ms": round(ms / n, 3),
+            }
+            for name, ms in totals["layer ms"].most_common()
+        },
+        "fully_connected": kernels,
+        "weight_bytes": sum(weights.values()),
+        "config": {key: str(value) for key, value in config.items()},
+    }
+
+
+def _seconds(compiled, inputs):
+    start = time.perf_counter()
+    compiled(inputs)
+    return time.perf_counter() - start
+
+
+def _milliseconds(seconds):
+    return [round(value * 1e3, 3) for value in seconds]
+
+
+def _median_range(values):
+    return (
+        f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
+    )
+
+
+def render(record, top=12):
+    """The record as the text this tool prints."""
+    profiled = record["profiled_step_ms"]
+    steps = record["steps"]
+    replayed = statistics.median(
+        record["prefix_ms"]
+    ) + steps * statistics.median(record["step_ms"])
+    lines = [
+        f"{record['model']} {record['dtype']}, OpenVINO {record['fix']}: "
+        f"{steps} decoding steps x {record['repeats']} replays; "
+        "the replay ends with generate()'s tokens: "
+        + ("yes" if record["replay_matches_generate"] else "NO"),
+        f"generate()'s graph: {_median_range(record['generate_ms'])} ms; "
+        f"the part before the Loop {_median_range(record['prefix_ms'])} ms "
+        f"+ {steps} x step {_median_range(record['step_ms'])} ms "
+        f"= {replayed:.1f} ms",
+        f"a step profiled: {profiled:.1f} ms; RSS growth: compiling the part "
+        f"before the Loop {record['prefix_compile_mb']:.0f} MB, the body "
+        f"(and its first run) {record['body_compile_mb']:.0f} MB",
+        "",
+        "| layer type | layers | ms a step | share |",
+        "|---|---|---|---|",
+    ]
+    for name, layer in list(record["layer_types"].items())[:top]:
+        lines.append(
+            f"| {name} | {layer['layers']} | {layer['ms']:.2f} | "
+            f"{layer['ms'] / profiled:.0%} |"
+        )
+    lines += [
+        "",
+        "| FullyConnected kernel | layers | ms a step | weight MB | GB/s |",
+        "|---|---|---|---|---|",
+    ]
+    for kernel, row in record["fully_connected"].items():
+        lines.append(
+            f"| {kernel} | {row['layers']} | {row['ms']:.2f} | "
+            f"{row['weight_mb']:.1f} | {row['gb_per_s']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step")
+    parser.add_argument(
+        "--model", choices=sorted(models.MODELS), default="gpt2_medium"
+    )
+    parser.add_argument("--fix", choices=list(FIX_PARTS), default="on")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--max-length", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--json", default=None, help="also write the record here"
+    )
+    args = parser.parse_args(argv)
+    os.environ["KERAS_BACKEND"] = "openvino"
+    import keras_hub
+
+    from benchmarks.worker import load_causal_lm
+
+    if FIX_PARTS[args.fix]:
+        import keras_ov_einsum
+
+        keras_ov_einsum.enable(**FIX_PARTS[args.fix])
+    preset = str(models.build_preset(args.model))
+    causal_lm = load_causal_lm(keras_hub, preset, args.dtype)
+    causal_lm.compile(sampler="greedy")
+    captured = capture_generate(causal_lm, args.max_length)
+    record = dict(
+        model=args.model,
+        dtype=args.dtype,
+        fix=args.fix,
+        text=captured["text"],
+        **profile_steps(captured, args.repeats),
+    )
+    print(render(record))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(record, handle, indent=1)
+    return 0 if record["replay_matches_generate"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
