@@ -12,6 +12,11 @@ model's own shapes at one row of input, compiled in float32.
 lowering builds), and ``nk``, a ``[N, K]`` copy with ``transpose_b=True``:
 compile time, memory growth and bandwidth of each.
 
+``--fused gelu`` puts a GELU right after every layer, as keras-hub's
+feed-forward GELU follows its first projection; the CPU plugin fuses it
+into the layer, which changes the kernel it picks (reported beside the
+bandwidth).
+
 ``--weights f16|bf16`` stores the weights (and computes the layers) in that
 type, as a float16/bfloat16 Keras model does, compiled with the precision
 hint keras-hub gives such a model (``f16``; ``--hint`` overrides it): how
@@ -59,10 +64,24 @@ WEIGHTS = {
 }
 
 
+# --fused -> the operation after each layer (None: the layer's output).
+FUSED = {
+    "none": None,
+    "gelu": lambda y: ov_opset.gelu(y, "tanh"),
+}
+
+
 def fully_connected_bandwidth(
-    shapes, repeats=20, layout="kn", weights_type="f32", hint=None, config=None
+    shapes,
+    repeats=20,
+    layout="kn",
+    weights_type="f32",
+    hint=None,
+    config=None,
+    fused="none",
 ):
-    """Bytes per step, [GB/s per repeat], compile seconds, growth bytes."""
+    """Bytes per step, [GB/s per repeat], compile seconds, growth bytes,
+    {FullyConnected kernel: layers}."""
     itemsize, keras_hub_hint = WEIGHTS[weights_type]
     rng = np.random.default_rng(0)
     parameters, results, total = [], [], 0
@@ -77,9 +96,8 @@ def fully_connected_bandwidth(
             kernel, transpose_b = weights, False
         else:
             kernel, transpose_b = np.ascontiguousarray(weights.T), True
-        results.append(
-            _projection(parameter, kernel, transpose_b, weights_type)
-        )
+        y = _projection(parameter, kernel, transpose_b, weights_type)
+        results.append(FUSED[fused](y) if FUSED[fused] else y)
         del weights, kernel
     model = ov.Model([r.output(0) for r in results], parameters)
     process = psutil.Process()
@@ -100,7 +118,17 @@ def fully_connected_bandwidth(
         start = time.perf_counter()
         request.infer(inputs)
         rates.append(total / (time.perf_counter() - start) / GB)
-    return total, rates, compile_s, growth
+    return total, rates, compile_s, growth, _kernels(compiled)
+
+
+def _kernels(compiled):
+    kernels = {}
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        if info["layerType"].astype(str) == "FullyConnected":
+            kernel = info["primitiveType"].astype(str)
+            kernels[kernel] = kernels.get(kernel, 0) + 1
+    return kernels
 
 
 def _projection(parameter, kernel, transpose_b, weights_type):
@@ -142,6 +170,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--layout", choices=["kn", "nk", "both"], default="kn")
     parser.add_argument("--weights", choices=sorted(WEIGHTS), default="f32")
+    parser.add_argument("--fused", choices=list(FUSED), default="none")
     parser.add_argument(
         "--config",
         type=_config,
@@ -161,13 +190,14 @@ def main(argv=None):
     hint = args.hint or WEIGHTS[args.weights][1]
     layouts = ["kn", "nk"] if args.layout == "both" else [args.layout]
     for layout in layouts:
-        total, rates, compile_s, growth = fully_connected_bandwidth(
+        total, rates, compile_s, growth, kernels = fully_connected_bandwidth(
             SHAPES[args.model],
             args.repeats,
             layout,
             args.weights,
             hint,
             dict(args.config),
+            args.fused,
         )
         median = statistics.median(rates)
         print(
@@ -179,7 +209,10 @@ def main(argv=None):
         )
         print(
             f"  FullyConnected read bandwidth: median {median:.1f} GB/s "
-            f"[{min(rates):.1f}-{max(rates):.1f}] over {len(rates)} steps"
+            f"[{min(rates):.1f}-{max(rates):.1f}] over {len(rates)} steps; "
+            "kernels: "
+            + ", ".join(f"{kernel} x{n}" for kernel, n in kernels.items())
+            + ("" if args.fused == "none" else f" (each with {args.fused})")
         )
         print(
             f"  ceiling: {median * GB / total:.1f} tokens/s "

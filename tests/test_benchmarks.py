@@ -442,13 +442,28 @@ def test_a_failed_run_keeps_the_exception_not_the_framework_logs():
 @pytest.mark.parametrize("layout", ["kn", "nk"])
 def test_bandwidth_counts_the_weight_bytes_a_step_reads(weights, layout):
     shapes = [(8, 16), (16, 8), (8, 32)]
-    total, rates, compile_s, growth = bandwidth.fully_connected_bandwidth(
-        shapes, repeats=3, layout=layout, weights_type=weights
+    total, rates, compile_s, growth, kernels = (
+        bandwidth.fully_connected_bandwidth(
+            shapes, repeats=3, layout=layout, weights_type=weights
+        )
     )
     itemsize = 4 if weights == "f32" else 2
     assert total == sum(rows * columns for rows, columns in shapes) * itemsize
     assert len(rates) == 3 and all(rate > 0 for rate in rates)
     assert compile_s > 0
+    assert sum(kernels.values()) == len(shapes)  # one FullyConnected each
+
+
+def test_bandwidth_a_fused_gelu_changes_the_plugins_kernel():
+    """What the README's decoding-step analysis rests on: on this CPU a
+    float32 FullyConnected layer alone runs as mlas, one with a GELU fused
+    into it as brgemm (which reads its weights slower)."""
+    shapes = [(8, 16), (64, 256)]
+    run = bandwidth.fully_connected_bandwidth
+    plain = run(shapes, repeats=1)[-1]
+    fused = run(shapes, repeats=1, fused="gelu")[-1]
+    assert plain == {"gemm_mlas_f32": 2}
+    assert sum(fused.values()) == 2 and "gemm_mlas_f32" not in fused
 
 
 @pytest.mark.parametrize("transpose_b", [False, True])
