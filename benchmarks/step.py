@@ -195,9 +195,26 @@ def _weight_bytes(compiled):
     return weights
 
 
-def profile_steps(captured, repeats=3):
+def unfuse_gelu(body):
+    """A what-if, not something the package does: give every GELU's input
+    a second consumer (its shape, as an extra body result), so the CPU
+    plugin cannot fuse the GELU into the FullyConnected layer before it and
+    keeps that layer on its plain-layer kernel. Returns how many."""
+    import openvino.opset13 as ov_opset
+
+    extra = [
+        ov_opset.result(ov_opset.shape_of(node.input_value(0)))
+        for node in body.get_ordered_ops()
+        if node.get_type_name() == "Gelu"
+    ]
+    body.add_results(extra)  # after the Loop's own: their indices stay
+    return len(extra)
+
+
+def profile_steps(captured, repeats=3, unfused_gelu=False):
     """Replay the decoding Loop ``repeats`` times, timed and profiled, and
-    time generate()'s whole graph and the part before the Loop beside it."""
+    time generate()'s whole graph and the part before the Loop beside it.
+    ``unfused_gelu``: the body changed by ``unfuse_gelu`` first."""
     import openvino as ov
     import psutil
 
@@ -205,6 +222,7 @@ def profile_steps(captured, repeats=3):
     core = ov.Core()
     rss = process.memory_info().rss
     replay = _LoopReplay(captured, core)
+    unfused = unfuse_gelu(replay.body) if unfused_gelu else 0
     prefix_mb = (process.memory_info().rss - rss) / MB
     expected = _generated_loop_outputs(captured, replay.loop)
     device, config = captured["device"], captured["config"]
@@ -276,6 +294,7 @@ def profile_steps(captured, repeats=3):
         },
         "fully_connected": kernels,
         "weight_bytes": sum(weights.values()),
+        "unfused_gelu": unfused,
         "config": {key: str(value) for key, value in config.items()},
     }
 
@@ -304,7 +323,13 @@ def render(record, top=12):
         record["prefix_ms"]
     ) + steps * statistics.median(record["step_ms"])
     lines = [
-        f"{record['model']} {record['dtype']}, OpenVINO {record['fix']}: "
+        f"{record['model']} {record['dtype']}, OpenVINO {record['fix']}"
+        + (
+            f" (what-if: {record['unfused_gelu']} GELUs unfused)"
+            if record.get("unfused_gelu")
+            else ""
+        )
+        + ": "
         f"{steps} decoding steps x {record['repeats']} replays; "
         "the replay ends with generate()'s tokens: "
         + ("yes" if record["replay_matches_generate"] else "NO"),
@@ -347,6 +372,12 @@ def main(argv=None):
     parser.add_argument("--max-length", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--unfuse-gelu",
+        action="store_true",
+        help="what-if: keep the plugin from fusing GELUs into the "
+        "FullyConnected layers of the step (see unfuse_gelu)",
+    )
+    parser.add_argument(
         "--json", default=None, help="also write the record here"
     )
     args = parser.parse_args(argv)
@@ -368,7 +399,7 @@ def main(argv=None):
         dtype=args.dtype,
         fix=args.fix,
         text=captured["text"],
-        **profile_steps(captured, args.repeats),
+        **profile_steps(captured, args.repeats, args.unfuse_gelu),
     )
     print(render(record))
     if args.json:

@@ -545,3 +545,24 @@ def test_step_replays_the_decoding_loop_and_profiles_it(presets, tmp_path, fix):
     )
     assert "Einsum" not in layers  # stock decomposes them too
     assert "gpt2_tiny float32, OpenVINO" in step.render(record)
+
+
+def test_step_what_if_unfused_gelu_moves_layers_off_the_fused_kernel(
+    presets, tmp_path
+):
+    kernels = {}
+    for what_if in ([], ["--unfuse-gelu"]):
+        out = tmp_path / f"step{len(what_if)}.json"
+        arguments = ["--model", "gpt2_tiny", "--repeats", "1", *what_if]
+        assert step.main([*arguments, "--json", str(out)]) == 0
+        record = json.loads(out.read_text())
+        assert record["replay_matches_generate"] is True  # the same tokens
+        kernels[bool(what_if)] = {
+            kernel: row["layers"]
+            for kernel, row in record["fully_connected"].items()
+        }
+    assert record["unfused_gelu"] == 2  # one feed-forward GELU a layer
+    # Both feed-forward projections leave the kernel fused layers get.
+    plain = kernels[False]["gemm_mlas_f32"]
+    assert kernels[True]["gemm_mlas_f32"] == plain + 2
+    assert sum(kernels[True].values()) == sum(kernels[False].values()) == 13
