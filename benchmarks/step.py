@@ -2,6 +2,7 @@
 
     python -m benchmarks.step [--model gpt2_medium] [--fix off|on|...]
                               [--dtype float32|...] [--repeats 3]
+                              [--unfuse-gelu] [--json FILE]
 
 keras-hub compiles generate() into one ov.Model: the prompt pass, then a
 Loop whose body is one decoding step (every layer, one token). The CPU
@@ -16,6 +17,7 @@ Per step: the wall time (a body compiled as keras-hub compiles it), the
 time of each layer type and kernel (a second copy compiled with
 PERF_COUNT, whose counters cost some time of their own), and the weight
 bytes the FullyConnected layers read, with the bandwidth that makes.
+``--unfuse-gelu`` measures a what-if on the body first (``unfuse_gelu``).
 """
 
 import argparse
@@ -32,7 +34,13 @@ from benchmarks import models
 from benchmarks.models import PROMPT
 from benchmarks.runner import DTYPES, FIX_PARTS
 
-__all__ = ["capture_generate", "main", "profile_steps"]
+__all__ = [
+    "capture_generate",
+    "main",
+    "profile_steps",
+    "render",
+    "unfuse_gelu",
+]
 
 MB = 2**20
 GB = 1e9
