@@ -537,12 +537,8 @@ def test_step_replays_the_decoding_loop_and_profiles_it(presets, tmp_path, fix):
     )
     kernels = record["fully_connected"]
     assert sum(row["layers"] for row in kernels.values()) == 13
-    assert [
-        count
-        for row in kernels.values()
-        for count in row["weight_types"].values()
-    ] == [row["layers"] for row in kernels.values()]
-    assert all(set(row["weight_types"]) == {"f32"} for row in kernels.values())
+    for row in kernels.values():  # float32 weights, handed as such
+        assert row["weight_types"] == {"f32": row["layers"]}
     assert sum(row["ms"] for row in kernels.values()) == pytest.approx(
         layers["FullyConnected"]["ms"], abs=0.01
     )
