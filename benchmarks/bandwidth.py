@@ -32,7 +32,7 @@ import openvino as ov
 import openvino.opset13 as ov_opset
 import psutil
 
-__all__ = ["fully_connected_bandwidth", "main"]
+__all__ = ["fully_connected_bandwidth", "fully_connected_layers", "main"]
 
 GB = 1e9
 
@@ -64,9 +64,9 @@ WEIGHTS = {
 }
 
 
-# --fused -> the operation after each layer (None: the layer's output).
+# --fused -> the operation after each layer.
 FUSED = {
-    "none": None,
+    "none": lambda y: y,
     "gelu": lambda y: ov_opset.gelu(y, "tanh"),
 }
 
@@ -97,7 +97,7 @@ def fully_connected_bandwidth(
         else:
             kernel, transpose_b = np.ascontiguousarray(weights.T), True
         y = _projection(parameter, kernel, transpose_b, weights_type)
-        results.append(FUSED[fused](y) if FUSED[fused] else y)
+        results.append(FUSED[fused](y))
         del weights, kernel
     model = ov.Model([r.output(0) for r in results], parameters)
     process = psutil.Process()
@@ -121,13 +121,18 @@ def fully_connected_bandwidth(
     return total, rates, compile_s, growth, _kernels(compiled)
 
 
+def fully_connected_layers(compiled):
+    """The FullyConnected layers of a compiled model's runtime graph."""
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        if node.get_rt_info()["layerType"].astype(str) == "FullyConnected":
+            yield node
+
+
 def _kernels(compiled):
     kernels = {}
-    for node in compiled.get_runtime_model().get_ordered_ops():
-        info = node.get_rt_info()
-        if info["layerType"].astype(str) == "FullyConnected":
-            kernel = info["primitiveType"].astype(str)
-            kernels[kernel] = kernels.get(kernel, 0) + 1
+    for node in fully_connected_layers(compiled):
+        kernel = node.get_rt_info()["primitiveType"].astype(str)
+        kernels[kernel] = kernels.get(kernel, 0) + 1
     return kernels
 
 

@@ -31,8 +31,10 @@ import time
 import numpy as np
 
 from benchmarks import models
+from benchmarks.bandwidth import GB, fully_connected_layers
 from benchmarks.models import PROMPT
 from benchmarks.runner import DTYPES, FIX_PARTS
+from benchmarks.sampler import MB
 
 __all__ = [
     "capture_generate",
@@ -41,9 +43,6 @@ __all__ = [
     "render",
     "unfuse_gelu",
 ]
-
-MB = 2**20
-GB = 1e9
 
 
 @contextlib.contextmanager
@@ -196,9 +195,7 @@ def _weights(compiled):
     type (a bf16 kernel given float32 weights reads bf16), so the bytes
     are what the layer is handed, not always what it reads."""
     weights = {}
-    for node in compiled.get_runtime_model().get_ordered_ops():
-        if node.get_rt_info()["layerType"].astype(str) != "FullyConnected":
-            continue
+    for node in fully_connected_layers(compiled):
         value = node.input_value(1)
         size = int(np.prod(list(value.get_partial_shape().to_shape())))
         element_type = value.get_element_type()
@@ -252,20 +249,26 @@ def profile_steps(captured, repeats=3, unfused_gelu=False):
     replay.run(profiled_request)
     weights = _weights(profiled)
     whole, prefix, step = [], [], []
-    totals = collections.defaultdict(collections.Counter)
+    # Summed over every profiled step; divided by their number below.
+    profiled_steps = 0
+    layer_ms, layer_count = collections.Counter(), collections.Counter()
+    kernel_ms, kernel_count = collections.Counter(), collections.Counter()
+    kernel_bytes = collections.Counter()
+    weight_types = collections.defaultdict(collections.Counter)
 
     def profiled_step(_seconds, request):
-        totals["steps"]["all"] += 1
+        nonlocal profiled_steps
+        profiled_steps += 1
         for info in request.get_profiling_info():
             ms = info.real_time.total_seconds() * 1e3
-            totals["layer ms"][info.node_type] += ms
-            totals["layers"][info.node_type] += 1
+            layer_ms[info.node_type] += ms
+            layer_count[info.node_type] += 1
             if info.node_type == "FullyConnected":
-                totals["kernel ms"][info.exec_type] += ms
-                totals["kernels"][info.exec_type] += 1
                 size, element_type = weights[info.node_name]
-                totals["kernel bytes"][info.exec_type] += size
-                totals["weight types", info.exec_type][element_type] += 1
+                kernel_ms[info.exec_type] += ms
+                kernel_count[info.exec_type] += 1
+                kernel_bytes[info.exec_type] += size
+                weight_types[info.exec_type][element_type] += 1
 
     matches = bool(expected)
     for _ in range(repeats):
@@ -279,17 +282,17 @@ def profile_steps(captured, repeats=3, unfused_gelu=False):
             np.array_equal(outputs[index], value)
             for index, value in expected.items()
         )
-    n = totals["steps"]["all"]
+    n = profiled_steps
     kernels = {}
-    for kernel, ms in totals["kernel ms"].most_common():
-        read = totals["kernel bytes"][kernel] / n
+    for kernel, ms in kernel_ms.most_common():
+        read = kernel_bytes[kernel] / n
         kernels[kernel] = {
-            "layers": totals["kernels"][kernel] // n,
+            "layers": kernel_count[kernel] // n,
             "ms": round(ms / n, 3),
             "weight_mb": round(read / MB, 1),
             "weight_types": {
                 name: count // n
-                for name, count in totals["weight types", kernel].most_common()
+                for name, count in weight_types[kernel].most_common()
             },
             "gb_per_s": round(read / GB / (ms / n / 1e3), 1),
         }
@@ -300,15 +303,12 @@ def profile_steps(captured, repeats=3, unfused_gelu=False):
         "generate_ms": _milliseconds(whole),
         "prefix_ms": _milliseconds(prefix),
         "step_ms": _milliseconds(step),
-        "profiled_step_ms": round(sum(totals["layer ms"].values()) / n, 3),
+        "profiled_step_ms": round(sum(layer_ms.values()) / n, 3),
         "prefix_compile_mb": round(prefix_mb, 1),
         "body_compile_mb": round(body_mb, 1),
         "layer_types": {
-            name: {
-                "layers": totals["layers"][name] // n,
-                "ms": round(ms / n, 3),
-            }
-            for name, ms in totals["layer ms"].most_common()
+            name: {"layers": layer_count[name] // n, "ms": round(ms / n, 3)}
+            for name, ms in layer_ms.most_common()
         },
         "fully_connected": kernels,
         "weight_bytes": sum(size for size, _ in weights.values()),
