@@ -37,16 +37,23 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # One part alone measures what that part contributes.
 FIX_PARTS = {
     "off": None,
-    "on": {"einsum": True, "matmul": True},
-    "einsum": {"einsum": True, "matmul": False},
-    "matmul": {"einsum": False, "matmul": True},
-    "int8": {"einsum": True, "matmul": True, "int8": True},
+    "on": {"einsum": True, "matmul": True, "slice_update": True},
+    "einsum": {"einsum": True, "matmul": False, "slice_update": False},
+    "matmul": {"einsum": False, "matmul": True, "slice_update": False},
+    "slice_update": {"einsum": False, "matmul": False, "slice_update": True},
+    "int8": {
+        "einsum": True,
+        "matmul": True,
+        "slice_update": True,
+        "int8": True,
+    },
 }
 _FIX_NAMES = {
     "off": "stock",
     "on": "fix",
     "einsum": "fix (einsum only)",
     "matmul": "fix (matmul only)",
+    "slice_update": "fix (slice_update only)",
     "int8": "fix + int8",
 }
 # Weight formats: a keras dtype policy given to from_preset, or int8: the

@@ -1,4 +1,5 @@
-"""The record of what happened to each einsum while the patch was enabled."""
+"""The record of what happened to each patched call (einsum, matmul,
+slice_update) while the patch was enabled."""
 
 import collections
 import dataclasses
@@ -17,7 +18,8 @@ _lock = threading.Lock()
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """One einsum call: its equation, operands, and whether it was lowered."""
+    """One call: its equation (or label), operands, and whether it was
+    lowered."""
 
     equation: str
     shapes: tuple
@@ -47,9 +49,9 @@ class Explanation(tuple):
 
     def __str__(self):
         if not self:
-            return "no einsum seen since enable()"
+            return "no patched call seen since enable()"
         header = (
-            f"{len(self)} einsum(s): {len(self.lowered)} lowered to MatMul, "
+            f"{len(self)} call(s): {len(self.lowered)} lowered, "
             f"{len(self.declined)} left on the stock path"
         )
         return "\n".join([header] + [f"  {decision}" for decision in self])

@@ -1,8 +1,10 @@
 """Install and remove the lowerings on Keras's OpenVINO backend.
 
 Two functions of ``keras.src.backend.openvino.numpy`` are wrapped: ``einsum``
-(see ``lowering.py``) and ``matmul`` (see ``matmul.py``). Each wrapper runs
-the stock function first and rewrites the node it built. The opt-in int8 part
+(see ``lowering.py``) and ``matmul`` (see ``matmul.py``), and one of
+``keras.src.backend.openvino.core``: ``slice_update`` (see
+``slice_update.py``). Each wrapper runs the stock function first and rewrites
+the node it built. The opt-in int8 part
 (``int8.py``) also wraps ``openvino.Core.compile_model``, to add the compile
 options its exactness needs. The patch is data:
 (attribute, wrapper factory) in ``_WRAPPERS``. Installing records
@@ -24,6 +26,7 @@ from . import decisions
 from .int8 import compile_options, lower_int8, lower_int8_matmul
 from .lowering import build_lowered, clear_kernel_cache, plan_einsum
 from .matmul import lower_transposed_matmul
+from .slice_update import lower_slice_update
 
 __all__ = [
     "UnsupportedVersionError",
@@ -48,14 +51,18 @@ class UnsupportedVersionError(RuntimeError):
     """The installed keras or openvino lacks what the patch hooks into."""
 
 
-def enable(*, einsum=True, matmul=True, int8=False):
+def enable(*, einsum=True, matmul=True, slice_update=True, int8=False):
     """Lower constant-kernel einsums to MatMul on Keras's OpenVINO backend.
 
     ``einsum``: lower einsums with one constant operand (EinsumDense).
     ``matmul``: feed ``matmul(x, transpose(constant))`` (keras-hub's tied
     ReversibleEmbedding logits) to MatMul as ``transpose_b`` instead of a
-    folded, transposed copy of the constant. Both are on by default; pass
-    False to leave that part on the stock path.
+    folded, transposed copy of the constant.
+    ``slice_update``: write ``slice_update``'s trailing axes that are
+    written whole (keras-hub's key/value cache) as slabs, one index row per
+    slab instead of one per element, in a much smaller graph.
+    All three are on by default; pass False to leave a part on the stock
+    path.
     ``int8`` (off by default, needs ``einsum``): lower int8 x int8 einsums
     and matmuls (``quantize("int8")`` EinsumDense and Dense) as exact float32
     MatMuls on the int8 kernel, which the CPU plugin keeps int8 (see
@@ -67,7 +74,7 @@ def enable(*, einsum=True, matmul=True, int8=False):
     again while enabled does nothing. Raises ``UnsupportedVersionError`` when
     the installed keras or openvino cannot be patched.
     """
-    parts = {"einsum": einsum, "matmul": matmul}
+    parts = {"einsum": einsum, "matmul": matmul, "slice_update": slice_update}
     if int8 and not einsum:
         raise ValueError(
             "int8=True changes how einsums are lowered: it needs einsum=True"
@@ -91,11 +98,12 @@ def enable(*, einsum=True, matmul=True, int8=False):
             )
             return
         wanted = [name for name, on in parts.items() if on]
-        backend_numpy, tensor_type = _check_versions(keras, wanted)
+        modules, tensor_type = _check_versions(keras, wanted)
         for name in wanted:
-            original = getattr(backend_numpy, name)
-            wrapper = _WRAPPERS[name](original, tensor_type, int8=int8)
-            _install(backend_numpy, name, wrapper)
+            module = modules[_WRAPPERS[name][0]]
+            original = getattr(module, name)
+            wrapper = _WRAPPERS[name][1](original, tensor_type, int8=int8)
+            _install(module, name, wrapper)
         if int8:
             import openvino
 
@@ -165,19 +173,23 @@ def _check_versions(keras, hooked):
         if found[name] < minimum:
             raise UnsupportedVersionError(f"keras_ov_einsum: {described}")
     try:
-        backend_numpy = importlib.import_module(BACKEND_NUMPY)
-        tensor_type = importlib.import_module(BACKEND_CORE).OpenVINOKerasTensor
+        modules = {
+            path: importlib.import_module(path)
+            for path in (BACKEND_NUMPY, BACKEND_CORE)
+        }
+        tensor_type = modules[BACKEND_CORE].OpenVINOKerasTensor
     except (ImportError, AttributeError) as error:
         raise UnsupportedVersionError(
             f"keras_ov_einsum cannot find the OpenVINO backend ({error}); "
             f"{described}"
         ) from error
     for name in hooked:
-        if not callable(getattr(backend_numpy, name, None)):
+        path = _WRAPPERS[name][0]
+        if not callable(getattr(modules[path], name, None)):
             raise UnsupportedVersionError(
-                f"keras_ov_einsum: {BACKEND_NUMPY} has no {name}; {described}"
+                f"keras_ov_einsum: {path} has no {name}; {described}"
             )
-    return backend_numpy, tensor_type
+    return modules, tensor_type
 
 
 def _version_tuple(text):
@@ -217,6 +229,24 @@ def _matmul_wrapper(stock_matmul, tensor_type, *, int8):
     return matmul
 
 
+def _slice_update_wrapper(stock_slice_update, tensor_type, *, int8):
+    @functools.wraps(stock_slice_update)
+    def slice_update(inputs, start_indices, updates):
+        # As for einsum: stock first (its checks and errors), then rebuild
+        # the ScatterNDUpdate it made.
+        result = stock_slice_update(inputs, start_indices, updates)
+        operands = (inputs, updates)
+        try:
+            return _rewrite_slice_update(
+                operands, start_indices, result, tensor_type
+            )
+        except Exception as error:  # Never let the fast path break a model.
+            return _fall_back(SLICE_UPDATE_LABEL, operands, result, error)
+
+    slice_update.__keras_ov_einsum_original__ = stock_slice_update
+    return slice_update
+
+
 def _compile_wrapper(stock_compile_model):
     @functools.wraps(stock_compile_model)
     def compile_model(self, model, device_name=None, config=None, **kwargs):
@@ -233,8 +263,14 @@ def _compile_wrapper(stock_compile_model):
     return compile_model
 
 
-_WRAPPERS = {"einsum": _einsum_wrapper, "matmul": _matmul_wrapper}
+# part -> (the backend module that defines it, wrapper factory)
+_WRAPPERS = {
+    "einsum": (BACKEND_NUMPY, _einsum_wrapper),
+    "matmul": (BACKEND_NUMPY, _matmul_wrapper),
+    "slice_update": (BACKEND_CORE, _slice_update_wrapper),
+}
 MATMUL_LABEL = "matmul(x, transpose(kernel))"
+SLICE_UPDATE_LABEL = "slice_update(inputs, start_indices, updates)"
 INT8_MATMUL_LABEL = "matmul(x, kernel)"
 
 
@@ -315,6 +351,28 @@ def _rewrite_matmul(operands, result, tensor_type, *, int8):
         return result
     record = (MATMUL_LABEL, operands, inputs, outcome.describe())
     return _lowered(record, outcome.output, convert_to, tensor_type)
+
+
+def _rewrite_slice_update(operands, start_indices, result, tensor_type):
+    from keras.src.backend.openvino.core import get_ov_output
+
+    scatter = result.output.get_node()
+    if scatter.get_type_name() != "ScatterNDUpdate":
+        reason = "the stock path built no ScatterNDUpdate"
+        _record(SLICE_UPDATE_LABEL, operands, None, reason)
+        return result
+    starts = [get_ov_output(start) for start in start_indices]
+    outcome = lower_slice_update(scatter, starts)
+    if outcome is None:  # a scalar update: one index row already
+        return result
+    # The data and the updates before stock flattened them.
+    updates = scatter.input_value(2).get_node().input_value(0)
+    inputs = [scatter.input_value(0), updates]
+    if not outcome:
+        _record(SLICE_UPDATE_LABEL, operands, inputs, outcome.reason)
+        return result
+    record = (SLICE_UPDATE_LABEL, operands, inputs, outcome.describe())
+    return _lowered(record, outcome.output, None, tensor_type)
 
 
 def _record(subscripts, operands, inputs, reason, lowered=False):

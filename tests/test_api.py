@@ -36,6 +36,20 @@ def test_enable_disable_restore_the_identical_function():
     assert _backend_numpy().einsum is original
 
 
+def test_every_hook_is_restored_identical():
+    from keras.src.backend.openvino import core
+
+    hooks = [(_backend_numpy(), "einsum"), (_backend_numpy(), "matmul")]
+    hooks.append((core, "slice_update"))
+    originals = [getattr(module, name) for module, name in hooks]
+    keras_ov_einsum.enable()
+    for (module, name), original in zip(hooks, originals):
+        assert getattr(module, name).__keras_ov_einsum_original__ is original
+    keras_ov_einsum.disable()
+    for (module, name), original in zip(hooks, originals):
+        assert getattr(module, name) is original
+
+
 def test_enable_twice_is_a_no_op(caplog):
     keras_ov_einsum.enable()
     patched = _backend_numpy().einsum
@@ -108,7 +122,7 @@ def test_explain_lists_lowered_and_declined_with_reasons(caplog):
     assert (second.equation, second.lowered) == ("bd,cd->bc", False)
     assert second.reason == "no operand is a constant kernel"
     text = str(keras_ov_einsum.explain())
-    assert "2 einsum(s): 1 lowered to MatMul, 1 left on the stock path" in text
+    assert "2 call(s): 1 lowered, 1 left on the stock path" in text
     assert "'bd,cd->bc' (float32[None, 8], float32[None, 8]): stock" in text
     assert "no operand is a constant kernel" in caplog.text
     # A new enable() starts a new record.

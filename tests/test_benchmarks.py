@@ -143,14 +143,14 @@ def test_end_to_end_writes_results_report_and_charts(tiny_run):
 def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
     presets, tmp_path
 ):
-    """--fix einsum / matmul turn on one part; --dtype loads the preset
-    under another policy."""
+    """--fix einsum / matmul / slice_update turn on one part; --dtype loads
+    the preset under another policy."""
     completed = _compare(
         tmp_path,
         "--backends",
         "openvino",
         "--fix",
-        "einsum,matmul",
+        "einsum,matmul,slice_update",
         "--dtype",
         "float32,bfloat16",
         "--repeats",
@@ -162,20 +162,26 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
     assert [run["label"] for run in runs] == [
         f"openvino {current} fix (einsum only)",
         f"openvino {current} fix (matmul only)",
+        f"openvino {current} fix (slice_update only)",
         f"openvino {current} fix (einsum only), bfloat16",
         f"openvino {current} fix (matmul only), bfloat16",
+        f"openvino {current} fix (slice_update only), bfloat16",
     ]
     assert all(run["ok"] for run in runs), [run["error"] for run in runs]
-    einsum_only, matmul_only, einsum_bf16, matmul_bf16 = runs
+    einsum_only, matmul_only, writes_only, einsum_bf16, matmul_bf16, _ = runs
     assert einsum_only["decisions"]["parts"] == {
         "einsum": True,
         "matmul": False,
+        "slice_update": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
     # tied-embedding logits once in each.
     assert einsum_only["decisions"]["lowered"] == 16
     assert matmul_only["decisions"]["lowered"] == 2
     assert matmul_bf16["decisions"]["lowered"] == 2
+    # The key and value cache writes (2 layers, prompt and step) and the
+    # sampler's token write.
+    assert writes_only["decisions"]["lowered"] == 9
     assert einsum_only["stock_label"] == f"openvino {current} stock"
     assert einsum_bf16["stock_label"] == f"openvino {current} stock, bfloat16"
     assert einsum_bf16["weight_mb"] == pytest.approx(
@@ -206,6 +212,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
     assert fixed["decisions"]["parts"] == {
         "einsum": True,
         "matmul": True,
+        "slice_update": True,
         "int8": True,
     }
     assert fixed["first_text"] == stock["first_text"]

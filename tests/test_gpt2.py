@@ -7,7 +7,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import constant_bytes, generate, gpt2_prompt, op_types, run_model
-from keras_ov_einsum.patch import MATMUL_LABEL
+from keras_ov_einsum.patch import MATMUL_LABEL, SLICE_UPDATE_LABEL
 
 LAYERS = 2
 # Per layer: query, key, value and output projections; two attention einsums.
@@ -46,10 +46,19 @@ def test_generate_same_tokens_and_explained(causal_lm):
         for d in explanation
         if d.equation in ("abc,cde->abde", "abcd,cde->abe")
     ]
+    writes = [d for d in explanation if d.equation == SLICE_UPDATE_LABEL]
     attention = [
-        d for d in explanation if d not in projections and d not in logits
+        d
+        for d in explanation
+        if d not in projections and d not in logits and d not in writes
     ]
     assert projections and attention and logits
+    # The key/value cache (2 layers x key and value x prompt and step) as
+    # slabs, and the sampler's token write.
+    assert all(d.lowered for d in writes)
+    cache_writes = [d for d in writes if len(d.shapes[0]) == 4]
+    assert len(cache_writes) == 8 and len(writes) == 9
+    assert all("written whole" in d.reason for d in cache_writes)
     # The tied embedding's logits: MatMul on the table, not on a copy.
     assert all(d.lowered for d in logits)
     assert logits[0].shapes[1] == (64, 512)  # transpose(embeddings)

@@ -1,0 +1,172 @@
+"""Write a slice as rows of whole slabs, not element by element.
+
+keras's OpenVINO ``slice_update`` (keras-hub's key and value cache writes,
+and its sampler's token write) scatters every element of ``updates`` on its
+own: a ScatterNDUpdate whose [N, rank] index matrix, one row per element, is
+computed in the graph from Range, Divide, Mod, ReduceProd, Tile and Concat,
+about 50 operations per call, run again at every decoding step (1024 rows
+for one GPT-2 Medium token). When the trailing axes of ``updates`` are
+written whole (start index the constant 0, the same static size as in
+``inputs``), the same ScatterNDUpdate can address slabs instead: one index
+row per position on the leading axes, ``updates`` unflattened. The elements
+written, their values, the op (version and attributes) and its errors are
+stock's; only the index matrix is smaller, and built from a Range per
+leading axis.
+"""
+
+import dataclasses
+import importlib
+
+import openvino as ov
+import openvino.opset13 as ov_opset
+
+from .plan import Declined
+
+__all__ = ["SlabUpdate", "lower_slice_update"]
+
+INDEX_TYPE = ov.Type.i32  # stock's: every start index is converted to i32
+
+
+@dataclasses.dataclass(frozen=True)
+class SlabUpdate:
+    """The ScatterNDUpdate rebuilt with one index row per slab."""
+
+    output: ov.Output
+    row_axes: int
+    rank: int
+
+    def __bool__(self):
+        return True
+
+    def describe(self):
+        whole = self.rank - self.row_axes
+        if not whole:
+            return (
+                "ScatterNDUpdate with stock's index rows, built from a Range "
+                "per axis"
+            )
+        return (
+            f"ScatterNDUpdate on slabs: index rows over the first "
+            f"{self.row_axes} of {self.rank} axes, the last {whole} written "
+            "whole (stock: one row per element)"
+        )
+
+
+def lower_slice_update(scatter, starts):
+    """Rebuild stock's element-wise ScatterNDUpdate ``scatter`` on slabs.
+
+    ``starts``: the start index of each axis as an ``ov.Output``, as given
+    to ``slice_update``. Returns None when stock built nothing to shrink (a
+    scalar update), a ``Declined`` when the rewrite is not proven equal, or
+    a ``SlabUpdate``.
+    """
+    data = scatter.input_value(0)
+    flat_updates = scatter.input_value(2).get_node()
+    if flat_updates.get_type_name() != "Reshape":
+        return None  # stock's scalar form: one row already
+    updates = flat_updates.input_value(0)
+    rank = updates.get_partial_shape().rank
+    if rank.is_dynamic or data.get_partial_shape().rank.is_dynamic:
+        return Declined("the rank of inputs or updates is not static")
+    rank = rank.get_length()
+    if data.get_partial_shape().rank.get_length() != rank:
+        return Declined("inputs and updates differ in rank")
+    if len(starts) != rank or not all(map(_is_one_index, starts)):
+        return Declined(
+            "start_indices are not one scalar index per axis of updates"
+        )
+    if not all(start.get_element_type().is_integral() for start in starts):
+        return Declined("a start index is not an integer")
+    row_axes = max(1, _first_whole_axis(data, updates, starts))
+    indices = _slab_indices(updates, starts[:row_axes])
+    output = _scatter_like(scatter, data, indices, updates)
+    return SlabUpdate(output=output, row_axes=row_axes, rank=rank)
+
+
+def _is_one_index(start):
+    shape = start.get_partial_shape()
+    return shape.rank.is_static and (
+        shape.rank.get_length() == 0
+        or (shape.rank.get_length() == 1 and shape.is_static and shape[0] == 1)
+    )
+
+
+def _first_whole_axis(data, updates, starts):
+    """The first axis from which every axis is written whole: it starts at
+    the constant 0 and has the same static size in ``updates`` and ``data``.
+    A dynamic size could be smaller in ``updates``, so it never counts."""
+    data_shape = data.get_partial_shape()
+    updates_shape = updates.get_partial_shape()
+    axis = len(starts)
+    while axis > 0:
+        previous = axis - 1
+        size, whole = updates_shape[previous], data_shape[previous]
+        if not (
+            _is_constant_zero(starts[previous])
+            and size.is_static
+            and whole.is_static
+            and size.get_length() == whole.get_length()
+        ):
+            break
+        axis = previous
+    return axis
+
+
+def _is_constant_zero(start):
+    node = start.get_node()
+    return (
+        node.get_type_name() == "Constant"
+        and int(node.get_data().ravel()[0]) == 0
+    )
+
+
+def _slab_indices(updates, starts):
+    """[n_0, ..., n_k-1, k]: start + position on each of the first k axes,
+    for every position of ``updates`` on them (a grid of Ranges)."""
+    row_axes = len(starts)
+    sizes = ov_opset.shape_of(updates, INDEX_TYPE).output(0)
+    grid_shape = ov_opset.concat(
+        [
+            ov_opset.slice(sizes, _ints([0]), _ints([row_axes]), _ints([1])),
+            _ints([1]),
+        ],
+        axis=0,
+    ).output(0)
+    columns = []
+    for axis, start in enumerate(starts):
+        start = _scalar_index(start)
+        size = ov_opset.gather(sizes, _ints(axis), _ints(0)).output(0)
+        stop = ov_opset.add(start, size).output(0)
+        column = ov_opset.range(start, stop, _ints(1), INDEX_TYPE).output(0)
+        # Along its own axis of the grid, constant along the others.
+        other_axes = [a for a in range(row_axes + 1) if a != axis]
+        column = ov_opset.unsqueeze(column, _ints(other_axes)).output(0)
+        if row_axes > 1:
+            column = ov_opset.broadcast(column, grid_shape).output(0)
+        columns.append(column)
+    if row_axes == 1:
+        return columns[0]
+    return ov_opset.concat(columns, axis=row_axes).output(0)
+
+
+def _scalar_index(start):
+    if start.get_element_type() != INDEX_TYPE:
+        start = ov_opset.convert(start, INDEX_TYPE).output(0)
+    if start.get_partial_shape().rank.get_length() == 1:
+        start = ov_opset.squeeze(start, _ints([0])).output(0)
+    return start
+
+
+def _scatter_like(scatter, data, indices, updates):
+    """A ScatterNDUpdate of the same opset version and attributes as
+    stock's (keras's opset decides, e.g., how negative indices read)."""
+    opset = importlib.import_module(
+        f"openvino.{scatter.get_type_info().version_id}"
+    )
+    return opset.scatter_nd_update(
+        data, indices, updates, **scatter.get_attributes()
+    ).output(0)
+
+
+def _ints(values):
+    return ov_opset.constant(values, INDEX_TYPE).output(0)
