@@ -6,9 +6,10 @@
 
 ``make-patch`` writes a unified diff against keras's layout that adds
 ``keras/src/backend/openvino/einsum_lowering.py`` (this package's equation,
-plan, kernel, lowering and matmul modules merged into one: a single source of
-truth for the monkeypatch and the patch), a keras-style test file, and the
-calls in ``numpy.py``'s ``einsum`` and ``matmul``. The context of every hunk
+plan, kernel, lowering, matmul and slice_update modules merged into one: a
+single source of truth for the monkeypatch and the patch), a keras-style test
+file, and the calls in ``numpy.py``'s ``einsum`` and ``matmul`` and in
+``core.py``'s ``slice_update``. The context of every hunk
 comes from the target keras file itself. ``check`` says whether a patch
 applies to a keras source tree (by default the installed keras, whose
 ``keras/src/...`` layout is the same) and why not. Everything here uses the
@@ -34,11 +35,19 @@ DEFAULT_PATCH = (
     ROOT / "patches" / f"keras-{TARGET_KERAS}-openvino-einsum-lowering.patch"
 )
 # The modules that make up the lowering, in dependency order.
-SOURCES = ("equation.py", "plan.py", "kernel.py", "lowering.py", "matmul.py")
+SOURCES = (
+    "equation.py",
+    "plan.py",
+    "kernel.py",
+    "lowering.py",
+    "matmul.py",
+    "slice_update.py",
+)
 BACKEND = "keras/src/backend/openvino"
 MODULE = f"{BACKEND}/einsum_lowering.py"
 TEST = f"{BACKEND}/einsum_lowering_test.py"
 NUMPY = f"{BACKEND}/numpy.py"
+CORE = f"{BACKEND}/core.py"
 VERSION_FILE = "keras/src/version.py"
 
 IMPORT_ANCHOR = "from keras.src.backend.openvino.core import while_loop\n"
@@ -71,6 +80,25 @@ MATMUL_CALL = """\
     if lowered:
         return OpenVINOKerasTensor(lowered.output)
     return OpenVINOKerasTensor(result.output(0))
+"""
+CORE_IMPORT_ANCHOR = (
+    "from keras.src.backend.common.stateless_scope import StatelessScope\n"
+)
+CORE_IMPORTS = (
+    "from keras.src.backend.openvino.einsum_lowering import "
+    "lower_slice_update\n"
+)
+SLICE_UPDATE_DEF = "def slice_update(inputs, start_indices, updates):\n"
+SLICE_UPDATE_ANCHOR = "    return OpenVINOKerasTensor(result)\n"
+SLICE_UPDATE_CALL = """\
+    # Trailing axes written whole (a key/value cache write) need no index
+    # row per element: one row per slab of the leading axes.
+    lowered = lower_slice_update(
+        result.get_node(), [get_ov_output(index) for index in start_indices]
+    )
+    if lowered:
+        result = lowered.output
+    return OpenVINOKerasTensor(result)
 """
 # The package imports an older opset than keras for older OpenVINOs; inside
 # keras the module uses whatever opset the backend's numpy.py uses.
@@ -149,7 +177,8 @@ def generated_module(opset_import=None):
         sections.append("\n".join(comment) + "\n\n\n" + body + "\n")
     names = ",".join(filename[:-3] for filename in SOURCES)
     header = (
-        '"""Lower einsums and matmuls with a constant operand to MatMul.\n\n'
+        '"""Lower einsums and matmuls with a constant operand to MatMul,\n'
+        "and write slice_update's whole trailing axes as slabs.\n\n"
         "Generated from keras-ov-einsum's\nkeras_ov_einsum/{"
         + names
         + "}.py\nby `python -m keras_ov_einsum.upstream make-patch`: change "
@@ -198,28 +227,60 @@ def _import_block(statements):
 
 def patched_numpy(original):
     """numpy.py with the imports and the two calls added."""
-    text = original
-    for anchor, what in [
-        (IMPORT_ANCHOR, "the import of while_loop"),
-        (EINSUM_ANCHOR, "the Einsum in einsum()"),
-        (MATMUL_DEF, "def matmul(x1, x2)"),
-    ]:
+    _expect_once(
+        NUMPY,
+        original,
+        [
+            (IMPORT_ANCHOR, "the import of while_loop"),
+            (EINSUM_ANCHOR, "the Einsum in einsum()"),
+            (MATMUL_DEF, "def matmul(x1, x2)"),
+        ],
+    )
+    text = original.replace(IMPORT_ANCHOR, IMPORT_ANCHOR + IMPORTS, 1)
+    text = text.replace(EINSUM_ANCHOR, EINSUM_CALL, 1)
+    return _replace_last_line(
+        NUMPY, text, MATMUL_DEF, MATMUL_ANCHOR, MATMUL_CALL
+    )
+
+
+def patched_core(original):
+    """core.py with the import and the call in slice_update() added."""
+    _expect_once(
+        CORE,
+        original,
+        [
+            (CORE_IMPORT_ANCHOR, "the import of StatelessScope"),
+            (SLICE_UPDATE_DEF, "def slice_update()"),
+        ],
+    )
+    text = original.replace(
+        CORE_IMPORT_ANCHOR, CORE_IMPORT_ANCHOR + CORE_IMPORTS, 1
+    )
+    return _replace_last_line(
+        CORE, text, SLICE_UPDATE_DEF, SLICE_UPDATE_ANCHOR, SLICE_UPDATE_CALL
+    )
+
+
+def _expect_once(path, text, anchors):
+    for anchor, what in anchors:
         if text.count(anchor) != 1:
             found = "cannot find" if anchor not in text else "found twice"
-            raise PatchError(f"{NUMPY}: {found} {what}: {anchor.strip()!r}")
-    text = text.replace(IMPORT_ANCHOR, IMPORT_ANCHOR + IMPORTS, 1)
-    text = text.replace(EINSUM_ANCHOR, EINSUM_CALL, 1)
-    start = text.index(MATMUL_DEF)
+            raise PatchError(f"{path}: {found} {what}: {anchor.strip()!r}")
+
+
+def _replace_last_line(path, text, definition, line, replacement):
+    """Replace the last occurrence of the whole ``line`` in the function
+    that starts with ``definition`` (its final return)."""
+    start = text.index(definition)
     end = text.find("\ndef ", start + 1)
     end = len(text) if end < 0 else end
     body = text[start:end]
-    if MATMUL_ANCHOR not in body:
-        raise PatchError(
-            f"{NUMPY}: matmul() does not end with {MATMUL_ANCHOR.strip()!r}"
-        )
-    return (
-        text[:start] + body.replace(MATMUL_ANCHOR, MATMUL_CALL, 1) + text[end:]
-    )
+    at = body.rfind("\n" + line) + 1
+    if at == 0:
+        name = definition[len("def ") : definition.index("(")]
+        raise PatchError(f"{path}: {name}() has no line {line.strip()!r}")
+    body = body[:at] + replacement + body[at + len(line) :]
+    return text[:start] + body + text[end:]
 
 
 def make_patch(keras_src):
@@ -236,7 +297,8 @@ def make_patch(keras_src):
         target = f"keras {version} (git tag v{version})"
     header = (
         "keras-ov-einsum: lower constant-kernel einsums and transposed-"
-        "constant\nmatmuls to MatMul in keras's OpenVINO backend.\n"
+        "constant\nmatmuls to MatMul, and write slice_update's whole "
+        "trailing axes as\nslabs, in keras's OpenVINO backend.\n"
         f"Target: {target}, {BACKEND}.\n"
         "Generated by `python -m keras_ov_einsum.upstream make-patch`; "
         "do not edit.\nApply from the root of a keras checkout with "
@@ -244,6 +306,8 @@ def make_patch(keras_src):
     )
     parts = [header]
     parts += _diff(NUMPY, original, patched_numpy(original))
+    core = (keras_src / CORE).read_text()
+    parts += _diff(CORE, core, patched_core(core))
     parts += _diff(MODULE, None, generated_module(opset and opset.group(0)))
     parts += _diff(TEST, None, TEST_SOURCE)
     return "".join(parts)

@@ -106,4 +106,32 @@ class EinsumLoweringTest(testing.TestCase):
         hidden = hidden.astype("float32")
         table = ops.convert_to_numpy(layer.embeddings)
         self.assertAllClose(_run(model, hidden), hidden @ table.T, atol=1e-5)
+
+    def test_cache_write_addresses_slabs(self):
+        # A key/value cache write: [batch, length, heads, dim] at
+        # [0, index, 0, 0]; heads and dim are written whole.
+        cache, cache_tensor = _parameter((None, 6, 2, 4))
+        update, update_tensor = _parameter((None, None, 2, 4))
+        index = ov_opset.parameter([], ov.Type.i32)
+        written = ops.slice_update(
+            cache_tensor,
+            [0, OpenVINOKerasTensor(index.output(0)), 0, 0],
+            update_tensor,
+        )
+        model = ov.Model([written.output], [cache, update, index])
+        self.assertNotIn("Mod", _types(model))
+        (scatter,) = [
+            node
+            for node in model.get_ordered_ops()
+            if node.get_type_name() == "ScatterNDUpdate"
+        ]
+        self.assertEqual(scatter.input_value(1).get_partial_shape()[-1], 2)
+        rng = np.random.default_rng(0)
+        data = rng.standard_normal((2, 6, 2, 4)).astype("float32")
+        new = rng.standard_normal((2, 3, 2, 4)).astype("float32")
+        compiled = ov.Core().compile_model(model, "CPU")
+        got = compiled([data, new, np.array(2, "int32")])[0]
+        expected = data.copy()
+        expected[:, 2:5] = new
+        self.assertAllClose(got, expected)
 """

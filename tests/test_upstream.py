@@ -192,7 +192,7 @@ def test_patched_files_pass_keras_lint(patched_keras):
     ruff = ruff or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed")
-    files = [upstream.NUMPY, upstream.MODULE, upstream.TEST]
+    files = [upstream.NUMPY, upstream.CORE, upstream.MODULE, upstream.TEST]
     for command in (["check"], ["format", "--check", "--diff"]):
         completed = subprocess.run(
             [ruff, *command, *KERAS_RUFF, *files],
@@ -285,6 +285,24 @@ model = ov.Model([attention(q, q).output], [parameter])
 assert "Einsum" not in types(model), types(model)
 assert types(model).count("MatMul") >= 4, types(model)
 
+# A key/value cache write: one index row per slab, the values numpy's.
+cache = ov_opset.parameter([-1, 6, 2, 4], ov.Type.f32)
+index = ov_opset.parameter([], ov.Type.i32)
+written = keras.ops.slice_update(
+    OpenVINOKerasTensor(cache.output(0)),
+    [0, OpenVINOKerasTensor(index.output(0)), 0, 0],
+    keras.ops.ones((2, 1, 2, 4)),
+)
+model = ov.Model([written.output], [cache, index])
+assert "Mod" not in types(model), types(model)
+compiled = ov.Core().compile_model(model, "CPU")
+data = rng.standard_normal((2, 6, 2, 4)).astype("float32")
+expected = data.copy()
+expected[:, 4] = 1
+np.testing.assert_array_equal(
+    compiled([data, np.array(4, "int32")])[0], expected
+)
+
 assert "keras_ov_einsum" not in sys.modules, "the package was imported"
 print("patched keras OK")
 """
@@ -308,14 +326,16 @@ def test_patched_keras_lowers_without_enable(patched_keras):
     assert "patched keras OK" in completed.stdout
 
 
-# The patch's own tests and keras's tests of the layers whose einsums and
-# matmuls it lowers. Trainer tests need keras's repository conftest.py
-# (not shipped) to be skipped on OpenVINO, so they are deselected here.
+# The patch's own tests, keras's tests of the layers whose einsums and
+# matmuls it lowers, and of the ops (slice_update among them) in core.py.
+# Trainer tests need keras's repository conftest.py (not shipped) to be
+# skipped on OpenVINO, so they are deselected here.
 KERAS_TESTS = [
     upstream.TEST,
     "keras/src/layers/core/einsum_dense_test.py",
     "keras/src/layers/core/reversible_embedding_test.py",
     "keras/src/layers/attention/multi_head_attention_test.py",
+    "keras/src/ops/core_test.py",
 ]
 
 
