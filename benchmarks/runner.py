@@ -35,16 +35,24 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # --fix value -> the parts keras_ov_einsum.enable() turns on (None: off).
 # One part alone measures what that part contributes.
+_NONE = {"einsum": False, "matmul": False, "slice_update": False}
 FIX_PARTS = {
     "off": None,
-    "on": {"einsum": True, "matmul": True, "slice_update": True},
-    "einsum": {"einsum": True, "matmul": False, "slice_update": False},
-    "matmul": {"einsum": False, "matmul": True, "slice_update": False},
-    "slice_update": {"einsum": False, "matmul": False, "slice_update": True},
+    "on": {
+        "einsum": True,
+        "matmul": True,
+        "slice_update": True,
+        "prescale": True,
+    },
+    "einsum": {**_NONE, "einsum": True, "prescale": False},
+    "matmul": {**_NONE, "matmul": True, "prescale": False},
+    "slice_update": {**_NONE, "slice_update": True, "prescale": False},
+    "prescale": {**_NONE, "prescale": True},
     "int8": {
         "einsum": True,
         "matmul": True,
         "slice_update": True,
+        "prescale": True,
         "int8": True,
     },
 }
@@ -54,6 +62,7 @@ _FIX_NAMES = {
     "einsum": "fix (einsum only)",
     "matmul": "fix (matmul only)",
     "slice_update": "fix (slice_update only)",
+    "prescale": "fix (prescale only)",
     "int8": "fix + int8",
 }
 # Weight formats: a keras dtype policy given to from_preset, or int8: the

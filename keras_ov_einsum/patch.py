@@ -26,6 +26,7 @@ from . import decisions
 from .int8 import compile_options, lower_int8, lower_int8_matmul
 from .lowering import build_lowered, clear_kernel_cache, plan_einsum
 from .matmul import lower_transposed_matmul
+from .prescale import lower_prescaled_projection
 from .slice_update import lower_slice_update
 
 __all__ = [
@@ -51,7 +52,9 @@ class UnsupportedVersionError(RuntimeError):
     """The installed keras or openvino lacks what the patch hooks into."""
 
 
-def enable(*, einsum=True, matmul=True, slice_update=True, int8=False):
+def enable(
+    *, einsum=True, matmul=True, slice_update=True, prescale=True, int8=False
+):
     """Lower constant-kernel einsums to MatMul on Keras's OpenVINO backend.
 
     ``einsum``: lower einsums with one constant operand (EinsumDense).
@@ -61,7 +64,12 @@ def enable(*, einsum=True, matmul=True, slice_update=True, int8=False):
     ``slice_update``: write ``slice_update``'s trailing axes that are
     written whole (keras-hub's key/value cache) as slabs, one index row per
     slab instead of one per element, in a much smaller graph.
-    All three are on by default; pass False to leave a part on the stock
+    ``prescale``: ``multiply(x @ kernel + bias, s)`` with ``s`` a power
+    of two (Keras ``MultiHeadAttention``'s query scaling for 16- or 64-wide
+    heads) as ``(x * s) @ kernel + bias * s``, exact, so that the CPU
+    plugin does not fuse the Multiply into the projection (which gave it
+    slower kernels and a second packed copy of the query weights).
+    All four are on by default; pass False to leave a part on the stock
     path.
     ``int8`` (off by default, needs ``einsum``): lower int8 x int8 einsums
     and matmuls (``quantize("int8")`` EinsumDense and Dense) as exact float32
@@ -74,7 +82,12 @@ def enable(*, einsum=True, matmul=True, slice_update=True, int8=False):
     again while enabled does nothing. Raises ``UnsupportedVersionError`` when
     the installed keras or openvino cannot be patched.
     """
-    parts = {"einsum": einsum, "matmul": matmul, "slice_update": slice_update}
+    parts = {
+        "einsum": einsum,
+        "matmul": matmul,
+        "slice_update": slice_update,
+        "multiply": prescale,
+    }
     if int8 and not einsum:
         raise ValueError(
             "int8=True changes how einsums are lowered: it needs einsum=True"
@@ -247,6 +260,20 @@ def _slice_update_wrapper(stock_slice_update, tensor_type, *, int8):
     return slice_update
 
 
+def _multiply_wrapper(stock_multiply, tensor_type, *, int8):
+    @functools.wraps(stock_multiply)
+    def multiply(x1, x2):
+        # As for einsum: stock first, then rebuild the Multiply it made.
+        result = stock_multiply(x1, x2)
+        try:
+            return _rewrite_multiply((x1, x2), result, tensor_type)
+        except Exception as error:  # Never let the fast path break a model.
+            return _fall_back(PRESCALE_LABEL, (x1, x2), result, error)
+
+    multiply.__keras_ov_einsum_original__ = stock_multiply
+    return multiply
+
+
 def _compile_wrapper(stock_compile_model):
     @functools.wraps(stock_compile_model)
     def compile_model(self, model, device_name=None, config=None, **kwargs):
@@ -268,9 +295,11 @@ _WRAPPERS = {
     "einsum": (BACKEND_NUMPY, _einsum_wrapper),
     "matmul": (BACKEND_NUMPY, _matmul_wrapper),
     "slice_update": (BACKEND_CORE, _slice_update_wrapper),
+    "multiply": (BACKEND_NUMPY, _multiply_wrapper),
 }
 MATMUL_LABEL = "matmul(x, transpose(kernel))"
 SLICE_UPDATE_LABEL = "slice_update(inputs, start_indices, updates)"
+PRESCALE_LABEL = "multiply(x @ kernel + bias, scale)"
 INT8_MATMUL_LABEL = "matmul(x, kernel)"
 
 
@@ -372,6 +401,21 @@ def _rewrite_slice_update(operands, start_indices, result, tensor_type):
         _record(SLICE_UPDATE_LABEL, operands, inputs, outcome.reason)
         return result
     record = (SLICE_UPDATE_LABEL, operands, inputs, outcome.describe())
+    return _lowered(record, outcome.output, None, tensor_type)
+
+
+def _rewrite_multiply(operands, result, tensor_type):
+    multiply = result.output.get_node()
+    if multiply.get_type_name() != "Multiply":
+        return result
+    outcome = lower_prescaled_projection(multiply)
+    if outcome is None:  # not a scaled projection: nothing to record
+        return result
+    inputs = [multiply.input_value(0), multiply.input_value(1)]
+    if not outcome:
+        _record(PRESCALE_LABEL, operands, inputs, outcome.reason)
+        return result
+    record = (PRESCALE_LABEL, operands, inputs, outcome.describe())
     return _lowered(record, outcome.output, None, tensor_type)
 
 

@@ -6,14 +6,15 @@
 
 ``make-patch`` writes a unified diff against keras's layout that adds
 ``keras/src/backend/openvino/einsum_lowering.py`` (this package's equation,
-plan, kernel, lowering, matmul and slice_update modules merged into one: a
-single source of truth for the monkeypatch and the patch), a keras-style test
-file, and the calls in ``numpy.py``'s ``einsum`` and ``matmul`` and in
-``core.py``'s ``slice_update``. The context of every hunk
-comes from the target keras file itself. ``check`` says whether a patch
-applies to a keras source tree (by default the installed keras, whose
-``keras/src/...`` layout is the same) and why not. Everything here uses the
-standard library only: no ``patch`` binary, no git, no keras import.
+plan, kernel, lowering, matmul, slice_update and prescale modules merged
+into one: a single source of truth for the monkeypatch and the patch), a
+keras-style test file, and the calls in ``numpy.py``'s ``einsum``,
+``matmul`` and ``multiply`` and in ``core.py``'s ``slice_update``. The
+context of every hunk comes from the target keras file itself. ``check``
+says whether a patch applies to a keras source tree (by default the
+installed keras, whose ``keras/src/...`` layout is the same) and why not.
+Everything here uses the standard library only: no ``patch`` binary, no
+git, no keras import.
 """
 
 import argparse
@@ -42,6 +43,7 @@ SOURCES = (
     "lowering.py",
     "matmul.py",
     "slice_update.py",
+    "prescale.py",
 )
 BACKEND = "keras/src/backend/openvino"
 MODULE = f"{BACKEND}/einsum_lowering.py"
@@ -53,6 +55,9 @@ VERSION_FILE = "keras/src/version.py"
 IMPORT_ANCHOR = "from keras.src.backend.openvino.core import while_loop\n"
 IMPORTS = (
     "from keras.src.backend.openvino.einsum_lowering import lower_einsum\n"
+    "from keras.src.backend.openvino.einsum_lowering import (\n"
+    "    lower_prescaled_projection,\n"
+    ")\n"
     "from keras.src.backend.openvino.einsum_lowering import "
     "lower_transposed_matmul\n"
 )
@@ -77,6 +82,20 @@ MATMUL_CALL = """\
     # matmul(x, transpose(constant)), as in tied embedding logits, reads the
     # constant with transpose_b instead of folding a transposed copy of it.
     lowered = lower_transposed_matmul(result)
+    if lowered:
+        return OpenVINOKerasTensor(lowered.output)
+    return OpenVINOKerasTensor(result.output(0))
+"""
+MULTIPLY_DEF = "def multiply(x1, x2):\n"
+MULTIPLY_ANCHOR = (
+    "    return OpenVINOKerasTensor(ov_opset.multiply(x1, x2).output(0))\n"
+)
+MULTIPLY_CALL = """\
+    result = ov_opset.multiply(x1, x2)
+    # A projection scaled by a power of two (attention's query scaling)
+    # scales its input instead: exact, and the CPU plugin then keeps the
+    # Multiply out of the projection's FullyConnected layer.
+    lowered = lower_prescaled_projection(result)
     if lowered:
         return OpenVINOKerasTensor(lowered.output)
     return OpenVINOKerasTensor(result.output(0))
@@ -178,7 +197,8 @@ def generated_module(opset_import=None):
     names = ",".join(filename[:-3] for filename in SOURCES)
     header = (
         '"""Lower einsums and matmuls with a constant operand to MatMul,\n'
-        "and write slice_update's whole trailing axes as slabs.\n\n"
+        "write slice_update's whole trailing axes as slabs, and scale\n"
+        "projections' inputs by powers of two.\n\n"
         "Generated from keras-ov-einsum's\nkeras_ov_einsum/{"
         + names
         + "}.py\nby `python -m keras_ov_einsum.upstream make-patch`: change "
@@ -226,7 +246,7 @@ def _import_block(statements):
 
 
 def patched_numpy(original):
-    """numpy.py with the imports and the two calls added."""
+    """numpy.py with the imports and the three calls added."""
     _expect_once(
         NUMPY,
         original,
@@ -234,12 +254,16 @@ def patched_numpy(original):
             (IMPORT_ANCHOR, "the import of while_loop"),
             (EINSUM_ANCHOR, "the Einsum in einsum()"),
             (MATMUL_DEF, "def matmul(x1, x2)"),
+            (MULTIPLY_DEF, "def multiply(x1, x2)"),
         ],
     )
     text = original.replace(IMPORT_ANCHOR, IMPORT_ANCHOR + IMPORTS, 1)
     text = text.replace(EINSUM_ANCHOR, EINSUM_CALL, 1)
-    return _replace_last_line(
+    text = _replace_last_line(
         NUMPY, text, MATMUL_DEF, MATMUL_ANCHOR, MATMUL_CALL
+    )
+    return _replace_last_line(
+        NUMPY, text, MULTIPLY_DEF, MULTIPLY_ANCHOR, MULTIPLY_CALL
     )
 
 
@@ -297,8 +321,9 @@ def make_patch(keras_src):
         target = f"keras {version} (git tag v{version})"
     header = (
         "keras-ov-einsum: lower constant-kernel einsums and transposed-"
-        "constant\nmatmuls to MatMul, and write slice_update's whole "
-        "trailing axes as\nslabs, in keras's OpenVINO backend.\n"
+        "constant\nmatmuls to MatMul, write slice_update's whole trailing "
+        "axes as slabs,\nand scale projections' inputs by powers of two, in "
+        "keras's OpenVINO\nbackend.\n"
         f"Target: {target}, {BACKEND}.\n"
         "Generated by `python -m keras_ov_einsum.upstream make-patch`; "
         "do not edit.\nApply from the root of a keras checkout with "

@@ -107,6 +107,30 @@ class EinsumLoweringTest(testing.TestCase):
         table = ops.convert_to_numpy(layer.embeddings)
         self.assertAllClose(_run(model, hidden), hidden @ table.T, atol=1e-5)
 
+    def test_power_of_two_scale_moves_before_the_projection(self):
+        # Attention's query scaling, 1/sqrt(64): the input is scaled, not
+        # the projection's output.
+        layer = layers.EinsumDense(
+            "abc,cde->abde", (None, 2, 4), bias_axes="de"
+        )
+        layer.build((None, None, 8))
+        parameter, x = _parameter((None, None, 8))
+        y = ops.multiply(layer(x), 0.125)
+        model = ov.Model([y.output], [parameter])
+        (matmul,) = [
+            node
+            for node in model.get_ordered_ops()
+            if node.get_type_name() == "MatMul"
+        ]
+        self.assertEqual(
+            matmul.input_value(0).get_node().get_type_name(), "Multiply"
+        )
+        inputs = np.random.default_rng(0).standard_normal((2, 3, 8))
+        inputs = inputs.astype("float32")
+        self.assertAllClose(
+            _run(model, inputs), layer(inputs) * 0.125, atol=1e-6
+        )
+
     def test_cache_write_addresses_slabs(self):
         # A key/value cache write: [batch, length, heads, dim] at
         # [0, index, 0, 0]; heads and dim are written whole.

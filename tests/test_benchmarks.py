@@ -173,6 +173,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "einsum": True,
         "matmul": False,
         "slice_update": False,
+        "prescale": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
     # tied-embedding logits once in each.
@@ -213,6 +214,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "einsum": True,
         "matmul": True,
         "slice_update": True,
+        "prescale": True,
         "int8": True,
     }
     assert fixed["first_text"] == stock["first_text"]

@@ -7,7 +7,11 @@ import pytest
 
 import keras_ov_einsum
 from graphs import constant_bytes, generate, gpt2_prompt, op_types, run_model
-from keras_ov_einsum.patch import MATMUL_LABEL, SLICE_UPDATE_LABEL
+from keras_ov_einsum.patch import (
+    MATMUL_LABEL,
+    PRESCALE_LABEL,
+    SLICE_UPDATE_LABEL,
+)
 
 LAYERS = 2
 # Per layer: query, key, value and output projections; two attention einsums.
@@ -47,11 +51,15 @@ def test_generate_same_tokens_and_explained(causal_lm):
         if d.equation in ("abc,cde->abde", "abcd,cde->abe")
     ]
     writes = [d for d in explanation if d.equation == SLICE_UPDATE_LABEL]
+    scalings = [d for d in explanation if d.equation == PRESCALE_LABEL]
     attention = [
         d
         for d in explanation
-        if d not in projections and d not in logits and d not in writes
+        if d not in projections + logits + writes + scalings
     ]
+    # This GPT-2's heads are 32 wide: its query scale, 1/sqrt(32), is not a
+    # power of two, so the scaling stays after the projection.
+    assert len(scalings) == 4 and not any(d.lowered for d in scalings)
     assert projections and attention and logits
     # The key/value cache (2 layers x key and value x prompt and step) as
     # slabs, and the sampler's token write.

@@ -1,0 +1,98 @@
+"""Build a scaled projection, stock and fixed, as Keras MultiHeadAttention
+scales its query: ``multiply(EinsumDense(x), scale)``."""
+
+import numpy as np
+
+import keras_ov_einsum
+
+__all__ = [
+    "multiply_after_projection",
+    "numpy_scaled_projection",
+    "scaled_projection",
+]
+
+
+def scaled_projection(
+    scale,
+    *,
+    fixed,
+    bias=True,
+    also_read=False,
+    dtype="float32",
+    width=8,
+    heads=2,
+    head=4,
+    seed=0,
+):
+    """EinsumDense('btd,dnh->btnh') on a [?, ?, width] Parameter into
+    ``heads`` x ``head``, times ``scale``. Returns (model, explain(), layer).
+    ``also_read``: something else reads the projection before the multiply
+    (a second model output)."""
+    import keras
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+    from keras.src.backend.openvino.core import (
+        OPENVINO_DTYPES,
+        OpenVINOKerasTensor,
+    )
+
+    keras.utils.set_random_seed(seed)
+    layer = keras.layers.EinsumDense(
+        "btd,dnh->btnh",
+        output_shape=(None, heads, head),
+        bias_axes="nh" if bias else None,
+        bias_initializer="random_normal",
+        dtype=dtype,
+    )
+    layer.build((None, None, width))
+    parameter = ov_opset.parameter([-1, -1, width], OPENVINO_DTYPES[dtype])
+    x = OpenVINOKerasTensor(parameter.output(0))
+    context = keras_ov_einsum.enabled() if fixed else _Nothing()
+    with context:
+        projected = layer(x)
+        # Read before the multiply: readers added later are not known then.
+        other = keras.ops.negative(projected) if also_read else None
+        scaled = keras.ops.multiply(
+            projected, keras.ops.cast(scale, projected.dtype)
+        )
+        explanation = keras_ov_einsum.explain() if fixed else ()
+    outputs = [scaled.output] + ([other.output] if also_read else [])
+    return ov.Model(outputs, [parameter]), explanation, layer
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# What a projection ends with: stock's Einsum, the lowered MatMul (and its
+# Reshape), or the bias Add.
+PROJECTION_OUTPUTS = {"Einsum", "MatMul", "Reshape", "Add"}
+
+
+def multiply_after_projection(model):
+    """Whether a Multiply reads (through Converts) a projection's output."""
+
+    def source(value):
+        while value.get_node().get_type_name() == "Convert":
+            value = value.get_node().input_value(0)
+        return value.get_node().get_type_name()
+
+    return any(
+        node.get_type_name() == "Multiply"
+        and {source(node.input_value(i)) for i in (0, 1)} & PROJECTION_OUTPUTS
+        for node in model.get_ordered_ops()
+    )
+
+
+def numpy_scaled_projection(layer, x, scale):
+    import keras
+
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float64")
+    y = np.einsum("btd,dnh->btnh", x.astype("float64"), kernel)
+    if layer.bias is not None:
+        y = y + keras.ops.convert_to_numpy(layer.bias)
+    return y * scale

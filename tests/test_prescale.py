@@ -1,0 +1,109 @@
+"""``multiply(x @ kernel + bias, s)`` with ``s`` a power of two becomes
+``(x * s) @ kernel + bias * s``: no Multiply after the MatMul, the numbers
+of stock and NumPy; other scales, and products something else also reads,
+stay stock."""
+
+import numpy as np
+import pytest
+
+import keras_ov_einsum
+from graphs import generate, run_model
+from keras_ov_einsum.patch import PRESCALE_LABEL
+from prescales import (
+    multiply_after_projection,
+    numpy_scaled_projection,
+    scaled_projection,
+)
+
+
+@pytest.mark.parametrize("scale", [0.125, 0.25, 2.0, -0.5, 2.0**-20])
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_power_of_two_scales_the_input(scale, bias):
+    stock, _, layer = scaled_projection(scale, fixed=False, bias=bias)
+    fixed, explanation, _ = scaled_projection(scale, fixed=True, bias=bias)
+    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert decision.lowered, decision.reason
+    assert multiply_after_projection(stock)
+    assert not multiply_after_projection(fixed)
+    (matmul,) = [
+        n for n in fixed.get_ordered_ops() if n.get_type_name() == "MatMul"
+    ]
+    assert matmul.input_value(0).get_node().get_type_name() == "Multiply"
+    x = np.random.default_rng(1).standard_normal((2, 3, 8)).astype("float32")
+    got, want = run_model(fixed, x), run_model(stock, x)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * abs(scale))
+    np.testing.assert_allclose(
+        got,
+        numpy_scaled_projection(layer, x, scale),
+        rtol=1e-5,
+        atol=1e-5 * abs(scale),
+    )
+
+
+def test_bfloat16_keeps_its_type():
+    stock, _, _ = scaled_projection(0.125, fixed=False, dtype="bfloat16")
+    fixed, explanation, _ = scaled_projection(
+        0.125, fixed=True, dtype="bfloat16"
+    )
+    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert decision.lowered
+    assert not multiply_after_projection(fixed)
+    assert (
+        fixed.output(0).get_element_type() == stock.output(0).get_element_type()
+    )
+
+
+def test_other_scales_are_declined():
+    scale = 1 / np.sqrt(32)  # a 32-wide head's query scale
+    stock, _, _ = scaled_projection(scale, fixed=False)
+    fixed, explanation, _ = scaled_projection(scale, fixed=True)
+    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert not decision.lowered
+    assert "not a power of two" in decision.reason
+    assert multiply_after_projection(fixed)
+    x = np.random.default_rng(2).standard_normal((1, 4, 8)).astype("float32")
+    np.testing.assert_array_equal(run_model(fixed, x), run_model(stock, x))
+
+
+def test_a_projection_read_elsewhere_is_left_alone():
+    # Rewriting it would keep a second MatMul on the same kernel.
+    fixed, explanation, _ = scaled_projection(0.125, fixed=True, also_read=True)
+    assert not [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert multiply_after_projection(fixed)
+
+
+def test_gpt2_with_64_wide_heads_generates_stock_tokens():
+    import keras
+    import keras_hub
+
+    # keras-hub's GPT-2 scales each query by 1/sqrt(64) = 0.125 (GPT-2
+    # Medium's heads are 64 wide too), in the prompt pass and the loop.
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=512,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=128,
+        intermediate_dim=128,
+        max_sequence_length=32,
+    )
+    causal_lm = keras_hub.models.GPT2CausalLM(backbone=backbone)
+    causal_lm.compile(sampler="greedy")
+    stock_tokens, _, _ = generate(causal_lm)
+    fixed_tokens, explanation, compiled = generate(causal_lm, {})
+    np.testing.assert_array_equal(fixed_tokens, stock_tokens)
+    scalings = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert len(scalings) == 4 and all(d.lowered for d in scalings)
+    assert all("0.125" in d.reason for d in scalings)
+
+
+def test_the_switch_leaves_multiply_stock():
+    fixed, explanation, _ = scaled_projection(0.125, fixed=False)
+    with keras_ov_einsum.enabled(prescale=False):
+        from keras.src.backend.openvino import numpy as backend_numpy
+
+        assert not hasattr(
+            backend_numpy.multiply, "__keras_ov_einsum_original__"
+        )
+    assert multiply_after_projection(fixed)
