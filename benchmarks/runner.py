@@ -47,7 +47,9 @@ FIX_PARTS = {
     "einsum": {**_NONE, "einsum": True, "prescale": False},
     "matmul": {**_NONE, "matmul": True, "prescale": False},
     "slice_update": {**_NONE, "slice_update": True, "prescale": False},
-    "prescale": {**_NONE, "prescale": True},
+    # prescale moves a scale before a MatMul: keras-hub's query projections
+    # are MatMuls only once the einsum part lowered them.
+    "prescale": {**_NONE, "einsum": True, "prescale": True},
     "int8": {
         "einsum": True,
         "matmul": True,
@@ -62,7 +64,7 @@ _FIX_NAMES = {
     "einsum": "fix (einsum only)",
     "matmul": "fix (matmul only)",
     "slice_update": "fix (slice_update only)",
-    "prescale": "fix (prescale only)",
+    "prescale": "fix (einsum + prescale)",
     "int8": "fix + int8",
 }
 # Weight formats: a keras dtype policy given to from_preset, or int8: the
