@@ -228,18 +228,24 @@ def _einsum_wrapper(stock_einsum, tensor_type, *, int8):
     return einsum
 
 
-def _matmul_wrapper(stock_matmul, tensor_type, *, int8):
-    @functools.wraps(stock_matmul)
-    def matmul(x1, x2):
-        # As for einsum: stock first, then rebuild the MatMul it made.
-        result = stock_matmul(x1, x2)
-        try:
-            return _rewrite_matmul((x1, x2), result, tensor_type, int8=int8)
-        except Exception as error:  # Never let the fast path break a model.
-            return _fall_back(MATMUL_LABEL, (x1, x2), result, error)
+def _two_operand_wrapper(label, rewrite):
+    """A wrapper factory for a backend function of ``(x1, x2)`` (matmul,
+    multiply): as for einsum, stock first, then ``rewrite`` rebuilds the
+    node it made."""
 
-    matmul.__keras_ov_einsum_original__ = stock_matmul
-    return matmul
+    def factory(stock, tensor_type, *, int8):
+        @functools.wraps(stock)
+        def wrapper(x1, x2):
+            result = stock(x1, x2)
+            try:
+                return rewrite((x1, x2), result, tensor_type, int8=int8)
+            except Exception as error:  # Never let the fast path break it.
+                return _fall_back(label, (x1, x2), result, error)
+
+        wrapper.__keras_ov_einsum_original__ = stock
+        return wrapper
+
+    return factory
 
 
 def _slice_update_wrapper(stock_slice_update, tensor_type, *, int8):
@@ -260,20 +266,6 @@ def _slice_update_wrapper(stock_slice_update, tensor_type, *, int8):
     return slice_update
 
 
-def _multiply_wrapper(stock_multiply, tensor_type, *, int8):
-    @functools.wraps(stock_multiply)
-    def multiply(x1, x2):
-        # As for einsum: stock first, then rebuild the Multiply it made.
-        result = stock_multiply(x1, x2)
-        try:
-            return _rewrite_multiply((x1, x2), result, tensor_type)
-        except Exception as error:  # Never let the fast path break a model.
-            return _fall_back(PRESCALE_LABEL, (x1, x2), result, error)
-
-    multiply.__keras_ov_einsum_original__ = stock_multiply
-    return multiply
-
-
 def _compile_wrapper(stock_compile_model):
     @functools.wraps(stock_compile_model)
     def compile_model(self, model, device_name=None, config=None, **kwargs):
@@ -290,13 +282,6 @@ def _compile_wrapper(stock_compile_model):
     return compile_model
 
 
-# part -> (the backend module that defines it, wrapper factory)
-_WRAPPERS = {
-    "einsum": (BACKEND_NUMPY, _einsum_wrapper),
-    "matmul": (BACKEND_NUMPY, _matmul_wrapper),
-    "slice_update": (BACKEND_CORE, _slice_update_wrapper),
-    "multiply": (BACKEND_NUMPY, _multiply_wrapper),
-}
 MATMUL_LABEL = "matmul(x, transpose(kernel))"
 SLICE_UPDATE_LABEL = "slice_update(inputs, start_indices, updates)"
 PRESCALE_LABEL = "multiply(x @ kernel + bias, scale)"
@@ -404,7 +389,8 @@ def _rewrite_slice_update(operands, start_indices, result, tensor_type):
     return _lowered(record, outcome.output, None, tensor_type)
 
 
-def _rewrite_multiply(operands, result, tensor_type):
+def _rewrite_multiply(operands, result, tensor_type, *, int8):
+    del int8  # the int8 part does not change multiplies
     multiply = result.output.get_node()
     if multiply.get_type_name() != "Multiply":
         return result
@@ -445,3 +431,18 @@ def _record(subscripts, operands, inputs, reason, lowered=False):
             reason=reason,
         )
     )
+
+
+# part -> (the backend module that defines it, wrapper factory)
+_WRAPPERS = {
+    "einsum": (BACKEND_NUMPY, _einsum_wrapper),
+    "matmul": (
+        BACKEND_NUMPY,
+        _two_operand_wrapper(MATMUL_LABEL, _rewrite_matmul),
+    ),
+    "slice_update": (BACKEND_CORE, _slice_update_wrapper),
+    "multiply": (
+        BACKEND_NUMPY,
+        _two_operand_wrapper(PRESCALE_LABEL, _rewrite_multiply),
+    ),
+}
