@@ -35,28 +35,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # --fix value -> the parts keras_ov_einsum.enable() turns on (None: off).
 # One part alone measures what that part contributes.
-_NONE = {"einsum": False, "matmul": False, "slice_update": False}
+_DEFAULT_PARTS = ("einsum", "matmul", "slice_update", "prescale")
+_ALL = dict.fromkeys(_DEFAULT_PARTS, True)
+_NONE = dict.fromkeys(_DEFAULT_PARTS, False)
 FIX_PARTS = {
     "off": None,
-    "on": {
-        "einsum": True,
-        "matmul": True,
-        "slice_update": True,
-        "prescale": True,
-    },
-    "einsum": {**_NONE, "einsum": True, "prescale": False},
-    "matmul": {**_NONE, "matmul": True, "prescale": False},
-    "slice_update": {**_NONE, "slice_update": True, "prescale": False},
+    "on": _ALL,
+    "einsum": {**_NONE, "einsum": True},
+    "matmul": {**_NONE, "matmul": True},
+    "slice_update": {**_NONE, "slice_update": True},
     # prescale moves a scale before a MatMul: keras-hub's query projections
     # are MatMuls only once the einsum part lowered them.
     "prescale": {**_NONE, "einsum": True, "prescale": True},
-    "int8": {
-        "einsum": True,
-        "matmul": True,
-        "slice_update": True,
-        "prescale": True,
-        "int8": True,
-    },
+    "int8": {**_ALL, "int8": True},
 }
 _FIX_NAMES = {
     "off": "stock",

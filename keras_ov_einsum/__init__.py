@@ -28,8 +28,8 @@ __version__ = "0.1.0"
 
 
 def explain():
-    """The decisions on every patched call (einsum, matmul, slice_update)
-    seen since ``enable()``, oldest first."""
+    """The decisions on every patched call (einsum, matmul, slice_update,
+    multiply) seen since ``enable()``, oldest first."""
     from .decisions import snapshot
 
     return snapshot()

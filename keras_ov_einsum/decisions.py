@@ -1,5 +1,5 @@
 """The record of what happened to each patched call (einsum, matmul,
-slice_update) while the patch was enabled."""
+slice_update, multiply) while the patch was enabled."""
 
 import collections
 import dataclasses

@@ -1,7 +1,8 @@
 """Install and remove the lowerings on Keras's OpenVINO backend.
 
-Two functions of ``keras.src.backend.openvino.numpy`` are wrapped: ``einsum``
-(see ``lowering.py``) and ``matmul`` (see ``matmul.py``), and one of
+Three functions of ``keras.src.backend.openvino.numpy`` are wrapped:
+``einsum`` (see ``lowering.py``), ``matmul`` (see ``matmul.py``) and
+``multiply`` (the prescale part, see ``prescale.py``), and one of
 ``keras.src.backend.openvino.core``: ``slice_update`` (see
 ``slice_update.py``). Each wrapper runs the stock function first and rewrites
 the node it built. The opt-in int8 part
@@ -65,8 +66,8 @@ def enable(
     written whole (keras-hub's key/value cache) as slabs, one index row per
     slab instead of one per element, in a much smaller graph.
     ``prescale``: ``multiply(x @ kernel + bias, s)`` with ``s`` a power
-    of two (Keras ``MultiHeadAttention``'s query scaling for 16- or 64-wide
-    heads) as ``(x * s) @ kernel + bias * s``, exact, so that the CPU
+    of two (Keras ``MultiHeadAttention``'s query scaling for, e.g., 16- or
+    64-wide heads) as ``(x * s) @ kernel + bias * s``, exact, so that the CPU
     plugin does not fuse the Multiply into the projection (which gave it
     slower kernels and a second packed copy of the query weights).
     All four are on by default; pass False to leave a part on the stock
@@ -317,6 +318,16 @@ def _lowered(record, output, convert_to, tensor_type):
     return tensor_type(output)
 
 
+def _settle(label, operands, inputs, outcome, result, convert_to, tensor_type):
+    """Record a lowering ``outcome`` or its ``Declined`` reason, and return
+    the tensor to use: the lowered one, or stock's ``result``."""
+    if not outcome:
+        _record(label, operands, inputs, outcome.reason)
+        return result
+    record = (label, operands, inputs, outcome.describe())
+    return _lowered(record, outcome.output, convert_to, tensor_type)
+
+
 def _rewrite_einsum(subscripts, operands, result, tensor_type, *, int8):
     einsum_node, convert_to = _stock_node(result, "Einsum")
     if einsum_node is None:
@@ -360,11 +371,9 @@ def _rewrite_matmul(operands, result, tensor_type, *, int8):
     outcome = lower_transposed_matmul(matmul_node)
     if outcome is None:  # not a transposed constant: nothing to record
         return result
-    if not outcome:
-        _record(MATMUL_LABEL, operands, inputs, outcome.reason)
-        return result
-    record = (MATMUL_LABEL, operands, inputs, outcome.describe())
-    return _lowered(record, outcome.output, convert_to, tensor_type)
+    return _settle(
+        MATMUL_LABEL, operands, inputs, outcome, result, convert_to, tensor_type
+    )
 
 
 def _rewrite_slice_update(operands, start_indices, result, tensor_type):
@@ -382,11 +391,9 @@ def _rewrite_slice_update(operands, start_indices, result, tensor_type):
     # The data and the updates before stock flattened them.
     updates = scatter.input_value(2).get_node().input_value(0)
     inputs = [scatter.input_value(0), updates]
-    if not outcome:
-        _record(SLICE_UPDATE_LABEL, operands, inputs, outcome.reason)
-        return result
-    record = (SLICE_UPDATE_LABEL, operands, inputs, outcome.describe())
-    return _lowered(record, outcome.output, None, tensor_type)
+    return _settle(
+        SLICE_UPDATE_LABEL, operands, inputs, outcome, result, None, tensor_type
+    )
 
 
 def _rewrite_multiply(operands, result, tensor_type, *, int8):
@@ -398,11 +405,9 @@ def _rewrite_multiply(operands, result, tensor_type, *, int8):
     if outcome is None:  # not a scaled projection: nothing to record
         return result
     inputs = [multiply.input_value(0), multiply.input_value(1)]
-    if not outcome:
-        _record(PRESCALE_LABEL, operands, inputs, outcome.reason)
-        return result
-    record = (PRESCALE_LABEL, operands, inputs, outcome.describe())
-    return _lowered(record, outcome.output, None, tensor_type)
+    return _settle(
+        PRESCALE_LABEL, operands, inputs, outcome, result, None, tensor_type
+    )
 
 
 def _record(subscripts, operands, inputs, reason, lowered=False):

@@ -48,11 +48,11 @@ def lower_prescaled_projection(multiply):
     the projection's MatMul.
 
     A projection is ``MatMul(x, kernel)``, optionally reshaped, plus an
-    optional constant bias; the kernel and bias are constants (Keras
-    variables), the bias computed from constants, the scale a scalar
-    constant. Returns None when ``multiply``
-    is not such a product (most are not; nothing to record), a ``Declined``
-    when it is but the rewrite is not exact, or a ``Prescaled``.
+    optional bias: the kernel a constant (a Keras variable), the bias
+    computed from constants only, the scale a scalar constant. Returns None
+    when ``multiply`` is not such a product (most are not; nothing to
+    record), a ``Declined`` when it is but the rewrite is not exact, or a
+    ``Prescaled``.
     """
     for product_index in (0, 1):
         scale = _scalar_constant(multiply.input_value(1 - product_index))

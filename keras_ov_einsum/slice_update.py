@@ -125,13 +125,16 @@ def _slab_indices(updates, starts):
     for every position of ``updates`` on them (a grid of Ranges)."""
     row_axes = len(starts)
     sizes = ov_opset.shape_of(updates, INDEX_TYPE).output(0)
-    grid_shape = ov_opset.concat(
-        [
-            ov_opset.slice(sizes, _ints([0]), _ints([row_axes]), _ints([1])),
-            _ints([1]),
-        ],
-        axis=0,
-    ).output(0)
+    if row_axes > 1:  # each column is broadcast to [n_0, ..., n_k-1, 1]
+        grid_shape = ov_opset.concat(
+            [
+                ov_opset.slice(
+                    sizes, _ints([0]), _ints([row_axes]), _ints([1])
+                ),
+                _ints([1]),
+            ],
+            axis=0,
+        ).output(0)
     columns = []
     for axis, start in enumerate(starts):
         start = _scalar_index(start)

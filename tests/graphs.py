@@ -14,6 +14,7 @@ __all__ = [
     "build_einsum_graph",
     "constant_bytes",
     "generate",
+    "gpt2_causal_lm",
     "gpt2_prompt",
     "kernel_path",
     "op_types",
@@ -112,6 +113,32 @@ class _null_context:
 
     def __exit__(self, *exc):
         return False
+
+
+def gpt2_causal_lm(
+    *, layers=2, hidden_dim=64, intermediate_dim=128, quantize=None
+):
+    """A small keras-hub GPT-2 with random weights (seed 0): 2 heads, 512
+    tokens, greedy sampling, no preprocessor (``generate`` feeds token
+    ids). ``quantize``: a mode for ``backbone.quantize`` first. The heads are
+    ``hidden_dim / 2`` wide, which decides the query scale."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=512,
+        num_layers=layers,
+        num_heads=2,
+        hidden_dim=hidden_dim,
+        intermediate_dim=intermediate_dim,
+        max_sequence_length=32,
+    )
+    if quantize:
+        backbone.quantize(quantize)
+    return keras_hub.models.GPT2CausalLM(
+        backbone=backbone, preprocessor=None, sampler="greedy"
+    )
 
 
 def gpt2_prompt():

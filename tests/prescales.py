@@ -23,9 +23,11 @@ def scaled_projection(
     heads=2,
     head=4,
     seed=0,
+    parts=None,
 ):
     """EinsumDense('btd,dnh->btnh') on a [?, ?, width] Parameter into
     ``heads`` x ``head``, times ``scale``. Returns (model, explain(), layer).
+    ``fixed``: built under ``enable(**parts)``.
     ``also_read``: something else reads the projection before the multiply
     (a second model output)."""
     import keras
@@ -47,7 +49,7 @@ def scaled_projection(
     layer.build((None, None, width))
     parameter = ov_opset.parameter([-1, -1, width], OPENVINO_DTYPES[dtype])
     x = OpenVINOKerasTensor(parameter.output(0))
-    context = keras_ov_einsum.enabled() if fixed else _Nothing()
+    context = keras_ov_einsum.enabled(**(parts or {})) if fixed else _Nothing()
     with context:
         projected = layer(x)
         # Read before the multiply: readers added later are not known then.

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
-from graphs import constant_bytes, generate, gpt2_prompt, op_types, run_model
+from graphs import (
+    constant_bytes,
+    generate,
+    gpt2_causal_lm,
+    gpt2_prompt,
+    op_types,
+    run_model,
+)
 from keras_ov_einsum.patch import (
     MATMUL_LABEL,
     PRESCALE_LABEL,
@@ -21,21 +28,7 @@ ATTENTION_PER_LAYER = 2
 
 @pytest.fixture(scope="module")
 def causal_lm():
-    import keras
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=512,
-        num_layers=LAYERS,
-        num_heads=2,
-        hidden_dim=64,
-        intermediate_dim=128,
-        max_sequence_length=32,
-    )
-    return keras_hub.models.GPT2CausalLM(
-        backbone=backbone, preprocessor=None, sampler="greedy"
-    )
+    return gpt2_causal_lm(layers=LAYERS)
 
 
 def test_generate_same_tokens_and_explained(causal_lm):

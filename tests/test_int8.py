@@ -8,7 +8,7 @@ import openvino.opset13 as ov_opset
 import pytest
 
 import keras_ov_einsum
-from graphs import F32, generate, op_types
+from graphs import F32, generate, gpt2_causal_lm, op_types
 from keras_ov_einsum.int8 import (
     DYNAMIC_QUANTIZATION,
     MAX_EXACT_CONTRACTION,
@@ -272,21 +272,8 @@ def test_quantized_gpt2_generates_stock_tokens_with_int8_weights():
     """A 2-layer GPT-2, ``quantize("int8")``: the same tokens as stock, and
     every FullyConnected layer of the compiled model int8 (stock: float32),
     the down projection's K = 1100 in two exact parts."""
-    import keras
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=512,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=64,
-        intermediate_dim=MAX_EXACT_CONTRACTION + 76,
-        max_sequence_length=32,
-    )
-    backbone.quantize("int8")
-    causal_lm = keras_hub.models.GPT2CausalLM(
-        backbone=backbone, preprocessor=None, sampler="greedy"
+    causal_lm = gpt2_causal_lm(
+        intermediate_dim=MAX_EXACT_CONTRACTION + 76, quantize="int8"
     )
     stock_tokens, _, stock = generate(causal_lm)
     tokens, decisions, fixed = generate(causal_lm, {"int8": True})

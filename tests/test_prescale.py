@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
-from graphs import generate, run_model
+from graphs import generate, gpt2_causal_lm, run_model
 from keras_ov_einsum.patch import PRESCALE_LABEL
 from prescales import (
     multiply_after_projection,
@@ -74,24 +74,11 @@ def test_a_projection_read_elsewhere_is_left_alone():
 
 
 def test_gpt2_with_64_wide_heads_generates_stock_tokens():
-    import keras
-    import keras_hub
-
     # keras-hub's GPT-2 scales each query by 1/sqrt(64) = 0.125 (GPT-2
     # Medium's heads are 64 wide too), in the prompt pass and the loop.
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=512,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=128,
-        intermediate_dim=128,
-        max_sequence_length=32,
-    )
-    causal_lm = keras_hub.models.GPT2CausalLM(backbone=backbone)
-    causal_lm.compile(sampler="greedy")
+    causal_lm = gpt2_causal_lm(hidden_dim=128)
     stock_tokens, _, _ = generate(causal_lm)
-    fixed_tokens, explanation, compiled = generate(causal_lm, {})
+    fixed_tokens, explanation, _ = generate(causal_lm, {})
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
     scalings = [d for d in explanation if d.equation == PRESCALE_LABEL]
     assert len(scalings) == 4 and all(d.lowered for d in scalings)
@@ -99,11 +86,13 @@ def test_gpt2_with_64_wide_heads_generates_stock_tokens():
 
 
 def test_the_switch_leaves_multiply_stock():
-    fixed, explanation, _ = scaled_projection(0.125, fixed=False)
-    with keras_ov_einsum.enabled(prescale=False):
+    parts = {"prescale": False}
+    fixed, explanation, _ = scaled_projection(0.125, fixed=True, parts=parts)
+    assert not [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert multiply_after_projection(fixed)
+    with keras_ov_einsum.enabled(**parts):
         from keras.src.backend.openvino import numpy as backend_numpy
 
         assert not hasattr(
             backend_numpy.multiply, "__keras_ov_einsum_original__"
         )
-    assert multiply_after_projection(fixed)
