@@ -1,18 +1,20 @@
 """The record of what happened to each patched call (einsum, matmul,
-slice_update, multiply) while the patch was enabled."""
+slice_update, multiply) while the patch was enabled, and counts for the
+part that acts on too many calls to list one by one (align_types)."""
 
 import collections
 import dataclasses
 import logging
 import threading
 
-__all__ = ["Decision", "Explanation", "record", "snapshot", "clear"]
+__all__ = ["Decision", "Explanation", "clear", "count", "record", "snapshot"]
 
 logger = logging.getLogger("keras_ov_einsum")
 
 # Eager code can call einsum in a loop; keep the most recent decisions only.
 _MAX_RECORDS = 10_000
 _records = collections.deque(maxlen=_MAX_RECORDS)
+_counts = collections.Counter()
 _lock = threading.Lock()
 
 
@@ -37,7 +39,15 @@ class Decision:
 
 
 class Explanation(tuple):
-    """The decisions since ``enable()``, oldest first; prints as a table."""
+    """The decisions since ``enable()``, oldest first; prints as a table.
+
+    ``counts``: {label: how many times} for what is counted, not listed.
+    """
+
+    def __new__(cls, decisions=(), counts=None):
+        explanation = super().__new__(cls, decisions)
+        explanation.counts = dict(counts or {})
+        return explanation
 
     @property
     def lowered(self):
@@ -48,13 +58,16 @@ class Explanation(tuple):
         return tuple(decision for decision in self if not decision.lowered)
 
     def __str__(self):
-        if not self:
+        if not self and not self.counts:
             return "no patched call seen since enable()"
         header = (
             f"{len(self)} call(s): {len(self.lowered)} lowered, "
             f"{len(self.declined)} left on the stock path"
         )
-        return "\n".join([header] + [f"  {decision}" for decision in self])
+        counted = [f"  {label}: {n}" for label, n in self.counts.items()]
+        return "\n".join(
+            [header] + [f"  {decision}" for decision in self] + counted
+        )
 
 
 def record(decision):
@@ -63,11 +76,17 @@ def record(decision):
     logger.debug("%s", decision)
 
 
+def count(label, times=1):
+    with _lock:
+        _counts[label] += times
+
+
 def snapshot():
     with _lock:
-        return Explanation(_records)
+        return Explanation(_records, _counts)
 
 
 def clear():
     with _lock:
         _records.clear()
+        _counts.clear()

@@ -2,13 +2,14 @@
 
 Three functions of ``keras.src.backend.openvino.numpy`` are wrapped:
 ``einsum`` (see ``lowering.py``), ``matmul`` (see ``matmul.py``) and
-``multiply`` (the prescale part, see ``prescale.py``), and one of
+``multiply`` (the prescale part, see ``prescale.py``), and two of
 ``keras.src.backend.openvino.core``: ``slice_update`` (see
-``slice_update.py``). Each wrapper runs the stock function first and rewrites
-the node it built. The opt-in int8 part
+``slice_update.py``) and ``align_operand_types`` (see ``align_types.py``;
+``numpy.py`` holds it under a second name, wrapped too). Each wrapper runs
+the stock function first and rewrites the node it built. The opt-in int8 part
 (``int8.py``) also wraps ``openvino.Core.compile_model``, to add the compile
-options its exactness needs. The patch is data:
-(attribute, wrapper factory) in ``_WRAPPERS``. Installing records
+options its exactness needs. The patch is data: part -> (wrapper factory,
+the places it goes) in ``_WRAPPERS``. Installing records
 ``(module, attribute, original)``; removing restores those in reverse order
 and forgets them, so a second ``disable()`` is a no-op and the original
 function object comes back identical. Versions are checked before anything
@@ -24,6 +25,7 @@ import threading
 import warnings
 
 from . import decisions
+from .align_types import drop_identity_converts
 from .int8 import compile_options, lower_int8, lower_int8_matmul
 from .lowering import build_lowered, clear_kernel_cache, plan_einsum
 from .matmul import lower_transposed_matmul
@@ -54,7 +56,13 @@ class UnsupportedVersionError(RuntimeError):
 
 
 def enable(
-    *, einsum=True, matmul=True, slice_update=True, prescale=True, int8=False
+    *,
+    einsum=True,
+    matmul=True,
+    slice_update=True,
+    prescale=True,
+    align_types=True,
+    int8=False,
 ):
     """Lower constant-kernel einsums to MatMul on Keras's OpenVINO backend.
 
@@ -70,7 +78,11 @@ def enable(
     64-wide heads) as ``(x * s) @ kernel + bias * s``, exact, so that the CPU
     plugin does not fuse the Multiply into the projection (which gave it
     slower kernels and a second packed copy of the query weights).
-    All four are on by default; pass False to leave a part on the stock
+    ``align_types``: build no Convert from an operand of a binary op to the
+    type it already has (stock converts both operands of every add,
+    multiply, ..., a fifth of GPT-2's generate graph; see
+    ``align_types.py``).
+    All five are on by default; pass False to leave a part on the stock
     path.
     ``int8`` (off by default, needs ``einsum``): lower int8 x int8 einsums
     and matmuls (``quantize("int8")`` EinsumDense and Dense) as exact float32
@@ -88,6 +100,7 @@ def enable(
         "matmul": matmul,
         "slice_update": slice_update,
         "multiply": prescale,
+        "align_operand_types": align_types,
     }
     if int8 and not einsum:
         raise ValueError(
@@ -114,10 +127,12 @@ def enable(
         wanted = [name for name, on in parts.items() if on]
         modules, tensor_type = _check_versions(keras, wanted)
         for name in wanted:
-            module = modules[_WRAPPERS[name][0]]
-            original = getattr(module, name)
-            wrapper = _WRAPPERS[name][1](original, tensor_type, int8=int8)
-            _install(module, name, wrapper)
+            factory, places = _WRAPPERS[name]
+            for path, attribute in places:
+                module = modules[path]
+                original = getattr(module, attribute)
+                wrapper = factory(original, tensor_type, int8=int8)
+                _install(module, attribute, wrapper)
         if int8:
             import openvino
 
@@ -198,11 +213,11 @@ def _check_versions(keras, hooked):
             f"{described}"
         ) from error
     for name in hooked:
-        path = _WRAPPERS[name][0]
-        if not callable(getattr(modules[path], name, None)):
-            raise UnsupportedVersionError(
-                f"keras_ov_einsum: {path} has no {name}; {described}"
-            )
+        for path, attribute in _WRAPPERS[name][1]:
+            if not callable(getattr(modules[path], attribute, None)):
+                raise UnsupportedVersionError(
+                    f"keras_ov_einsum: {path} has no {attribute}; {described}"
+                )
     return modules, tensor_type
 
 
@@ -267,6 +282,28 @@ def _slice_update_wrapper(stock_slice_update, tensor_type, *, int8):
     return slice_update
 
 
+def _align_wrapper(stock_align, tensor_type, *, int8):
+    del tensor_type, int8  # operands in, operands out; no int8 form
+
+    @functools.wraps(stock_align)
+    def align_operand_types(x1, x2, *args, **kwargs):
+        # Stock first (its errors, its result type); then its Converts of an
+        # operand to that operand's own type are dropped. Older keras takes
+        # no force_float: the arguments pass through as given.
+        aligned = stock_align(x1, x2, *args, **kwargs)
+        try:
+            kept, dropped = drop_identity_converts((x1, x2), aligned)
+        except Exception as error:  # Never let the fast path break a model.
+            logger.warning("%r kept on the stock path: %r", ALIGN_LABEL, error)
+            return aligned
+        if dropped:
+            decisions.count(ALIGN_LABEL, dropped)
+        return kept
+
+    align_operand_types.__keras_ov_einsum_original__ = stock_align
+    return align_operand_types
+
+
 def _compile_wrapper(stock_compile_model):
     @functools.wraps(stock_compile_model)
     def compile_model(self, model, device_name=None, config=None, **kwargs):
@@ -287,6 +324,7 @@ MATMUL_LABEL = "matmul(x, transpose(kernel))"
 SLICE_UPDATE_LABEL = "slice_update(inputs, start_indices, updates)"
 PRESCALE_LABEL = "multiply(x @ kernel + bias, scale)"
 INT8_MATMUL_LABEL = "matmul(x, kernel)"
+ALIGN_LABEL = "align_operand_types: Converts to the operand's own type left out"
 
 
 def _fall_back(label, operands, result, error):
@@ -438,16 +476,25 @@ def _record(subscripts, operands, inputs, reason, lowered=False):
     )
 
 
-# part -> (the backend module that defines it, wrapper factory)
+# part -> (wrapper factory, the (backend module, attribute) it replaces)
 _WRAPPERS = {
-    "einsum": (BACKEND_NUMPY, _einsum_wrapper),
+    "einsum": (_einsum_wrapper, ((BACKEND_NUMPY, "einsum"),)),
     "matmul": (
-        BACKEND_NUMPY,
         _two_operand_wrapper(MATMUL_LABEL, _rewrite_matmul),
+        ((BACKEND_NUMPY, "matmul"),),
     ),
-    "slice_update": (BACKEND_CORE, _slice_update_wrapper),
+    "slice_update": (_slice_update_wrapper, ((BACKEND_CORE, "slice_update"),)),
     "multiply": (
-        BACKEND_NUMPY,
         _two_operand_wrapper(PRESCALE_LABEL, _rewrite_multiply),
+        ((BACKEND_NUMPY, "multiply"),),
+    ),
+    # numpy.py imports it as _align_operand_types; core.py's operators and
+    # functions call it by its own name.
+    "align_operand_types": (
+        _align_wrapper,
+        (
+            (BACKEND_CORE, "align_operand_types"),
+            (BACKEND_NUMPY, "_align_operand_types"),
+        ),
     ),
 }

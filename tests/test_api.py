@@ -39,8 +39,10 @@ def test_enable_disable_restore_the_identical_function():
 def test_every_hook_is_restored_identical():
     from keras.src.backend.openvino import core
 
-    hooks = [(_backend_numpy(), "einsum"), (_backend_numpy(), "matmul")]
-    hooks.append((core, "slice_update"))
+    backend_numpy = _backend_numpy()
+    hooks = [(backend_numpy, name) for name in ("einsum", "matmul", "multiply")]
+    hooks += [(core, "slice_update"), (core, "align_operand_types")]
+    hooks.append((backend_numpy, "_align_operand_types"))
     originals = [getattr(module, name) for module, name in hooks]
     keras_ov_einsum.enable()
     for (module, name), original in zip(hooks, originals):

@@ -1,0 +1,38 @@
+"""Build no Convert from an operand to the type it already has.
+
+Keras's OpenVINO backend brings the two operands of a binary op (``add``,
+``multiply``, ``matmul``, the tensor operators, ...) to one type with
+``core.align_operand_types``. It compares each operand's Keras dtype name
+(``"float32"``) with the OpenVINO result type (``Type.f32``); a ``str``
+never equals an ``openvino.Type``, so stock converts both operands on every
+call, nearly always to the type they already have. keras-hub's GPT-2 Medium
+generate graph holds about 2,600 such Converts, a fifth of its operations;
+OpenVINO removes them again while compiling (its NopElimination pass), after
+the passes before it have walked them.
+
+This part runs the stock function (its checks, its errors, its result type)
+and hands back an operand itself wherever stock's Convert targets that
+operand's own type. A Convert to the same type is the identity, so values,
+dtypes and shapes are stock's; a Convert that changes the type is kept.
+"""
+
+__all__ = ["drop_identity_converts"]
+
+
+def drop_identity_converts(operands, aligned):
+    """``aligned`` (stock's outputs for ``operands``) with every
+    ``Convert(operand)`` to the operand's own type replaced by the operand.
+
+    Returns the outputs as a tuple, and how many Converts were left out.
+    """
+    kept, dropped = [], 0
+    for operand, output in zip(operands, aligned, strict=True):
+        node = output.get_node()
+        identity = (
+            node.get_type_name() == "Convert"
+            and node.input_value(0) == operand
+            and node.get_output_element_type(0) == operand.get_element_type()
+        )
+        kept.append(operand if identity else output)
+        dropped += identity
+    return tuple(kept), dropped
