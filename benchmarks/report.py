@@ -309,6 +309,9 @@ def _graphs(model, runs):
                 if decisions
                 else "(fix off)"
             )
+            row["Converts not built"] = (
+                sum(decisions.get("counts", {}).values()) if decisions else 0
+            )
             rows.setdefault(run["label"], row)
     if not rows:
         return []
@@ -321,6 +324,7 @@ def _graphs(model, runs):
         "Reorder",
         "constant_mb",
         "calls lowered/stock",
+        "Converts not built",
     ]
     lines = [
         "### OpenVINO runtime model (first repeat)",
@@ -329,8 +333,9 @@ def _graphs(model, runs):
         "layer type, and the MB of its Const layers: the top-level graph "
         "(the prompt pass); the decoding loop is one TensorIterator there, "
         "whose body the runtime model does not list. Last column: patched "
-        "calls (einsums, tied-embedding matmuls, slice_update writes) the "
-        "fix lowered / left stock.",
+        "calls (einsums, tied-embedding matmuls, slice_update writes, query "
+        "scalings) the fix lowered / left stock, and the Converts of an "
+        "operand to its own type the align_types part did not build.",
         "",
         "| configuration | " + " | ".join(fields) + " |",
         "|---" * (len(fields) + 1) + "|",

@@ -35,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # --fix value -> the parts keras_ov_einsum.enable() turns on (None: off).
 # One part alone measures what that part contributes.
-_DEFAULT_PARTS = ("einsum", "matmul", "slice_update", "prescale")
+_DEFAULT_PARTS = ("einsum", "matmul", "slice_update", "prescale", "align_types")
 _ALL = dict.fromkeys(_DEFAULT_PARTS, True)
 _NONE = dict.fromkeys(_DEFAULT_PARTS, False)
 FIX_PARTS = {
@@ -47,6 +47,9 @@ FIX_PARTS = {
     # prescale moves a scale before a MatMul: keras-hub's query projections
     # are MatMuls only once the einsum part lowered them.
     "prescale": {**_NONE, "einsum": True, "prescale": True},
+    "align_types": {**_NONE, "align_types": True},
+    # Every default part but align_types: what align_types adds to the rest.
+    "no_align_types": {**_ALL, "align_types": False},
     "int8": {**_ALL, "int8": True},
 }
 _FIX_NAMES = {
@@ -56,6 +59,8 @@ _FIX_NAMES = {
     "matmul": "fix (matmul only)",
     "slice_update": "fix (slice_update only)",
     "prescale": "fix (einsum + prescale)",
+    "align_types": "fix (align_types only)",
+    "no_align_types": "fix without align_types",
     "int8": "fix + int8",
 }
 # Weight formats: a keras dtype policy given to from_preset, or int8: the

@@ -2,7 +2,7 @@
 
     python -m benchmarks.step [--model gpt2_medium] [--fix off|on|...]
                               [--dtype float32|...] [--repeats 3]
-                              [--unfuse-gelu] [--json FILE]
+                              [--unfuse-gelu] [--graph-only] [--json FILE]
 
 keras-hub compiles generate() into one ov.Model: the prompt pass, then a
 Loop whose body is one decoding step (every layer, one token). The CPU
@@ -18,6 +18,9 @@ time of each layer type and kernel (a second copy compiled with
 PERF_COUNT, whose counters cost some time of their own), and the weight
 bytes the FullyConnected layers read, with the bandwidth that makes.
 ``--unfuse-gelu`` measures a what-if on the body first (``unfuse_gelu``).
+Every record also counts the operations of generate()'s graph as traced,
+before OpenVINO compiles it (``graph_operations``); ``--graph-only`` stops
+there.
 """
 
 import argparse
@@ -38,6 +41,7 @@ from benchmarks.sampler import MB
 
 __all__ = [
     "capture_generate",
+    "graph_operations",
     "main",
     "profile_steps",
     "render",
@@ -175,6 +179,30 @@ class _LoopReplay:
         return steps, {
             d.output_index: results[d.body_value_index] for d in self.outputs
         }
+
+
+def graph_operations(model):
+    """The operations of generate()'s ov.Model as keras traced it: how
+    many before the Loop and in its body, by type, and how many are
+    Converts to the type their input already has (see the align_types
+    part)."""
+    body = _the_loop(model).get_function()
+    counts = {}
+    for where, graph in (("before the Loop", model), ("Loop body", body)):
+        ops = graph.get_ordered_ops()
+        types = collections.Counter(node.get_type_name() for node in ops)
+        identity = sum(
+            node.get_type_name() == "Convert"
+            and node.get_output_element_type(0)
+            == node.input_value(0).get_element_type()
+            for node in ops
+        )
+        counts[where] = {
+            "operations": len(ops),
+            "identity_converts": identity,
+            "types": dict(types.most_common()),
+        }
+    return counts
 
 
 def _generated_loop_outputs(captured, loop):
@@ -333,8 +361,22 @@ def _median_range(values):
     )
 
 
+def render_graph(record):
+    parts = record["graph_operations"]
+    total = sum(part["operations"] for part in parts.values())
+    identity = sum(part["identity_converts"] for part in parts.values())
+    return (
+        f"generate()'s graph as traced ({record['model']} {record['dtype']}, "
+        f"OpenVINO {record['fix']}): {total} operations ("
+        + ", ".join(f"{where} {p['operations']}" for where, p in parts.items())
+        + f"), {identity} of them Converts to their input's own type"
+    )
+
+
 def render(record, top=12):
     """The record as the text this tool prints."""
+    if "profiled_step_ms" not in record:  # --graph-only
+        return render_graph(record)
     profiled = record["profiled_step_ms"]
     steps = record["steps"]
     replayed = statistics.median(
@@ -359,6 +401,8 @@ def render(record, top=12):
         f"before the Loop {record['prefix_compile_mb']:.0f} MB, the body "
         f"(and its first run) {record['body_compile_mb']:.0f} MB",
         "",
+        render_graph(record),
+        "",
         "| layer type | layers | ms a step | share |",
         "|---|---|---|---|",
     ]
@@ -382,6 +426,15 @@ def render(record, top=12):
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _stock():
+    import keras_ov_einsum
+
+    if keras_ov_einsum.is_enabled():
+        raise RuntimeError("--fix off needs the stock backend: disable() first")
+    yield
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step")
     parser.add_argument(
@@ -398,34 +451,43 @@ def main(argv=None):
         "FullyConnected layers of the step (see unfuse_gelu)",
     )
     parser.add_argument(
+        "--graph-only",
+        action="store_true",
+        help="count the traced graph's operations; no replay, no timing",
+    )
+    parser.add_argument(
         "--json", default=None, help="also write the record here"
     )
     args = parser.parse_args(argv)
     os.environ["KERAS_BACKEND"] = "openvino"
     import keras_hub
 
+    import keras_ov_einsum
     from benchmarks.worker import load_causal_lm
 
-    if FIX_PARTS[args.fix]:
-        import keras_ov_einsum
-
-        keras_ov_einsum.enable(**FIX_PARTS[args.fix])
-    preset = str(models.build_preset(args.model))
-    causal_lm = load_causal_lm(keras_hub, preset, args.dtype)
-    causal_lm.compile(sampler="greedy")
-    captured = capture_generate(causal_lm, args.max_length)
+    parts = FIX_PARTS[args.fix]
+    # Enabled for this call only: a second main() in the same process
+    # (tests) gets its own parts, or the stock backend.
+    patched = keras_ov_einsum.enabled(**parts) if parts else _stock()
+    with patched:
+        preset = str(models.build_preset(args.model))
+        causal_lm = load_causal_lm(keras_hub, preset, args.dtype)
+        causal_lm.compile(sampler="greedy")
+        captured = capture_generate(causal_lm, args.max_length)
     record = dict(
         model=args.model,
         dtype=args.dtype,
         fix=args.fix,
         text=captured["text"],
-        **profile_steps(captured, args.repeats, args.unfuse_gelu),
+        graph_operations=graph_operations(captured["model"]),
     )
+    if not args.graph_only:
+        record.update(profile_steps(captured, args.repeats, args.unfuse_gelu))
     print(render(record))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(record, handle, indent=1)
-    return 0 if record["replay_matches_generate"] else 1
+    return 0 if record.get("replay_matches_generate", True) else 1
 
 
 if __name__ == "__main__":

@@ -115,6 +115,8 @@ def measure(preset, fix, max_length, dtype="float32"):
                 "parts": fix,
                 "lowered": len(explanation.lowered),
                 "declined": len(explanation.declined),
+                # Counted, not listed: the align_types part's Converts.
+                "counts": dict(explanation.counts),
             }
         del causal_lm
         stage("deleted")

@@ -174,6 +174,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "matmul": False,
         "slice_update": False,
         "prescale": False,
+        "align_types": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
     # tied-embedding logits once in each.
@@ -215,6 +216,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "matmul": True,
         "slice_update": True,
         "prescale": True,
+        "align_types": True,
         "int8": True,
     }
     assert fixed["first_text"] == stock["first_text"]
@@ -577,3 +579,32 @@ def test_step_what_if_unfused_gelu_moves_layers_off_the_fused_kernel(
     plain = kernels[False]["gemm_mlas_f32"]
     assert kernels[True]["gemm_mlas_f32"] == plain + 2
     assert sum(kernels[True].values()) == sum(kernels[False].values()) == 13
+
+
+def test_step_counts_the_traced_graph_and_its_identity_converts(
+    presets, tmp_path
+):
+    graphs = {}
+    for fix in ("off", "on", "no_align_types"):
+        out = tmp_path / f"graph-{fix}.json"
+        arguments = ["--model", "gpt2_tiny", "--fix", fix, "--graph-only"]
+        assert step.main([*arguments, "--json", str(out)]) == 0
+        record = json.loads(out.read_text())
+        assert "step_ms" not in record  # nothing replayed or timed
+        graphs[fix] = record["graph_operations"]
+        assert "Converts to their input's own type" in step.render(record)
+
+    def total(fix, key):
+        return sum(part[key] for part in graphs[fix].values())
+
+    # Stock converts both operands of nearly every binary op to their own
+    # type; the align_types part leaves those out, and only those. A few
+    # come from elsewhere (keras's cast() to the type a value has).
+    stock = total("off", "identity_converts")
+    assert stock > 200
+    assert total("no_align_types", "identity_converts") == stock
+    left = total("on", "identity_converts")
+    assert left < stock / 5
+    assert total("on", "operations") == total(
+        "no_align_types", "operations"
+    ) - (stock - left)
