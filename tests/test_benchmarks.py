@@ -15,6 +15,7 @@ from benchmarks import (
     diff,
     environments,
     models,
+    passes,
     report,
     runner,
     step,
@@ -608,3 +609,50 @@ def test_step_counts_the_traced_graph_and_its_identity_converts(
     assert total("on", "operations") == total(
         "no_align_types", "operations"
     ) - (stock - left)
+
+
+def test_passes_sums_outermost_managers_and_each_pass(tmp_path):
+    csv = tmp_path / "passes.csv"
+    csv.write_text(
+        "m;Outer;3000000000;1\n"
+        "m_start;Outer;1000000000\n"
+        "m_start;Inner;1500000000\n"
+        "t;FoldA;Inner;250000000;0\n"
+        "m_end;Inner;2000000000\n"
+        "t;FoldA;Outer;250000000;0\n"
+        "m_end;Outer;4000000000\n"
+        "m_start;Late;5000000000\n"
+        "m_end;Late;5500000000\n"
+    )
+    summary = passes.read(csv)
+    # Inner runs inside Outer: only the outermost spans add up.
+    assert summary["managers"] == [("Outer", 3.0), ("Late", 0.5)]
+    assert summary["transformations_s"] == 3.5
+    assert summary["passes"] == {"FoldA": 0.5}
+    assert "transformations: 3.50 s" in passes.render(summary)
+
+
+def test_passes_reads_what_openvino_writes_compiling_generate(
+    presets, tmp_path
+):
+    csv = tmp_path / "passes.csv"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.step",
+            "--model",
+            "gpt2_tiny",
+            "--graph-only",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT, OV_ENABLE_PROFILE_PASS=str(csv)),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = passes.read(csv)
+    assert 0 < summary["transformations_s"] < 60
+    assert any(name == "Plugin:CPU" for name, _ in summary["managers"])
+    assert "ov::pass::ConstantFolding" in summary["passes"]
