@@ -656,3 +656,20 @@ def test_passes_reads_what_openvino_writes_compiling_generate(
     assert 0 < summary["transformations_s"] < 60
     assert any(name == "Plugin:CPU" for name, _ in summary["managers"])
     assert "ov::pass::ConstantFolding" in summary["passes"]
+
+
+def test_sampler_reads_the_kernels_counters():
+    import psutil
+
+    from benchmarks.sampler import MB, MemorySampler
+
+    sampler = MemorySampler()
+    grown = np.ones(64 * MB // 8)  # 64 MB, touched
+    rss = sampler.sample()
+    # The same resident size psutil reads (from /proc/<pid>/statm), and
+    # the swap its smaps walk finds (both read the kernel's counters).
+    assert abs(rss - psutil.Process().memory_info().rss) < 8 * MB
+    swap = getattr(psutil.Process().memory_full_info(), "swap", 0)
+    assert abs(sampler.peak_swap - swap) < 8 * MB
+    del grown
+    assert sampler.timeline and sampler.peak_rss == rss
