@@ -186,17 +186,14 @@ def graph_operations(model):
     many before the Loop and in its body, by type, and how many are
     Converts to the type their input already has (see the align_types
     part)."""
+    from keras_ov_einsum.align_types import is_identity_convert
+
     body = _the_loop(model).get_function()
     counts = {}
     for where, graph in (("before the Loop", model), ("Loop body", body)):
         ops = graph.get_ordered_ops()
         types = collections.Counter(node.get_type_name() for node in ops)
-        identity = sum(
-            node.get_type_name() == "Convert"
-            and node.get_output_element_type(0)
-            == node.input_value(0).get_element_type()
-            for node in ops
-        )
+        identity = sum(is_identity_convert(node) for node in ops)
         counts[where] = {
             "operations": len(ops),
             "identity_converts": identity,

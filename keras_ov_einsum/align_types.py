@@ -16,7 +16,16 @@ operand's own type. A Convert to the same type is the identity, so values,
 dtypes and shapes are stock's; a Convert that changes the type is kept.
 """
 
-__all__ = ["drop_identity_converts"]
+__all__ = ["drop_identity_converts", "is_identity_convert"]
+
+
+def is_identity_convert(node):
+    """Whether ``node`` is a Convert to the type its input already has."""
+    return (
+        node.get_type_name() == "Convert"
+        and node.get_output_element_type(0)
+        == node.input_value(0).get_element_type()
+    )
 
 
 def drop_identity_converts(operands, aligned):
@@ -28,11 +37,7 @@ def drop_identity_converts(operands, aligned):
     kept, dropped = [], 0
     for operand, output in zip(operands, aligned, strict=True):
         node = output.get_node()
-        identity = (
-            node.get_type_name() == "Convert"
-            and node.input_value(0) == operand
-            and node.get_output_element_type(0) == operand.get_element_type()
-        )
+        identity = is_identity_convert(node) and node.input_value(0) == operand
         kept.append(operand if identity else output)
         dropped += identity
     return tuple(kept), dropped

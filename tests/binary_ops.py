@@ -2,11 +2,19 @@
 the Converts of an operand to its own type that stock's
 ``align_operand_types`` adds."""
 
-import contextlib
+import ml_dtypes
+import numpy as np
 
 import keras_ov_einsum
+from graphs import keras_parameter, patched
 
-__all__ = ["OPERATIONS", "binary_graph", "identity_converts", "operand"]
+__all__ = [
+    "OPERATIONS",
+    "binary_graph",
+    "identity_converts",
+    "operand",
+    "random_inputs",
+]
 
 # keras.ops functions and Python operators that align their two operands.
 OPERATIONS = {
@@ -26,14 +34,7 @@ def operand(dtype, shape):
     Python scalar when ``dtype`` is ``int`` or ``float``."""
     if dtype in (int, float):
         return dtype(3)
-    import openvino.opset13 as ov_opset
-    from keras.src.backend.openvino.core import (
-        OPENVINO_DTYPES,
-        OpenVINOKerasTensor,
-    )
-
-    parameter = ov_opset.parameter(list(shape), OPENVINO_DTYPES[dtype])
-    return OpenVINOKerasTensor(parameter.output(0))
+    return keras_parameter(shape, dtype)[1]
 
 
 def binary_graph(name, a, b, *, fixed, parts=None):
@@ -44,11 +45,7 @@ def binary_graph(name, a, b, *, fixed, parts=None):
     import keras
     import openvino as ov
 
-    if fixed:
-        context = keras_ov_einsum.enabled(**(parts or {}))
-    else:
-        context = contextlib.nullcontext()
-    with context:
+    with patched(fixed, parts):
         result = OPERATIONS[name](keras.ops, a, b)
         explanation = keras_ov_einsum.explain() if fixed else ()
     parameters = [x.output.get_node() for x in (a, b) if hasattr(x, "output")]
@@ -64,3 +61,21 @@ def identity_converts(model):
         and node.get_output_element_type(0)
         == node.input_value(0).get_element_type()
     ]
+
+
+def random_inputs(model, seed=0):
+    """Values for the model's Parameters, drawn from N(0, 8**2) and cast
+    to each Parameter's type (bool: the positive ones)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for parameter in model.get_parameters():
+        shape = list(parameter.get_shape())
+        dtype = parameter.get_element_type().get_type_name()
+        drawn = rng.standard_normal(shape) * 8
+        if dtype == "boolean":
+            values.append(drawn > 0)
+        elif dtype == "bf16":
+            values.append(drawn.astype(ml_dtypes.bfloat16))
+        else:
+            values.append(drawn.astype(parameter.get_element_type().to_dtype()))
+    return values

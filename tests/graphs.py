@@ -1,5 +1,6 @@
 """Build, inspect and run small OpenVINO graphs through ``keras.ops.einsum``."""
 
+import contextlib
 import dataclasses
 
 import ml_dtypes
@@ -17,7 +18,9 @@ __all__ = [
     "gpt2_causal_lm",
     "gpt2_prompt",
     "kernel_path",
+    "keras_parameter",
     "op_types",
+    "patched",
     "run_model",
 ]
 
@@ -58,8 +61,7 @@ def build_einsum_graph(
         x = ov_opset.convert(x, OPENVINO_DTYPES[dtype]).output(0)
     x = OpenVINOKerasTensor(x)
     operands = (variable, x) if kernel_first else (x, variable)
-    context = keras_ov_einsum.enabled() if fixed else _null_context()
-    with context:
+    with patched(fixed):
         result = keras.ops.einsum(equation, *operands)
         explanation = keras_ov_einsum.explain() if fixed else ()
     model = ov.Model([result.output], [parameter])
@@ -107,12 +109,24 @@ def run_model(model, *inputs, config=F32):
     return result
 
 
-class _null_context:
-    def __enter__(self):
-        return self
+def patched(fixed, parts=None):
+    """Where a graph is built: under ``enable(**parts)`` when ``fixed``,
+    else on the stock backend."""
+    if fixed:
+        return keras_ov_einsum.enabled(**(parts or {}))
+    return contextlib.nullcontext()
 
-    def __exit__(self, *exc):
-        return False
+
+def keras_parameter(shape, dtype="float32"):
+    """An OpenVINO Parameter of ``shape`` (-1: dynamic) and ``dtype``, and
+    the Keras tensor on it."""
+    from keras.src.backend.openvino.core import (
+        OPENVINO_DTYPES,
+        OpenVINOKerasTensor,
+    )
+
+    parameter = ov_opset.parameter(list(shape), OPENVINO_DTYPES[dtype])
+    return parameter, OpenVINOKerasTensor(parameter.output(0))
 
 
 def gpt2_causal_lm(

@@ -4,6 +4,7 @@ scales its query: ``multiply(EinsumDense(x), scale)``."""
 import numpy as np
 
 import keras_ov_einsum
+from graphs import keras_parameter, patched
 
 __all__ = [
     "multiply_after_projection",
@@ -32,11 +33,6 @@ def scaled_projection(
     (a second model output)."""
     import keras
     import openvino as ov
-    import openvino.opset13 as ov_opset
-    from keras.src.backend.openvino.core import (
-        OPENVINO_DTYPES,
-        OpenVINOKerasTensor,
-    )
 
     keras.utils.set_random_seed(seed)
     layer = keras.layers.EinsumDense(
@@ -47,10 +43,8 @@ def scaled_projection(
         dtype=dtype,
     )
     layer.build((None, None, width))
-    parameter = ov_opset.parameter([-1, -1, width], OPENVINO_DTYPES[dtype])
-    x = OpenVINOKerasTensor(parameter.output(0))
-    context = keras_ov_einsum.enabled(**(parts or {})) if fixed else _Nothing()
-    with context:
+    parameter, x = keras_parameter([-1, -1, width], dtype)
+    with patched(fixed, parts):
         projected = layer(x)
         # Read before the multiply: readers added later are not known then.
         other = keras.ops.negative(projected) if also_read else None
@@ -60,14 +54,6 @@ def scaled_projection(
         explanation = keras_ov_einsum.explain() if fixed else ()
     outputs = [scaled.output] + ([other.output] if also_read else [])
     return ov.Model(outputs, [parameter]), explanation, layer
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # What a projection ends with: stock's Einsum, the lowered MatMul (and its

@@ -2,26 +2,19 @@
 reaches the op without a Convert; Converts that change a type stay; values,
 dtypes and errors are stock's."""
 
-import contextlib
-
 import numpy as np
 import openvino as ov
 import pytest
 
 import keras_ov_einsum
-from binary_ops import binary_graph, identity_converts, operand
-from graphs import generate, gpt2_causal_lm, run_model
+from binary_ops import (
+    binary_graph,
+    identity_converts,
+    operand,
+    random_inputs,
+)
+from graphs import generate, gpt2_causal_lm, patched, run_model
 from keras_ov_einsum.patch import ALIGN_LABEL
-
-
-def _inputs(model, seed=0):
-    rng = np.random.default_rng(seed)
-    return [
-        (rng.standard_normal(list(p.get_shape())) * 4).astype(
-            p.get_element_type().to_dtype()
-        )
-        for p in model.get_parameters()
-    ]
 
 
 @pytest.mark.parametrize(
@@ -35,7 +28,7 @@ def test_same_type_operands_get_no_convert(name):
     assert len(identity_converts(stock)) == 2
     assert identity_converts(fixed) == []
     assert explanation.counts == {ALIGN_LABEL: 2}
-    inputs = _inputs(stock)
+    inputs = random_inputs(stock)
     got, want = run_model(fixed, *inputs), run_model(stock, *inputs)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
@@ -54,7 +47,7 @@ def test_a_convert_that_changes_the_type_stays():
     assert convert.input_value(0).get_element_type() == ov.Type.i32
     assert convert.get_output_element_type(0) == ov.Type.f32
     assert explanation.counts == {ALIGN_LABEL: 1}
-    inputs = _inputs(stock)
+    inputs = random_inputs(stock)
     np.testing.assert_array_equal(
         run_model(fixed, *inputs), run_model(stock, *inputs)
     )
@@ -71,7 +64,7 @@ def test_python_scalars_keep_stock_types(a_type, b_type):
     assert (
         fixed.output(0).get_element_type() == stock.output(0).get_element_type()
     )
-    inputs = _inputs(stock)
+    inputs = random_inputs(stock)
     np.testing.assert_array_equal(
         run_model(fixed, *inputs), run_model(stock, *inputs)
     )
@@ -87,15 +80,12 @@ def test_stock_errors_are_kept():
         return ov_opset.parameter([2], ov.Type.dynamic).output(0)
 
     errors = []
-    for parts in (None, {}):
-        context = (
-            keras_ov_einsum.enabled(**parts) if parts is not None else None
-        )
-        with context or contextlib.nullcontext():
+    for fixed in (False, True):
+        with patched(fixed):
             wrapped = hasattr(
                 core.align_operand_types, "__keras_ov_einsum_original__"
             )
-            assert wrapped == (parts is not None)
+            assert wrapped == fixed
             with pytest.raises(ValueError) as error:
                 core.align_operand_types(
                     dynamic_type(), dynamic_type(), "add()"

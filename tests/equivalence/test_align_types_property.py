@@ -3,13 +3,18 @@ Python scalars) and broadcast shapes, the fixed graph has no Convert of a
 value to its own type, the result type of stock, and stock's exact values;
 where stock raises, the fixed path raises the same."""
 
-import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from binary_ops import OPERATIONS, binary_graph, identity_converts, operand
+from binary_ops import (
+    OPERATIONS,
+    binary_graph,
+    identity_converts,
+    operand,
+    random_inputs,
+)
 from graphs import run_model
 
 from .references import event
@@ -17,22 +22,6 @@ from .references import event
 _TENSOR_TYPES = ("float32", "float16", "bfloat16", "int8", "int32", "bool")
 _SCALARS = (int, float)
 _ELEMENTWISE = [name for name in OPERATIONS if name != "matmul"]
-
-
-def _values(model, seed):
-    rng = np.random.default_rng(seed)
-    values = []
-    for parameter in model.get_parameters():
-        shape = list(parameter.get_shape())
-        dtype = parameter.get_element_type().get_type_name()
-        drawn = rng.standard_normal(shape) * 8
-        if dtype == "boolean":
-            values.append(drawn > 0)
-        elif dtype == "bf16":
-            values.append(drawn.astype(ml_dtypes.bfloat16))
-        else:
-            values.append(drawn.astype(parameter.get_element_type().to_dtype()))
-    return values
 
 
 def _check(error):
@@ -85,7 +74,7 @@ def test_no_identity_convert_and_stock_values(case, seed):
     )
     converts = len(identity_converts(stock))
     event(f"align_types: {converts} identity Convert(s) in stock")
-    values = _values(stock, seed)
+    values = random_inputs(stock, seed)
     got, want = run_model(fixed, *values), run_model(stock, *values)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
