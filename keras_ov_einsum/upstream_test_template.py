@@ -131,6 +131,25 @@ class EinsumLoweringTest(testing.TestCase):
             _run(model, inputs), layer(inputs) * 0.125, atol=1e-6
         )
 
+    def test_operands_are_converted_only_to_another_type(self):
+        # align_operand_types: float32 + float32 needs no Convert; an int32
+        # operand of a float32 op is converted, once.
+        parameter, x = _parameter((None, 4))
+        integers = ov_opset.parameter([-1, 4], ov.Type.i32)
+        integers_tensor = OpenVINOKerasTensor(integers.output(0))
+        y = ops.add(ops.multiply(x, x), integers_tensor)
+        model = ov.Model([y.output], [parameter, integers])
+        (convert,) = [
+            node
+            for node in model.get_ordered_ops()
+            if node.get_type_name() == "Convert"
+        ]
+        self.assertEqual(convert.input_value(0).get_element_type(), ov.Type.i32)
+        self.assertEqual(y.dtype, "float32")
+        inputs = np.arange(8, dtype="float32").reshape(2, 4)
+        result = _run(model, inputs, inputs.astype("int32"))
+        self.assertAllClose(result, inputs * inputs + inputs)
+
     def test_cache_write_addresses_slabs(self):
         # A key/value cache write: [batch, length, heads, dim] at
         # [0, index, 0, 0]; heads and dim are written whole.
