@@ -9,7 +9,9 @@ A sample reads the kernel's counters (VmRSS and VmSwap in
 ``/proc/<pid>/smaps`` instead: about 50 ms for a 4 GB process on this
 machine, with the process's memory map locked, so a sample never ended
 before the next was due and the measured process ran a third slower
-(GPT-2 Medium's generate(): 0.51 s without it, 0.68 s with it).
+(GPT-2 Medium's generate(): 0.51 s without it, 0.68 s with it; an ad hoc
+timing in one process, 2026-11-26; the harness's own before and after are
+in the README).
 """
 
 import os
