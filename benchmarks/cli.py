@@ -5,6 +5,7 @@ import datetime
 import sys
 
 from benchmarks import diff, environments, models, report, runner
+from keras_ov_einsum.parts import default_switches
 
 __all__ = ["main"]
 
@@ -38,9 +39,13 @@ def main(argv=None):
         "--fix",
         type=_list,
         default=["both"],
-        help="for openvino, comma-separated: off (stock), on (every part "
-        "of the fix), einsum or matmul (that part alone), int8 (every part "
-        "and the opt-in int8 part), both (= off,on; the default)",
+        help="for openvino, comma-separated: off (stock), on (every default "
+        "part), both (= off,on; the default), a default part alone ("
+        + ", ".join(name for name, on in default_switches().items() if on)
+        + "), no_<part> (every default part but it), or an opt-in part on "
+        "top of on ("
+        + ", ".join(name for name, on in default_switches().items() if not on)
+        + ")",
     )
     compare.add_argument(
         "--dtype",

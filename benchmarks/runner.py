@@ -33,36 +33,35 @@ __all__ = [
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-# --fix value -> the parts keras_ov_einsum.enable() turns on (None: off).
-# One part alone measures what that part contributes.
-_DEFAULT_PARTS = ("einsum", "matmul", "slice_update", "prescale", "align_types")
-_ALL = dict.fromkeys(_DEFAULT_PARTS, True)
-_NONE = dict.fromkeys(_DEFAULT_PARTS, False)
-FIX_PARTS = {
-    "off": None,
-    "on": _ALL,
-    "einsum": {**_NONE, "einsum": True},
-    "matmul": {**_NONE, "matmul": True},
-    "slice_update": {**_NONE, "slice_update": True},
-    # prescale moves a scale before a MatMul: keras-hub's query projections
-    # are MatMuls only once the einsum part lowered them.
-    "prescale": {**_NONE, "einsum": True, "prescale": True},
-    "align_types": {**_NONE, "align_types": True},
-    # Every default part but align_types: what align_types adds to the rest.
-    "no_align_types": {**_ALL, "align_types": False},
-    "int8": {**_ALL, "int8": True},
-}
-_FIX_NAMES = {
-    "off": "stock",
-    "on": "fix",
-    "einsum": "fix (einsum only)",
-    "matmul": "fix (matmul only)",
-    "slice_update": "fix (slice_update only)",
-    "prescale": "fix (einsum + prescale)",
-    "align_types": "fix (align_types only)",
-    "no_align_types": "fix without align_types",
-    "int8": "fix + int8",
-}
+def _fix_modes():
+    """--fix value -> (the switches keras_ov_einsum.enable() gets, or None
+    for stock; the run's label), from the package's part registry.
+
+    ``on`` is every default part; ``<part>`` a default part alone (what it
+    contributes on its own) or an opt-in part on top of ``on``;
+    ``no_<part>`` every default part but that one (what it adds to the
+    rest).
+    """
+    from keras_ov_einsum.parts import default_switches
+
+    defaults = default_switches()
+    every_off = dict.fromkeys(defaults, False)
+    modes = {"off": (None, "stock"), "on": (defaults, "fix")}
+    for name, default in defaults.items():
+        if default:
+            modes[name] = ({**every_off, name: True}, f"fix ({name} only)")
+            modes[f"no_{name}"] = (
+                {**defaults, name: False},
+                f"fix without {name}",
+            )
+        else:
+            modes[name] = ({**defaults, name: True}, f"fix + {name}")
+    return modes
+
+
+_FIX_MODES = _fix_modes()
+FIX_PARTS = {mode: parts for mode, (parts, _) in _FIX_MODES.items()}
+_FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
 # Weight formats: a keras dtype policy given to from_preset, or int8: the
 # float32 preset loaded, then ``backbone.quantize("int8")``.
 DTYPES = ("float32", "float16", "bfloat16", "int8")

@@ -2,9 +2,9 @@
 
 ``plan_lowering`` is a pure function of the parsed equation, the operand
 shapes (``None`` for a dynamic dimension) and which operand is the constant
-kernel. It returns a ``LoweringPlan`` or a ``Declined`` with the reason, in
-the manner of opt_einsum's ``can_blas``. Every label of the variable operand
-``x`` and of the kernel ``w`` falls in one group:
+kernel. It returns a ``LoweringPlan`` or a declined ``Outcome`` with the
+reason, in the manner of opt_einsum's ``can_blas``. Every label of the
+variable operand ``x`` and of the kernel ``w`` falls in one group:
 
     batch      in x, w and the output   -> MatMul batch dimension
     rows       in x and the output      -> rows of the MatMul (M)
@@ -21,17 +21,9 @@ never a copy. Only an interleaved kernel needs ``kernel_permutation``.
 
 import dataclasses
 
-__all__ = ["Declined", "LoweringPlan", "has_matrix_view", "plan_lowering"]
+from .outcome import declined
 
-
-@dataclasses.dataclass(frozen=True)
-class Declined:
-    """The einsum stays on the stock path, for ``reason``."""
-
-    reason: str
-
-    def __bool__(self):
-        return False
+__all__ = ["LoweringPlan", "has_matrix_view", "plan_lowering"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +52,6 @@ class LoweringPlan:
     transpose_b: bool
     output_permutation: tuple
 
-    def __bool__(self):
-        return True
-
     @property
     def contracted_size(self):
         return _product(self.sizes[label] for label in self.contracted)
@@ -87,13 +76,13 @@ class LoweringPlan:
 
 
 def plan_lowering(equation, shapes, kernel_index):
-    """Return a ``LoweringPlan`` for ``equation`` or the ``Declined`` reason.
+    """A ``LoweringPlan`` for ``equation``, or a declined ``Outcome``.
 
     ``shapes`` holds one tuple per operand with ``None`` for dynamic sizes;
     the kernel's shape, ``shapes[kernel_index]``, must be fully static.
     """
     if len(equation.inputs) != 2:
-        return Declined(
+        return declined(
             f"{len(equation.inputs)} operand(s); only two-operand einsums are "
             "lowered"
         )
@@ -104,25 +93,25 @@ def plan_lowering(equation, shapes, kernel_index):
     output = equation.output
 
     if not x_labels or not w_labels:
-        return Declined("a scalar operand is not a matrix product")
+        return declined("a scalar operand is not a matrix product")
     if equation.ellipsis_inputs[kernel_index]:
-        return Declined("the kernel has an ellipsis ('...')")
+        return declined("the kernel has an ellipsis ('...')")
     for name, labels in (("input", x_labels), ("kernel", w_labels)):
         repeated = sorted(
             {label for label in labels if labels.count(label) > 1}
         )
         if repeated:
-            return Declined(
+            return declined(
                 f"label {repeated[0]!r} repeats within the {name} "
                 f"({labels!r}): a diagonal, not a matrix product"
             )
     if any(size is None for size in w_shape):
-        return Declined(f"the kernel shape {tuple(w_shape)} is not static")
+        return declined(f"the kernel shape {tuple(w_shape)} is not static")
 
     sizes = dict(zip(w_labels, w_shape))
     for label, size in zip(x_labels, x_shape):
         if label in sizes and size is not None and size != sizes[label]:
-            return Declined(
+            return declined(
                 f"label {label!r} has size {size} in the input but "
                 f"{sizes[label]} in the kernel"
             )
@@ -158,7 +147,7 @@ def plan_lowering(equation, shapes, kernel_index):
     if not contracted:
         # Stock OpenVINO makes this a broadcast multiply, which beats a
         # MatMul with a reduction of length one.
-        return Declined(
+        return declined(
             "no label is contracted: an elementwise or outer product, "
             "not a matrix product"
         )
@@ -172,7 +161,7 @@ def plan_lowering(equation, shapes, kernel_index):
         # miscompile some MatMuls whose K or N is 1, or whose batch axis
         # is 1 (a kernel reshape dropped, a reshape of the wrong size, a
         # wrong output shape). Projections never have such a side.
-        return Declined(
+        return declined(
             "a matrix-vector product (K or N is 1) or a batch axis of size "
             "1 is not reliably compiled by OpenVINO"
         )
@@ -182,7 +171,7 @@ def plan_lowering(equation, shapes, kernel_index):
         # Found by the equivalence suite ('dfea,abce->bcde'): a batched
         # MatMul with one static row (M = 1) behind the input's reduce and
         # transpose came out of the CPU plugin with a wrong output shape.
-        return Declined(
+        return declined(
             "a batched matrix-vector product (one row per batch) is not "
             "reliably compiled by OpenVINO"
         )
@@ -193,7 +182,7 @@ def plan_lowering(equation, shapes, kernel_index):
             # size of 1 against the kernel's (and raise on other sizes),
             # but a MatMul checks K only when compiled, not at run time:
             # it raised, or read part of the kernel without a word.
-            return Declined(
+            return declined(
                 f"label {label!r} is dynamic in the input: its size against "
                 f"the kernel's {sizes[label]} is only known at run time"
             )
@@ -232,7 +221,7 @@ def plan_lowering(equation, shapes, kernel_index):
         # after it read the shape of the tensor before it: a wrong output
         # shape, a run-time error, or ('feda,ac->dcf' with f = 1) a result
         # buffer of the wrong size that corrupts the heap.
-        return Declined(
+        return declined(
             "the input is summed over, then transposed only by moving axes "
             "of size 1: not reliably compiled by OpenVINO"
         )

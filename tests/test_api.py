@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
-from keras_ov_einsum import patch
+from keras_ov_einsum import lowering
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,7 +171,7 @@ def test_an_internal_error_falls_back_to_stock(monkeypatch, caplog):
     def broken(subscripts, inputs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(patch, "plan_einsum", broken)
+    monkeypatch.setattr(lowering, "plan_einsum", broken)
     kernel = keras.Variable(np.ones((8, 4), "float32"))
     parameter = ov_opset.parameter([-1, 8], ov.Type.f32)
     with keras_ov_einsum.enabled():

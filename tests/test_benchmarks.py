@@ -176,6 +176,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "slice_update": False,
         "prescale": False,
         "align_types": False,
+        "int8": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
     # tied-embedding logits once in each.
