@@ -66,16 +66,17 @@ class Part:
     ``count``) instead of listing them: for parts that act on most calls.
     ``requires``: the parts that must be on with it.
     ``wraps``: ``(Hook, factory)`` pairs for functions replaced otherwise:
-    ``factory(original)`` returns the replacement.
+    ``factory(original)`` returns the replacement (``original`` as the
+    owner holds it: a classmethod object for a classmethod).
     ``sources``: this package's modules that carry the part into the keras
     patch (``upstream.py``), in dependency order; None: not upstreamed.
     """
 
     name: str
     summary: str
-    hooks: tuple
-    rewrite: object
-    label: object
+    hooks: tuple = ()
+    rewrite: object = None
+    label: object = None
     default: bool = True
     counted: bool = False
     requires: tuple = ()

@@ -13,6 +13,7 @@ identical. Versions are checked before anything is touched.
 
 import contextlib
 import functools
+import inspect
 import logging
 import re
 import threading
@@ -38,7 +39,9 @@ MINIMUM_VERSIONS = {"keras": (3, 12, 0), "openvino": (2025, 3, 0)}
 UNTESTED_FROM = {"keras": (4, 0, 0), "openvino": (2027, 0, 0)}
 
 _lock = threading.RLock()
-_installed = []  # (owner, attribute, original), in install order
+# (owner, attribute, original, whether the owner held it itself), in
+# install order
+_installed = []
 _switches = None  # the enable() switches in force; None: not enabled
 
 
@@ -112,8 +115,11 @@ def disable():
         if _installed:
             logger.info("keras_ov_einsum disabled")
         while _installed:
-            owner, attribute, original = _installed.pop()
-            setattr(owner, attribute, original)
+            owner, attribute, original, own = _installed.pop()
+            if own:
+                setattr(owner, attribute, original)
+            else:
+                delattr(owner, attribute)
         _set_switches(None)
         clear_kernel_cache()
 
@@ -184,19 +190,22 @@ def _install_parts(on):
             hooks.setdefault(hook, []).append(part)
     for hook, parts in hooks.items():
         owner = hook.owner()
-        _install(
-            owner, hook.name, _wrapper(hook, parts, getattr(owner, hook.name))
-        )
+        stock = getattr(owner, hook.name)
+        _install(owner, hook.name, _wrapper(hook, parts, stock))
     for part in on:
         for hook, factory in part.wraps:
             owner = hook.owner()
-            _install(owner, hook.name, factory(getattr(owner, hook.name)))
+            # As the owner holds it: a classmethod stays a classmethod.
+            original = inspect.getattr_static(owner, hook.name)
+            _install(owner, hook.name, factory(original))
 
 
 def _install(owner, attribute, wrapper):
-    original = getattr(owner, attribute)
+    # A class may inherit the attribute: restoring then deletes ours.
+    own = attribute in vars(owner)
+    original = inspect.getattr_static(owner, attribute)
     wrapper.__keras_ov_einsum_original__ = original
-    _installed.append((owner, attribute, original))
+    _installed.append((owner, attribute, original, own))
     setattr(owner, attribute, wrapper)
 
 

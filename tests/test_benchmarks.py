@@ -177,6 +177,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "prescale": False,
         "align_types": False,
         "int8": False,
+        "preset_load": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
     # tied-embedding logits once in each.
@@ -219,6 +220,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "slice_update": True,
         "prescale": True,
         "align_types": True,
+        "preset_load": True,
         "int8": True,
     }
     assert fixed["first_text"] == stock["first_text"]
