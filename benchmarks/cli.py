@@ -122,6 +122,14 @@ def main(argv=None):
 
     render = commands.add_parser("report", help="re-render report.md")
     render.add_argument("results")
+    render.add_argument(
+        "--out",
+        help="the Markdown file to write (default: report.md beside "
+        "results.json)",
+    )
+    render.add_argument(
+        "--no-charts", action="store_true", help="tables only, no PNG charts"
+    )
 
     changes = commands.add_parser("diff", help="compare two results.json")
     changes.add_argument("old")
@@ -130,7 +138,7 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     if args.command == "report":
-        print(report.render(args.results))
+        print(report.render(args.results, args.out, not args.no_charts))
         return 0
     if args.command == "diff":
         lines, regressions = diff.compare_results(

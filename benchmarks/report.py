@@ -86,10 +86,14 @@ def _cell(stat, digits):
     return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
-def render(results_path):
+def render(results_path, out=None, charts=True):
+    """Write the report of ``results_path`` to ``out`` (default: report.md
+    beside it), and with ``charts`` the PNG charts beside the report;
+    return the report's path. The same results render the same Markdown."""
     results_path = pathlib.Path(results_path)
     results = json.loads(results_path.read_text())
-    out_dir = results_path.parent
+    out = pathlib.Path(out) if out else results_path.parent / "report.md"
+    out_dir = out.parent
     groups = summarize(results["runs"])
     lines = [
         "# keras-ov-einsum benchmark",
@@ -128,11 +132,15 @@ def render(results_path):
             for run in failures
         ]
         lines.append("")
-    charts = _charts(out_dir, groups)
     if charts:
-        lines += ["## Charts", ""] + [f"![{name}]({name})" for name in charts]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    return out_dir / "report.md"
+        drawn = _charts(out_dir, groups)
+        if drawn is None:
+            lines += ["No charts: matplotlib is not installed.", ""]
+        elif drawn:
+            lines += ["## Charts", ""]
+            lines += [f"![{name}]({name})" for name in drawn]
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 def _one_line(text, limit=1000):
@@ -484,13 +492,14 @@ def _graphs(model, runs):
 
 
 def _charts(out_dir, groups):
+    """The chart files written (None: matplotlib is missing)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return []
+        return None
     names = []
     keys = [key for key in groups if "peak_rss_mb" in groups[key]]
     if not keys:

@@ -865,3 +865,16 @@ def test_the_native_table_compares_medians_and_token_ids(tmp_path):
         "| no (2/2 run pairs differ; first at new token 1) |" in section
     )
     assert "int8" not in section
+
+
+def test_report_says_when_it_draws_no_charts(tmp_path, monkeypatch):
+    runs = [_run("openvino 1 stock", 0), _run("openvino 1 fix", 0)]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    out = report.render(path, tmp_path / "page.md")
+    assert out == tmp_path / "page.md"
+    assert "No charts: matplotlib is not installed." in out.read_text()
+    assert not list(tmp_path.glob("*.png"))
+    tables_only = report.render(path, tmp_path / "tables.md", charts=False)
+    assert "No charts" not in tables_only.read_text()
