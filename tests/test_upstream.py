@@ -140,6 +140,12 @@ def test_generated_module_is_the_package_merged(keras_copy):
         node.name
         for node in tree.body
         if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    } | {
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
     }
     # Every public name of every source module is defined at the top level,
     # but for the part declarations and the rewrites only they call.
