@@ -192,6 +192,7 @@ def _model_tables(model, groups, runs):
     ]
     lines += _improvement(model, groups)
     lines += _native_comparison(model, groups)
+    lines += targets(model, groups)
     lines += _first_call_split(model, groups)
     lines += _graphs(model, runs)
     lines += _versions(model, runs)
@@ -352,6 +353,86 @@ def _native_comparison(model, groups):
             f"| {keras_label} | {native_label} | " + " | ".join(cells) + " |"
         )
     return lines + [""]
+
+
+# The issue's targets for Keras + fix against openvino-genai (f32 hint):
+# (title, NATIVE_RATIOS title, bound per dtype, "at least" or "at most").
+TARGETS = [
+    ("tokens/s", "tokens/s", {"float32": 0.9, "int8": 0.8}, "at least"),
+    (
+        "time to first token",
+        "time to first token s (load + 1st call)",
+        {"float32": 2.0, "int8": 2.0},
+        "at most",
+    ),
+    (
+        "peak RSS growth",
+        "peak growth MB",
+        {"float32": 1.15, "int8": 1.15},
+        "at most",
+    ),
+]
+
+
+def targets(model, groups):
+    """The targets table: each Keras row with parts of the fix on beside
+    openvino-genai's f32-hint row of its weight format, Keras over native
+    (ratio of the medians) against each target, met or by how much not."""
+    native = {
+        _dtype(group): group
+        for (m, _), group in groups.items()
+        if m == model
+        and group["runs"][0]["backend"] == "openvino-genai"
+        and group["runs"][0].get("hint", "f32") == "f32"
+    }
+    fixed = [
+        (label, group)
+        for (m, label), group in groups.items()
+        if m == model
+        and group["runs"][0]["backend"] == "openvino"
+        and group["runs"][0].get("fix", "off") != "off"
+        and _dtype(group) in native
+    ]
+    if not fixed:
+        return []
+    lines = [
+        "### Targets: Keras + fix over openvino-genai",
+        "",
+        "Keras over openvino-genai with the f32 hint, same weight format; "
+        "ratio of the medians.",
+        "",
+        "| Keras row | " + " | ".join(title for title, *_ in TARGETS) + " |",
+        "|---" * (len(TARGETS) + 1) + "|",
+    ]
+    values = dict(NATIVE_RATIOS)
+    for label, group in fixed:
+        cells = []
+        for _, ratio_title, bounds, direction in TARGETS:
+            value = values[ratio_title]
+            ratio = _median_ratio(
+                group["runs"], native[_dtype(group)]["runs"], value
+            )
+            bound = bounds[_dtype(group)]
+            if ratio is None:
+                cells.append("n/a")
+                continue
+            met = ratio >= bound if direction == "at least" else ratio <= bound
+            verdict = "met" if met else "missed"
+            cells.append(f"{ratio:.2f} ({direction} {bound}: {verdict})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _median_ratio(keras_runs, native_runs, value):
+    def median(runs):
+        got = [value(run) for run in runs if run["ok"]]
+        got = [item for item in got if item is not None]
+        return statistics.median(got) if got else None
+
+    keras, native = median(keras_runs), median(native_runs)
+    if keras is None or not native:
+        return None
+    return keras / native
 
 
 def _dtype(group):

@@ -878,3 +878,46 @@ def test_report_says_when_it_draws_no_charts(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.png"))
     tables_only = report.render(path, tmp_path / "tables.md", charts=False)
     assert "No charts" not in tables_only.read_text()
+
+
+def test_report_states_each_target_met_or_missed(tmp_path):
+    """The targets table: Keras rows with the fix over openvino-genai's
+    f32-hint row of the same weight format, against 0.9 / 0.8 x tokens/s,
+    2 x time to first token and 1.15 x peak growth."""
+
+    def run(label, backend, fix, dtype, **values):
+        record = _run(label, 0, **values)
+        record.update(backend=backend, fix=fix, dtype=dtype, hint="f32")
+        return record
+
+    runs = [
+        run("genai", "openvino-genai", "off", "float32", tokens_per_s=10.0),
+        run("genai int8", "openvino-genai", "off", "int8", tokens_per_s=20.0),
+        run("stock", "openvino", "off", "float32", tokens_per_s=1.0),
+        # 9.5 / 10 tokens/s; (2 + 2) / (1 + 0.5) s to first token;
+        # 70 / 60 MB of peak growth
+        run(
+            "fix",
+            "openvino",
+            "on",
+            "float32",
+            tokens_per_s=9.5,
+            load_s=2.0,
+            first_s=2.0,
+            growth_mb=70,
+        ),
+        run("fix int8", "openvino", "int8", "int8", tokens_per_s=15.0),
+    ]
+    runs[0].update(load_s=1.0, first_s=0.5)
+    for record in runs[1:]:
+        record.setdefault("load_s", 1.0)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    text = report.render(path, charts=False).read_text()
+    table = text.split("### Targets: Keras + fix over openvino-genai")[1]
+    assert (
+        "| fix | 0.95 (at least 0.9: met) | 2.67 (at most 2.0: missed) "
+        "| 1.17 (at most 1.15: missed) |" in table
+    )
+    assert "| fix int8 | 0.75 (at least 0.8: missed) |" in table
+    assert "| stock |" not in table
