@@ -10,7 +10,10 @@ Medium's 355M parameters that was two thirds of a 31 s ``from_preset``
 
 While a preset loader builds a backbone whose weights it then loads, this
 part gives each new variable a zero Broadcast instead (no bytes, no
-draw); ``load_weights`` then assigns the saved values, as it does stock.
+draw); ``load_weights`` then assigns the saved values, as it does stock,
+but into a Constant that shares the array read from the weights file
+instead of copying it (stock copies every weight once more: a second
+transient copy of the model, ~1 s for GPT-2 Medium).
 Only float variables created inside ``Backbone.from_config`` under a
 loader called with ``load_weights=True`` are touched: a task's own layers
 (a classifier head the preset may not hold), integer variables (a dropout
@@ -26,11 +29,12 @@ import threading
 from . import decisions
 from .part import Hook, Part
 
-__all__ = ["PART", "VARIABLES_LABEL"]
+__all__ = ["PART", "SHARED_LABEL", "VARIABLES_LABEL"]
 
 VARIABLES_LABEL = (
     "preset_load: variables not initialized (the preset's weights replace them)"
 )
+SHARED_LABEL = "preset_load: weights assigned without a copy"
 _PRESET_UTILS = "keras_hub.src.utils.preset_utils"
 _scope = threading.local()  # .weights_follow, .in_backbone: per thread
 
@@ -49,6 +53,56 @@ def _loader_wrapper(stock_load):
             _scope.weights_follow = outer
 
     return load
+
+
+def _load_weights_wrapper(stock_load_weights):
+    """``KerasPresetLoader._load_backbone_weights``: the arrays assigned
+    inside come straight from the weights file, read for this one use."""
+
+    @functools.wraps(stock_load_weights)
+    def load_backbone_weights(self, backbone):
+        outer = getattr(_scope, "assigning_weights", False)
+        _scope.assigning_weights = True
+        try:
+            return stock_load_weights(self, backbone)
+        finally:
+            _scope.assigning_weights = outer
+
+    return load_backbone_weights
+
+
+def _convert_wrapper(stock_convert):
+    """``Variable._convert_to_tensor`` of the OpenVINO backend: an array of
+    the variable's own type becomes a Constant on the array's memory."""
+
+    @functools.wraps(stock_convert)
+    def convert_to_tensor(self, value, dtype=None):
+        if getattr(_scope, "assigning_weights", False):
+            shared = _shared_constant(value, dtype or self._dtype)
+            if shared is not None:
+                decisions.count(SHARED_LABEL)
+                return shared
+        return stock_convert(self, value, dtype)
+
+    return convert_to_tensor
+
+
+def _shared_constant(value, dtype):
+    """A Constant sharing ``value``'s memory (which it keeps alive), or None
+    when ``value`` is not a plain C-ordered array of exactly ``dtype``."""
+    import numpy as np
+    import openvino as ov
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    if (
+        type(value) is not np.ndarray
+        or not value.flags.c_contiguous
+        or value.dtype.kind not in "fiu"
+        or value.dtype != np.dtype(dtype)
+    ):
+        return None
+    constant = ov.op.Constant(value, shared_memory=True)
+    return OpenVINOKerasTensor(constant.output(0))
 
 
 def _from_config_wrapper(stock_from_config):
@@ -112,13 +166,24 @@ PART = Part(
     name="preset_load",
     summary="keras-hub from_preset: the backbone's variables, which the "
     "preset's weights replace, start as a zero Broadcast instead of random "
-    "values drawn and copied (two thirds of GPT-2 Medium's load)",
+    "values drawn and copied (two thirds of GPT-2 Medium's load), and the "
+    "weights read from the file are not copied again",
     wraps=(
         (
             Hook(_PRESET_UTILS, "KerasPresetLoader.load_backbone"),
             _loader_wrapper,
         ),
         (Hook(_PRESET_UTILS, "KerasPresetLoader.load_task"), _loader_wrapper),
+        (
+            Hook(_PRESET_UTILS, "KerasPresetLoader._load_backbone_weights"),
+            _load_weights_wrapper,
+        ),
+        (
+            Hook(
+                "keras.src.backend.openvino.core", "Variable._convert_to_tensor"
+            ),
+            _convert_wrapper,
+        ),
         (
             Hook("keras_hub.src.models.backbone", "Backbone.from_config"),
             _from_config_wrapper,

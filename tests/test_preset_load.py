@@ -6,7 +6,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import gpt2_causal_lm
-from keras_ov_einsum.preset_load import VARIABLES_LABEL
+from keras_ov_einsum.preset_load import SHARED_LABEL, VARIABLES_LABEL
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_loads_the_saved_weights_without_drawing(preset, no_random_draws):
         counts = keras_ov_einsum.explain().counts
     for got, want in zip(_values(backbone), saved, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert counts == {VARIABLES_LABEL: len(_float_weights(backbone))}
+    assert counts[VARIABLES_LABEL] == len(_float_weights(backbone))
     # No zero Broadcast survives the load: every weight is a Constant.
     kinds = {
         v.value.output.get_node().get_type_name() for v in backbone.weights
@@ -119,3 +119,30 @@ def test_seed_states_keep_their_initializer(preset):
         if "seed_generator" in v.path
     ]
     assert seeds and all(seed != 0 for seed in seeds)
+
+
+def test_weights_are_assigned_without_a_copy(preset, monkeypatch):
+    """Stock copies every weight read from the file into a new Constant;
+    the part makes the Constant on the array read (shared memory)."""
+    from keras.src.backend.openvino import core
+
+    path, saved, keras_hub = preset
+    copies = []
+    constant = core.ov_opset.constant
+
+    def counting(value, *args, **kwargs):
+        if getattr(value, "size", 0) >= 32 * 64:  # a weight, not a shape
+            copies.append(value.shape)
+        return constant(value, *args, **kwargs)
+
+    monkeypatch.setattr(core.ov_opset, "constant", counting)
+    keras_hub.models.Backbone.from_preset(path)
+    assert copies  # stock: the initial values and the loaded weights
+    copies.clear()
+    with keras_ov_einsum.enabled():
+        backbone = keras_hub.models.Backbone.from_preset(path)
+        counts = keras_ov_einsum.explain().counts
+    assert copies == []
+    assert counts[SHARED_LABEL] == len(_float_weights(backbone))
+    for got, want in zip(_values(backbone), saved, strict=True):
+        np.testing.assert_array_equal(got, want)
