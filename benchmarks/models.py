@@ -21,6 +21,7 @@ __all__ = [
     "corpus",
     "preset_dir",
     "presets_root",
+    "quantized_preset",
 ]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -181,6 +182,25 @@ def build_preset(name):
     partial.mkdir(parents=True, exist_ok=True)
     causal_lm.save_to_preset(str(partial))
     partial.rename(target)  # complete presets only, even if interrupted
+    return target
+
+
+def quantized_preset(preset, mode="int8"):
+    """``preset`` quantized with ``backbone.quantize(mode)`` and saved
+    beside it (once; rebuilt whenever the float preset is, as its folder
+    name is the float preset's own, which keys the config)."""
+    import keras_hub
+
+    preset = pathlib.Path(preset)
+    target = preset.with_name(f"{preset.name}-{mode}")
+    if (target / "config.json").exists():
+        return target
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
+    causal_lm.backbone.quantize(mode)
+    partial = target.with_name(target.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    causal_lm.save_to_preset(str(partial))
+    partial.rename(target)
     return target
 
 

@@ -62,8 +62,8 @@ def _fix_modes():
 _FIX_MODES = _fix_modes()
 FIX_PARTS = {mode: parts for mode, (parts, _) in _FIX_MODES.items()}
 _FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
-# Weight formats: a keras dtype policy given to from_preset, or int8: the
-# float32 preset loaded, then ``backbone.quantize("int8")``.
+# Weight formats: a keras dtype policy given to from_preset, or int8: a
+# preset saved after ``backbone.quantize("int8")`` (models.quantized_preset).
 DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 
@@ -177,10 +177,14 @@ def _preset(python, configuration, log):
         env["KERAS_BACKEND"] = "tensorflow"
     script = (
         "import sys; from benchmarks import models; "
-        "print(models.build_preset(sys.argv[1]))"
+        "preset = models.build_preset(sys.argv[1]); "
+        # The int8 rows load a preset saved after quantize('int8'), as an
+        # int8 model is shipped (and as the native rows get an int8 IR).
+        "sys.argv[2] == 'int8' and models.quantized_preset(preset); "
+        "print(preset)"
     )
     completed = subprocess.run(
-        [python, "-c", script, configuration.model],
+        [python, "-c", script, configuration.model, configuration.dtype],
         env=env,
         capture_output=True,
         text=True,
@@ -375,7 +379,11 @@ def run_all(
                         "python": pythons[version],
                         "packages": environments.packages(pythons[version]),
                     }
-                key = (configuration.model, version)
+                key = (
+                    configuration.model,
+                    version,
+                    configuration.dtype == "int8",
+                )
                 stack = environments.KNOWN_GOOD.get(version)
                 if key not in presets and stack:
                     if configuration.model not in stack.models:
