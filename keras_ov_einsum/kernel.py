@@ -6,9 +6,18 @@ We walk back through an explicit allow-list of such ops (as optimum-intel
 does for weight compression) and fold nothing: the operand is used as it is,
 so a ``Convert`` from float16/bfloat16/int8 stays between the compressed
 constant and the MatMul, which is the pattern OpenVINO keeps compressed.
+``has_matrix_view`` then says whether the kernel's buffer reads as a
+matrix by a reshape alone.
 """
 
-__all__ = ["constant_source", "is_constant_expression", "is_constant_operand"]
+import math
+
+__all__ = [
+    "constant_source",
+    "has_matrix_view",
+    "is_constant_expression",
+    "is_constant_operand",
+]
 
 # Ops that pass a constant through unchanged in value. The index lists the
 # inputs that must themselves be constant for the result to be a constant.
@@ -79,3 +88,13 @@ def is_constant_expression(output):
             continue
         pending.extend(value.get_node() for value in node.input_values())
     return True
+
+
+def has_matrix_view(shape, rows, columns):
+    """Whether a buffer of ``shape`` reads as a ``[rows, columns]`` matrix
+    by merging its leading and its trailing axes (a reshape, no copy)."""
+    for split in range(len(shape) + 1):
+        leading = math.prod(shape[:split])
+        if leading == rows and math.prod(shape[split:]) == columns:
+            return True
+    return False

@@ -270,5 +270,5 @@ PART = Part(
     hooks=(EINSUM,),
     rewrite=rewrite_einsum,
     label=_equation,
-    sources=("equation.py", "plan.py", "kernel.py", "lowering.py"),
+    sources=("equation.py", "kernel.py", "plan.py", "lowering.py"),
 )

@@ -12,10 +12,13 @@ import math
 
 import openvino.opset13 as ov_opset
 
-from .kernel import constant_source, is_constant_expression
+from .kernel import (
+    constant_source,
+    has_matrix_view,
+    is_constant_expression,
+)
 from .outcome import declined, lowered
 from .part import NUMPY, Hook, Part, keras_result, stock_node
-from .plan import has_matrix_view
 
 __all__ = ["MATMUL", "PART", "lower_transposed_matmul", "rewrite_matmul"]
 
@@ -114,5 +117,5 @@ PART = Part(
     hooks=(MATMUL,),
     rewrite=rewrite_matmul,
     label="matmul(x, transpose(kernel))",
-    sources=("matmul.py",),
+    sources=("kernel.py", "matmul.py"),
 )

@@ -21,13 +21,13 @@ never a copy. Only an interleaved kernel needs ``kernel_permutation``.
 
 import dataclasses
 
+from .kernel import has_matrix_view
 from .outcome import declined
 
 __all__ = [
     "DECLINES",
     "Decline",
     "LoweringPlan",
-    "has_matrix_view",
     "plan_lowering",
 ]
 
@@ -359,16 +359,6 @@ DECLINES = (
         "reshape",
     ),
 )
-
-
-def has_matrix_view(shape, rows, columns):
-    """Whether a buffer of ``shape`` reads as a ``[rows, columns]`` matrix
-    by merging its leading and its trailing axes (a reshape, no copy)."""
-    for split in range(len(shape) + 1):
-        leading = _product(shape[:split])
-        if leading == rows and _product(shape[split:]) == columns:
-            return True
-    return False
 
 
 def _moves_only_size_1_axes(permutation, sizes):

@@ -166,5 +166,5 @@ PART = Part(
     hooks=(MULTIPLY,),
     rewrite=rewrite_multiply,
     label="multiply(x @ kernel + bias, scale)",
-    sources=("prescale.py",),
+    sources=("kernel.py", "prescale.py"),
 )
