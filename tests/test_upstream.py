@@ -1,11 +1,14 @@
-"""The upstream patch: generated from the package, fresh, applicable, clean
-under keras's own lint, and working inside a patched copy of keras without
-``enable()`` (our graph checks, the tests the patch adds, and keras's own
-tests of the layers it changes)."""
+"""The upstream patches, one per part: generated from the package, fresh,
+applicable alone and together (to the installed keras and to keras
+master), clean under keras's own lint, and working inside patched copies of
+keras without ``enable()`` (our graph checks, each part's tests on keras
+patched with that part alone, and keras's own tests of what they change on
+keras patched with all of them)."""
 
 import ast
 import importlib
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -16,26 +19,52 @@ import pytest
 
 from keras_ov_einsum import upstream
 
-PATCH_NAME = upstream.DEFAULT_PATCH.relative_to(upstream.ROOT)
+PARTS = {entry.part: entry for entry in upstream.UPSTREAM}
+EINSUM = PARTS["einsum"]
+# keras master's numpy.py, core.py and version.py (tests/data/.../README.md).
+KERAS_MASTER = pathlib.Path(__file__).parent / "data/keras-master-3422977a5e"
 
 
 def _installed_keras_is_the_target():
     installed = upstream.keras_version(upstream.installed_keras_root())
     assert installed == upstream.TARGET_KERAS, (
-        f"the installed keras is {installed}; {PATCH_NAME} targets keras "
+        f"the installed keras is {installed}; the patches target keras "
         f"{upstream.TARGET_KERAS}: install that version to compare, or "
-        "regenerate the patch for the new one"
+        "regenerate the patches for the new one"
     )
 
 
-def test_committed_patch_is_fresh():
+def _patch(part):
+    return PARTS[part].patch_path.read_text()
+
+
+def _every_patch():
+    return [entry.patch_path.read_text() for entry in upstream.UPSTREAM]
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_committed_patch_is_fresh(part):
     _installed_keras_is_the_target()
-    committed = upstream.DEFAULT_PATCH.read_text()
-    generated = upstream.make_patch(upstream.installed_keras_root())
-    assert committed == generated, (
-        f"{PATCH_NAME} is stale: run `python -m keras_ov_einsum.upstream "
-        "make-patch` and commit the result"
+    entry = PARTS[part]
+    generated = upstream.make_patch(upstream.installed_keras_root(), entry)
+    assert entry.patch_path.read_text() == generated, (
+        f"{entry.patch_path.relative_to(upstream.ROOT)} is stale: run "
+        "`python -m keras_ov_einsum.upstream make-patch` and commit the result"
     )
+
+
+def test_no_other_patch_is_committed():
+    # A part renamed or dropped leaves its old patch behind otherwise.
+    expected = {entry.patch_path.name for entry in upstream.UPSTREAM}
+    committed = {path.name for path in upstream.PATCHES.glob("*.patch")}
+    assert committed == expected
+
+
+def test_every_upstreamed_part_has_a_patch():
+    from keras_ov_einsum.parts import PARTS as REGISTRY
+
+    upstreamed = [part.name for part in REGISTRY if part.sources is not None]
+    assert sorted(upstreamed) == sorted(PARTS)
 
 
 def test_check_reports_a_clean_apply_to_the_installed_keras():
@@ -48,26 +77,46 @@ def test_check_reports_a_clean_apply_to_the_installed_keras():
         timeout=60,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert (
-        f"applies cleanly to keras {upstream.TARGET_KERAS} at {root}"
-        in completed.stdout
-    )
+    clean = f"applies cleanly to keras {upstream.TARGET_KERAS} at {root}"
+    lines = completed.stdout.splitlines()
+    assert len(lines) == len(PARTS) + 1, completed.stdout
+    for entry, line in zip(upstream.UPSTREAM, lines):
+        assert line.startswith(str(entry.patch_path)) and clean in line, line
+    assert lines[-1].startswith(f"together, in this order: {clean}"), lines
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_patch_applies_alone_to_keras_master(part):
+    ok, message = upstream.check_patch(_patch(part), KERAS_MASTER)
+    assert ok, message
+    assert "keras 3.16.0" in message
+
+
+def test_patches_apply_together_to_keras_master():
+    ok, message = upstream.check_patches(_every_patch(), KERAS_MASTER)
+    assert ok, message
 
 
 @pytest.fixture(scope="module")
 def keras_copy(tmp_path_factory):
     """A pristine copy of the installed keras (the keras/src/... layout)."""
     root = tmp_path_factory.mktemp("keras-src")
+    _copy_keras(root)
+    return root
+
+
+def _copy_keras(root):
     shutil.copytree(
         upstream.installed_keras_root() / "keras",
         root / "keras",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    return root
+    # Pins pytest's rootdir and configuration to the copy.
+    (root / "pytest.ini").write_text("[pytest]\n")
 
 
 def _backend_tree(keras_copy, destination):
-    """Just the files the patch and the version lookup read."""
+    """Just the files the patches and the version lookup read."""
     shutil.copytree(
         keras_copy / upstream.BACKEND, destination / upstream.BACKEND
     )
@@ -84,7 +133,7 @@ def test_check_explains_why_a_patch_does_not_apply(tmp_path, keras_copy):
     numpy_py.write_text(
         numpy_py.read_text().replace(stock_line, stock_line + "  # changed")
     )
-    ok, message = upstream.check_patch(upstream.DEFAULT_PATCH.read_text(), tree)
+    ok, message = upstream.check_patch(_patch("einsum"), tree)
     assert not ok
     assert message.startswith(
         f"does not apply to keras {upstream.TARGET_KERAS} at {tree}: hunk 2 "
@@ -97,11 +146,11 @@ def test_check_explains_why_a_patch_does_not_apply(tmp_path, keras_copy):
 
 def test_check_refuses_a_tree_already_patched(tmp_path, keras_copy):
     tree = _backend_tree(keras_copy, tmp_path)
-    patch = upstream.DEFAULT_PATCH.read_text()
+    patch = _patch("einsum")
     upstream.apply_patch(patch, tree, write=True)
     ok, message = upstream.check_patch(patch, tree)
     assert not ok
-    assert f"{upstream.MODULE} already exists (patch applied?)" in message
+    assert f"{EINSUM.module_path} already exists (patch applied?)" in message
 
 
 def test_make_patch_says_which_anchor_is_missing(tmp_path, keras_copy):
@@ -111,30 +160,40 @@ def test_make_patch_says_which_anchor_is_missing(tmp_path, keras_copy):
         numpy_py.read_text().replace("def matmul(x1, x2):", "def matmul(a, b):")
     )
     with pytest.raises(upstream.PatchError, match=r"cannot find def matmul"):
-        upstream.make_patch(tree)
+        upstream.make_patch(tree, PARTS["matmul"])
 
 
-def test_git_apply_accepts_the_patch(tmp_path, keras_copy):
-    # check uses our own applier; the patch must also suit the usual tools.
+def _git_apply_check(tree, patches):
     git = shutil.which("git")
     if git is None:
         pytest.skip("git is not installed")
-    tree = _backend_tree(keras_copy, tmp_path)
-    completed = subprocess.run(
-        [git, "apply", "--check", "-v", str(upstream.DEFAULT_PATCH)],
+    return subprocess.run(
+        [git, "apply", "--check", "-v", *map(str, patches)],
         cwd=tree,
-        env=dict(os.environ, GIT_CEILING_DIRECTORIES=str(tmp_path.parent)),
+        env=dict(os.environ, GIT_CEILING_DIRECTORIES=str(tree.parent)),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert completed.returncode == 0, completed.stderr
 
 
-def test_generated_module_is_the_package_merged(keras_copy):
+def test_git_apply_accepts_each_patch_and_all_in_order(tmp_path, keras_copy):
+    # check uses our own applier; the patches must also suit the usual tools.
+    tree = _backend_tree(keras_copy, tmp_path / "tree")
+    paths = [entry.patch_path for entry in upstream.UPSTREAM]
+    for patches in [[path] for path in paths] + [paths]:
+        completed = _git_apply_check(tree, patches)
+        assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.parametrize(
+    "part", [part for part, entry in PARTS.items() if entry.module]
+)
+def test_generated_module_is_the_part_merged(part, keras_copy):
+    entry = PARTS[part]
     numpy_source = (keras_copy / upstream.NUMPY).read_text()
     keras_opset = upstream.OPSET_IMPORT.search(numpy_source).group(0)
-    module = upstream.generated_module(keras_opset)
+    module = upstream.generated_module(entry, keras_opset)
     tree = ast.parse(module)
     defined = {
         node.name
@@ -149,7 +208,8 @@ def test_generated_module_is_the_package_merged(keras_copy):
     }
     # Every public name of every source module is defined at the top level,
     # but for the part declarations and the rewrites only they call.
-    for filename in upstream.SOURCES:
+    assert entry.sources[0] == "outcome.py"
+    for filename in entry.sources:
         source = importlib.import_module(f"keras_ov_einsum.{filename[:-3]}")
         glue = upstream.glue_names(filename)
         assert glue.isdisjoint(defined), f"{filename}'s glue is left"
@@ -163,15 +223,34 @@ def test_generated_module_is_the_package_merged(keras_copy):
         assert not (isinstance(node, ast.Name) and node.id == "__all__")
     # The opset keras's backend uses, once.
     assert upstream.OPSET_IMPORT.findall(module) == [keras_opset]
+    # Only this part's modules: the others' sources stay out.
+    others = {
+        filename
+        for other in upstream.UPSTREAM
+        if other.module
+        for filename in other.sources
+    } - set(entry.sources)
+    for filename in others:
+        assert f"keras_ov_einsum/{filename} " not in module, filename
 
 
 def test_generator_refuses_a_name_defined_twice(tmp_path, monkeypatch):
     (tmp_path / "one.py").write_text('"""One."""\n\nLIMIT = 1\n')
     (tmp_path / "two.py").write_text('"""Two."""\n\n\ndef LIMIT():\n    pass\n')
     monkeypatch.setattr(upstream, "PACKAGE", tmp_path)
-    monkeypatch.setattr(upstream, "SOURCES", ("one.py", "two.py"))
     with pytest.raises(upstream.PatchError, match="'LIMIT' is defined in both"):
-        upstream.generated_module()
+        upstream.merge_modules(("one.py", "two.py"), "Both.")
+
+
+def test_upstream_tests_are_not_collected_here():
+    # They are keras's test files, run on patched keras copies below; our
+    # own pytest run collects tests/ only.
+    pyproject = (upstream.ROOT / "pyproject.toml").read_text()
+    assert 'testpaths = ["tests"]' in pyproject
+    assert not upstream.UPSTREAM_TESTS.is_relative_to(upstream.ROOT / "tests")
+    assert sorted(
+        path.name for path in upstream.UPSTREAM_TESTS.glob("*.py")
+    ) == (sorted(entry.test for entry in upstream.UPSTREAM))
 
 
 # keras's own ruff settings (pyproject.toml of keras 3.15.1), so that the
@@ -187,13 +266,13 @@ KERAS_RUFF = [
 
 
 @pytest.fixture(scope="module")
-def patched_keras(keras_copy):
-    upstream.apply_patch(
-        upstream.DEFAULT_PATCH.read_text(), keras_copy, write=True
-    )
-    # Pins pytest's rootdir and configuration to the copy.
-    (keras_copy / "pytest.ini").write_text("[pytest]\n")
-    return keras_copy
+def patched_keras(tmp_path_factory):
+    """A copy of the installed keras with every part's patch applied, in
+    order (keras_copy stays pristine)."""
+    root = tmp_path_factory.mktemp("keras-patched")
+    _copy_keras(root)
+    upstream.apply_patches(_every_patch(), root, write=True)
+    return root
 
 
 def test_patched_files_pass_keras_lint(patched_keras):
@@ -201,7 +280,12 @@ def test_patched_files_pass_keras_lint(patched_keras):
     ruff = ruff or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed")
-    files = [upstream.NUMPY, upstream.CORE, upstream.MODULE, upstream.TEST]
+    files = [upstream.NUMPY, upstream.CORE] + [
+        path
+        for entry in upstream.UPSTREAM
+        for path in (entry.module_path, entry.test_path)
+        if path
+    ]
     for command in (["check"], ["format", "--check", "--diff"]):
         completed = subprocess.run(
             [ruff, *command, *KERAS_RUFF, *files],
@@ -335,12 +419,11 @@ def test_patched_keras_lowers_without_enable(patched_keras):
     assert "patched keras OK" in completed.stdout
 
 
-# The patch's own tests, keras's tests of the layers whose einsums and
-# matmuls it lowers, and of the ops (slice_update among them) in core.py.
+# The parts' own tests, keras's tests of the layers whose einsums and
+# matmuls they lower, and of the ops (slice_update among them) in core.py.
 # Trainer tests need keras's repository conftest.py (not shipped) to be
 # skipped on OpenVINO, so they are deselected here.
-KERAS_TESTS = [
-    upstream.TEST,
+KERAS_TESTS = [entry.test_path for entry in upstream.UPSTREAM] + [
     "keras/src/layers/core/einsum_dense_test.py",
     "keras/src/layers/core/reversible_embedding_test.py",
     "keras/src/layers/attention/multi_head_attention_test.py",
@@ -411,8 +494,11 @@ def keras_test_outcomes(patched_keras):
 
 
 def test_keras_tests_pass_on_patched_keras(keras_test_outcomes):
-    ours = [t for t in keras_test_outcomes if "einsum_lowering_test" in t]
-    assert len(ours) >= 10, sorted(keras_test_outcomes)
+    stems = [entry.test[: -len(".py")] for entry in upstream.UPSTREAM]
+    ours = [t for t in keras_test_outcomes if any(s in t for s in stems)]
+    for stem in stems:
+        assert any(stem in t for t in ours), (stem, sorted(ours))
+    assert len(ours) >= 14, sorted(keras_test_outcomes)
     assert all(keras_test_outcomes[t] == "passed" for t in ours), {
         t: keras_test_outcomes[t] for t in ours
     }
@@ -448,3 +534,18 @@ def test_keras_binary_op_tests_pass_on_patched_keras(patched_keras):
     assert not failed, f"{len(failed)} keras test(s) fail: {failed[:20]}"
     passed = [t for t, outcome in outcomes.items() if outcome == "passed"]
     assert len(passed) >= 1143, len(passed)
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_part_tests_pass_on_keras_patched_with_that_part_alone(part, tmp_path):
+    # keras's own tests run once, on the copy with every part; each part's
+    # small test file runs here on a copy with only that part's patch.
+    entry = PARTS[part]
+    _copy_keras(tmp_path)
+    upstream.apply_patch(_patch(part), tmp_path, write=True)
+    for other in upstream.UPSTREAM:
+        if other is not entry and other.module:
+            assert not (tmp_path / other.module_path).exists()
+    outcomes = _keras_outcomes(tmp_path, part, entry.test_path)
+    assert outcomes, f"no test ran in {entry.test_path}"
+    assert all(outcome == "passed" for outcome in outcomes.values()), outcomes
