@@ -233,7 +233,7 @@ class Upstream:
     """
 
     part: str
-    module: object
+    module: str | None
     test: str
     summary: str
     edits: tuple
