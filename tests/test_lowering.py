@@ -127,6 +127,64 @@ def test_lowered_graph_and_numbers(
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+# The unit roundoff of each inference precision the CPU plugin may choose:
+# a value rounded to it moves by at most this fraction of itself.
+UNIT_ROUNDOFF = {"f32": 2.0**-24, "bf16": 2.0**-8, "f16": 2.0**-11}
+
+
+@pytest.mark.parametrize(
+    "equation, input_shape, concrete, kernel_shape, kernel_first",
+    CASES,
+    ids=[row[0].replace(" ", "_") for row in CASES],
+)
+def test_stock_bits_under_f32_and_one_rounding_under_the_default_hint(
+    equation, input_shape, concrete, kernel_shape, kernel_first
+):
+    """The values contract: stock's bits under INFERENCE_PRECISION_HINT=f32.
+    Under the CPU's default hint (bfloat16 where the CPU has bfloat16 units)
+    the plugin rounds each layer's inputs and outputs to that precision, and
+    the lowered graph's layers are not stock's: a result may be rounded once
+    more or once less, |fixed - stock| <= u * |result| with u the unit
+    roundoff (bfloat16: 2**-8), plus the float32 sums' reordering,
+    K * 2**-24 * sum(|x| |w|) (summing K products in another order)."""
+    import openvino as ov
+
+    kernel = _kernel(kernel_shape)
+    graphs = [
+        build_einsum_graph(
+            equation, input_shape, kernel, fixed=fixed, kernel_first=first
+        ).model
+        for fixed, first in ((False, kernel_first), (True, kernel_first))
+    ]
+    x, _ = _operands(equation, concrete, kernel, kernel_first)
+    want, got = (run_model(model, x) for model in graphs)
+    np.testing.assert_array_equal(got, want)
+
+    compiled = ov.Core().compile_model(graphs[0], "CPU")
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    unit = UNIT_ROUNDOFF[precision.to_string()]
+    want, got = (run_model(model, x, config={}) for model in graphs)
+    if unit == UNIT_ROUNDOFF["f32"]:
+        # No bfloat16 or float16 units: the default is float32, and so are
+        # the bits.
+        np.testing.assert_array_equal(got, want)
+        return
+    operands = (
+        (np.abs(kernel), np.abs(x))
+        if kernel_first
+        else (
+            np.abs(x),
+            np.abs(kernel),
+        )
+    )
+    magnitude = np.einsum(equation, *(a.astype("float64") for a in operands))
+    # The kernel's size bounds K, the number of products in a sum.
+    bound = unit * np.maximum(np.abs(got), np.abs(want)) + (
+        kernel.size * UNIT_ROUNDOFF["f32"] * magnitude
+    )
+    assert np.all(np.abs(got.astype("float64") - want) <= bound)
+
+
 def _matmul_kernel_source(model):
     """Name of the Constant behind the MatMul's second input."""
     chain, constant = kernel_path(model)
