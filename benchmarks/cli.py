@@ -4,11 +4,14 @@ import argparse
 import datetime
 import sys
 
-from benchmarks import diff, environments, models, report, runner
+from benchmarks import diff, environments, models, native, report, runner
+from keras_ov_einsum.parts import default_switches
 
 __all__ = ["main"]
 
 BACKENDS = ("tensorflow", "torch", "jax", "openvino")
+# Not Keras: the same weights exported to an OpenVINO IR (benchmarks/native).
+NATIVE_BACKENDS = native.BACKENDS
 
 
 def _list(text):
@@ -32,15 +35,36 @@ def main(argv=None):
         "--backends",
         type=_list,
         default=list(BACKENDS),
-        help=f"comma-separated, from {','.join(BACKENDS)} (default: all)",
+        help=f"comma-separated, from {','.join(BACKENDS)} (Keras; default: "
+        f"all of these) and {','.join(NATIVE_BACKENDS)} (native rows: the "
+        "preset's weights exported by optimum-intel and run without Keras; "
+        "float32 and int8 only)",
+    )
+    compare.add_argument(
+        "--native-hint",
+        type=_list,
+        default=["f32"],
+        help="for the native rows, comma-separated INFERENCE_PRECISION_HINT: "
+        "f32 (the Keras rows' precision; the default) and/or default (the "
+        "plugin's own choice, bf16 on CPUs that have it): each is a row",
+    )
+    compare.add_argument(
+        "--device",
+        default="CPU",
+        help="OpenVINO device of the native rows (default CPU; e.g. GPU); "
+        "a device the machine lacks gives failed runs that say so",
     )
     compare.add_argument(
         "--fix",
         type=_list,
         default=["both"],
-        help="for openvino, comma-separated: off (stock), on (every part "
-        "of the fix), einsum or matmul (that part alone), int8 (every part "
-        "and the opt-in int8 part), both (= off,on; the default)",
+        help="for openvino, comma-separated: off (stock), on (every default "
+        "part), both (= off,on; the default), a default part alone ("
+        + ", ".join(name for name, on in default_switches().items() if on)
+        + "), no_<part> (every default part but it), or an opt-in part on "
+        "top of on ("
+        + ", ".join(name for name, on in default_switches().items() if not on)
+        + ")",
     )
     compare.add_argument(
         "--dtype",
@@ -98,6 +122,14 @@ def main(argv=None):
 
     render = commands.add_parser("report", help="re-render report.md")
     render.add_argument("results")
+    render.add_argument(
+        "--out",
+        help="the Markdown file to write (default: report.md beside "
+        "results.json)",
+    )
+    render.add_argument(
+        "--no-charts", action="store_true", help="tables only, no PNG charts"
+    )
 
     changes = commands.add_parser("diff", help="compare two results.json")
     changes.add_argument("old")
@@ -106,7 +138,7 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     if args.command == "report":
-        print(report.render(args.results))
+        print(report.render(args.results, args.out, not args.no_charts))
         return 0
     if args.command == "diff":
         lines, regressions = diff.compare_results(
@@ -115,9 +147,15 @@ def main(argv=None):
         print("\n".join(lines))
         return 1 if regressions else 0
 
-    unknown = set(args.backends) - set(BACKENDS)
+    unknown = set(args.backends) - set(BACKENDS + NATIVE_BACKENDS)
     if unknown:
-        parser.error(f"unknown backend(s) {sorted(unknown)}; use {BACKENDS}")
+        parser.error(
+            f"unknown backend(s) {sorted(unknown)}; use "
+            f"{BACKENDS + NATIVE_BACKENDS}"
+        )
+    for hint in args.native_hint:
+        if hint not in native.HINTS:
+            parser.error(f"unknown --native-hint {hint!r}; use {native.HINTS}")
     model_names = _list(
         args.model or ("gpt2_base" if args.quick else "gpt2_medium")
     )
@@ -144,7 +182,13 @@ def main(argv=None):
     )
     configs = list(
         runner.configurations(
-            model_names, args.backends, fix_modes, versions, args.dtype
+            model_names,
+            args.backends,
+            fix_modes,
+            versions,
+            args.dtype,
+            args.native_hint,
+            args.device,
         )
     )
     print(

@@ -2,7 +2,8 @@
 
 Every figure is the median over repeats, with [min-max] beside it; the
 improvement table compares OpenVINO with and without the fix per model and
-OpenVINO version.
+OpenVINO version; the native table puts each Keras OpenVINO row beside each
+native row (benchmarks/native) of the same weight format.
 """
 
 import json
@@ -38,6 +39,22 @@ SPLIT_COLUMNS = [
 HIGHER_IS_BETTER = {"tokens_per_s"}
 # Rates and durations, for which a speedup (x faster) is meaningful.
 SPEED_FIELDS = {"first_s", "second_s", "tokens_per_s"}
+# The native table's ratios, Keras over native: (title, a run's value).
+NATIVE_RATIOS = [
+    ("tokens/s", lambda run: run.get("tokens_per_s")),
+    # Time to first token: the native pipelines compile while loading,
+    # keras-hub in its first call, so only the sum compares.
+    (
+        "time to first token s (load + 1st call)",
+        lambda run: (
+            run["load_s"] + run["first_s"]
+            if run.get("load_s") is not None and run.get("first_s") is not None
+            else None
+        ),
+    ),
+    ("peak growth MB", lambda run: run.get("growth_mb")),
+]
+NATIVE_BACKENDS = ("openvino-genai", "optimum-intel")
 
 
 def summarize(runs):
@@ -69,10 +86,14 @@ def _cell(stat, digits):
     return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
-def render(results_path):
+def render(results_path, out=None, charts=True):
+    """Write the report of ``results_path`` to ``out`` (default: report.md
+    beside it), and with ``charts`` the PNG charts beside the report;
+    return the report's path. The same results render the same Markdown."""
     results_path = pathlib.Path(results_path)
     results = json.loads(results_path.read_text())
-    out_dir = results_path.parent
+    out = pathlib.Path(out) if out else results_path.parent / "report.md"
+    out_dir = out.parent
     groups = summarize(results["runs"])
     lines = [
         "# keras-ov-einsum benchmark",
@@ -111,11 +132,15 @@ def render(results_path):
             for run in failures
         ]
         lines.append("")
-    charts = _charts(out_dir, groups)
     if charts:
-        lines += ["## Charts", ""] + [f"![{name}]({name})" for name in charts]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    return out_dir / "report.md"
+        drawn = _charts(out_dir, groups)
+        if drawn is None:
+            lines += ["No charts: matplotlib is not installed.", ""]
+        elif drawn:
+            lines += ["## Charts", ""]
+            lines += [f"![{name}]({name})" for name in drawn]
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 def _one_line(text, limit=1000):
@@ -166,6 +191,8 @@ def _model_tables(model, groups, runs):
         "",
     ]
     lines += _improvement(model, groups)
+    lines += _native_comparison(model, groups)
+    lines += targets(model, groups)
     lines += _first_call_split(model, groups)
     lines += _graphs(model, runs)
     lines += _versions(model, runs)
@@ -274,6 +301,202 @@ def _speedup(field, stock, fix):
     return f"x{ratio:.2f}"
 
 
+def _native_comparison(model, groups):
+    """Each Keras OpenVINO row beside each native row of its weight format:
+    Keras over native, the ratio of the medians with [min-max] of the
+    ratios of runs of the same repeat, and whether their token ids match."""
+    keras_rows, native_rows = [], []
+    for m, label in groups:
+        runs = groups[(m, label)]["runs"]
+        if m != model:
+            continue
+        if runs[0]["backend"] == "openvino":
+            keras_rows.append(label)
+        elif runs[0]["backend"] in NATIVE_BACKENDS:
+            native_rows.append(label)
+    pairs = [
+        (keras_label, native_label)
+        for native_label in native_rows
+        for keras_label in keras_rows
+        if _dtype(groups[(model, keras_label)])
+        == _dtype(groups[(model, native_label)])
+    ]
+    if not pairs:
+        return []
+    titles = [title for title, _ in NATIVE_RATIOS]
+    lines = [
+        "### Keras vs native OpenVINO",
+        "",
+        "Keras over native: tokens/s below 1 = Keras is slower, time and "
+        "memory above 1 = Keras takes more. The ratio of the medians, "
+        "[min-max] of the ratios run to run within a repeat; the medians "
+        "(Keras / native) after it. Same token ids: the Keras row's "
+        "generated ids equal the native row's in every run (same weights, "
+        "greedy).",
+        "",
+        "| Keras row | native row | "
+        + " | ".join(titles)
+        + " | same token ids |",
+        "|---" * (len(titles) + 3) + "|",
+    ]
+    for keras_label, native_label in pairs:
+        keras, native = (
+            groups[(model, keras_label)],
+            groups[(model, native_label)],
+        )
+        cells = [
+            _ratio_cell(keras["runs"], native["runs"], value)
+            for _, value in NATIVE_RATIOS
+        ]
+        cells.append(_same_ids(keras["runs"], native["runs"]))
+        lines.append(
+            f"| {keras_label} | {native_label} | " + " | ".join(cells) + " |"
+        )
+    return lines + [""]
+
+
+# The issue's targets for Keras + fix against openvino-genai (f32 hint):
+# (title, NATIVE_RATIOS title, bound per dtype, "at least" or "at most").
+TARGETS = [
+    ("tokens/s", "tokens/s", {"float32": 0.9, "int8": 0.8}, "at least"),
+    (
+        "time to first token",
+        "time to first token s (load + 1st call)",
+        {"float32": 2.0, "int8": 2.0},
+        "at most",
+    ),
+    (
+        "peak RSS growth",
+        "peak growth MB",
+        {"float32": 1.15, "int8": 1.15},
+        "at most",
+    ),
+]
+
+
+def targets(model, groups):
+    """The targets table: each Keras row with parts of the fix on beside
+    openvino-genai's f32-hint row of its weight format, Keras over native
+    (ratio of the medians) against each target, met or by how much not."""
+    native = {
+        _dtype(group): group
+        for (m, _), group in groups.items()
+        if m == model
+        and group["runs"][0]["backend"] == "openvino-genai"
+        and group["runs"][0].get("hint", "f32") == "f32"
+    }
+    fixed = [
+        (label, group)
+        for (m, label), group in groups.items()
+        if m == model
+        and group["runs"][0]["backend"] == "openvino"
+        and group["runs"][0].get("fix", "off") != "off"
+        and _dtype(group) in native
+    ]
+    if not fixed:
+        return []
+    lines = [
+        "### Targets: Keras + fix over openvino-genai",
+        "",
+        "Keras over openvino-genai with the f32 hint, same weight format; "
+        "ratio of the medians.",
+        "",
+        "| Keras row | " + " | ".join(title for title, *_ in TARGETS) + " |",
+        "|---" * (len(TARGETS) + 1) + "|",
+    ]
+    values = dict(NATIVE_RATIOS)
+    for label, group in fixed:
+        cells = []
+        for _, ratio_title, bounds, direction in TARGETS:
+            value = values[ratio_title]
+            ratio = _median_ratio(
+                group["runs"], native[_dtype(group)]["runs"], value
+            )
+            bound = bounds[_dtype(group)]
+            if ratio is None:
+                cells.append("n/a")
+                continue
+            met = ratio >= bound if direction == "at least" else ratio <= bound
+            verdict = "met" if met else "missed"
+            cells.append(f"{ratio:.2f} ({direction} {bound}: {verdict})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _median_ratio(keras_runs, native_runs, value):
+    def median(runs):
+        got = [value(run) for run in runs if run["ok"]]
+        got = [item for item in got if item is not None]
+        return statistics.median(got) if got else None
+
+    keras, native = median(keras_runs), median(native_runs)
+    if keras is None or not native:
+        return None
+    return keras / native
+
+
+def _dtype(group):
+    return group["runs"][0].get("dtype", "float32")
+
+
+def _ratio_cell(keras_runs, native_runs, value):
+    """median(Keras) / median(native) [min-max of the per-repeat ratios]
+    (Keras median / native median)."""
+
+    def values(runs):
+        return {
+            run["repeat"]: value(run)
+            for run in runs
+            if run["ok"] and value(run) is not None
+        }
+
+    keras, native = values(keras_runs), values(native_runs)
+    if not keras or not native:
+        return "n/a"
+    keras_median = statistics.median(keras.values())
+    native_median = statistics.median(native.values())
+    if not native_median:
+        return "n/a"
+    cell = f"{keras_median / native_median:.2f}"
+    ratios = [
+        keras[repeat] / native[repeat]
+        for repeat in keras
+        if repeat in native and native[repeat]
+    ]
+    if len(ratios) > 1:
+        cell += f" [{min(ratios):.2f}-{max(ratios):.2f}]"
+    return f"{cell} ({_short(keras_median)} / {_short(native_median)})"
+
+
+def _short(value):
+    """Three significant digits, without an exponent for large values."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _same_ids(keras_runs, native_runs):
+    """yes, no (where the first difference is), or n/a (not recorded)."""
+    keras = [
+        run["generated_ids"] for run in keras_runs if run.get("generated_ids")
+    ]
+    native = [
+        run["generated_ids"] for run in native_runs if run.get("generated_ids")
+    ]
+    if not keras or not native:
+        return "n/a"
+    different = [(k, n) for k in keras for n in native if k != n]
+    if not different:
+        return "yes"
+    k, n = different[0]
+    position = next(
+        (i for i, (a, b) in enumerate(zip(k, n)) if a != b), min(len(k), len(n))
+    )
+    pairs = len(keras) * len(native)
+    return (
+        f"no ({len(different)}/{pairs} run pairs differ; first at new "
+        f"token {position})"
+    )
+
+
 def _first_call_split(model, groups):
     labels = [
         label
@@ -350,13 +573,14 @@ def _graphs(model, runs):
 
 
 def _charts(out_dir, groups):
+    """The chart files written (None: matplotlib is missing)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return []
+        return None
     names = []
     keys = [key for key in groups if "peak_rss_mb" in groups[key]]
     if not keys:

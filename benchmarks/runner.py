@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import environments, models
+from benchmarks import environments, models, native
 
 __all__ = [
     "DTYPES",
@@ -33,36 +33,35 @@ __all__ = [
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-# --fix value -> the parts keras_ov_einsum.enable() turns on (None: off).
-# One part alone measures what that part contributes.
-_DEFAULT_PARTS = ("einsum", "matmul", "slice_update", "prescale", "align_types")
-_ALL = dict.fromkeys(_DEFAULT_PARTS, True)
-_NONE = dict.fromkeys(_DEFAULT_PARTS, False)
-FIX_PARTS = {
-    "off": None,
-    "on": _ALL,
-    "einsum": {**_NONE, "einsum": True},
-    "matmul": {**_NONE, "matmul": True},
-    "slice_update": {**_NONE, "slice_update": True},
-    # prescale moves a scale before a MatMul: keras-hub's query projections
-    # are MatMuls only once the einsum part lowered them.
-    "prescale": {**_NONE, "einsum": True, "prescale": True},
-    "align_types": {**_NONE, "align_types": True},
-    # Every default part but align_types: what align_types adds to the rest.
-    "no_align_types": {**_ALL, "align_types": False},
-    "int8": {**_ALL, "int8": True},
-}
-_FIX_NAMES = {
-    "off": "stock",
-    "on": "fix",
-    "einsum": "fix (einsum only)",
-    "matmul": "fix (matmul only)",
-    "slice_update": "fix (slice_update only)",
-    "prescale": "fix (einsum + prescale)",
-    "align_types": "fix (align_types only)",
-    "no_align_types": "fix without align_types",
-    "int8": "fix + int8",
-}
+def _fix_modes():
+    """--fix value -> (the switches keras_ov_einsum.enable() gets, or None
+    for stock; the run's label), from the package's part registry.
+
+    ``on`` is every default part; ``<part>`` a default part alone (what it
+    contributes on its own) or an opt-in part on top of ``on``;
+    ``no_<part>`` every default part but that one (what it adds to the
+    rest).
+    """
+    from keras_ov_einsum.parts import default_switches
+
+    defaults = default_switches()
+    every_off = dict.fromkeys(defaults, False)
+    modes = {"off": (None, "stock"), "on": (defaults, "fix")}
+    for name, default in defaults.items():
+        if default:
+            modes[name] = ({**every_off, name: True}, f"fix ({name} only)")
+            modes[f"no_{name}"] = (
+                {**defaults, name: False},
+                f"fix without {name}",
+            )
+        else:
+            modes[name] = ({**defaults, name: True}, f"fix + {name}")
+    return modes
+
+
+_FIX_MODES = _fix_modes()
+FIX_PARTS = {mode: parts for mode, (parts, _) in _FIX_MODES.items()}
+_FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
 # Weight formats: a keras dtype policy given to from_preset, or int8: the
 # float32 preset loaded, then ``backbone.quantize("int8")``.
 DTYPES = ("float32", "float16", "bfloat16", "int8")
@@ -71,31 +70,58 @@ DTYPES = ("float32", "float16", "bfloat16", "int8")
 @dataclasses.dataclass(frozen=True)
 class Configuration:
     model: str
-    backend: str
-    fix: str  # a FIX_PARTS key
+    backend: str  # a Keras backend or one of native.BACKENDS
+    fix: str  # a FIX_PARTS key ("off" for the native rows)
     openvino_version: str
     dtype: str = "float32"
+    # The native rows' INFERENCE_PRECISION_HINT (native.HINTS) and device;
+    # keras-hub chooses its own device and hint.
+    hint: str = None
+    device: str = "CPU"
+
+    @property
+    def native(self):
+        return self.backend in native.BACKENDS
 
     @property
     def label(self):
         label = self.backend
         if self.backend == "openvino":
             label += f" {self.openvino_version} {_FIX_NAMES[self.fix]}"
+        if self.native:
+            label += f" {self.openvino_version} {self.hint} hint"
+            if self.device != "CPU":
+                label += f" on {self.device}"
         return label if self.dtype == "float32" else f"{label}, {self.dtype}"
 
     @property
     def stock_label(self):
-        """The label of the same configuration without the fix."""
+        """The label of the same configuration without the fix (a native
+        row has no fix: its own label)."""
         return dataclasses.replace(self, fix="off").label
 
 
 def configurations(
-    model_names, backends, fix_modes, openvino_versions, dtypes=("float32",)
+    model_names,
+    backends,
+    fix_modes,
+    openvino_versions,
+    dtypes=("float32",),
+    hints=("f32",),
+    device="CPU",
 ):
     current = environments.current_openvino()
     for model in model_names:
         for dtype in dtypes:
             for backend in backends:
+                if backend in native.BACKENDS:
+                    # The installed OpenVINO only: the native packages are
+                    # built for it.
+                    for hint in hints:
+                        yield Configuration(
+                            model, backend, "off", current, dtype, hint, device
+                        )
+                    continue
                 if backend != "openvino":
                     yield Configuration(model, backend, "off", current, dtype)
                     continue
@@ -200,30 +226,56 @@ def _error_tail(stderr, lines=8):
     return " | ".join(kept[:lines])[:1500]
 
 
-def _run_one(python, preset, configuration, max_length, timeout):
+def _native_model(python, preset, configuration, log):
+    """Export (once) the preset for a native row: (IR folder, prompt ids)."""
+    env = native.offline_environment()
+    env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
+    completed = subprocess.run(
+        [python, "-m", "benchmarks.native", preset, configuration.dtype],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"exporting {configuration.model} for the native rows failed: "
+            f"{_error_tail(completed.stderr)}"
+        )
+    exported = json.loads(completed.stdout.strip().splitlines()[-1])
+    log(f"native {configuration.model} {configuration.dtype}: {exported['ir']}")
+    return exported["ir"], exported["prompt_ids"]
+
+
+def _keras_command(python, preset, configuration, max_length):
+    command = [python, "-m", "benchmarks.worker", "--preset", preset]
+    command += ["--fix", configuration.fix, "--dtype", configuration.dtype]
     env = dict(
         os.environ,
         KERAS_BACKEND=configuration.backend,
         PYTHONPATH=str(ROOT),
         TF_CPP_MIN_LOG_LEVEL="3",
     )
+    return command + ["--max-length", str(max_length)], env
+
+
+def _native_command(python, exported, configuration, max_length):
+    ir, prompt_ids = exported
+    command = [python, "-m", "benchmarks.native_worker", "--model-dir", ir]
+    command += ["--backend", configuration.backend]
+    command += ["--device", configuration.device, "--hint", configuration.hint]
+    command += ["--prompt-ids", ",".join(str(i) for i in prompt_ids)]
+    # As many new tokens as generate(max_length=...) makes after the prompt.
+    command += ["--new-tokens", str(max_length - len(prompt_ids))]
+    env = native.offline_environment()
+    env.update(PYTHONPATH=str(ROOT))
+    return command, env
+
+
+def _run_one(command, env, timeout):
+    """Run a worker command; its record, or a failed record with why."""
     with tempfile.TemporaryDirectory() as scratch:
         result = pathlib.Path(scratch) / "result.json"
-        command = [
-            python,
-            "-m",
-            "benchmarks.worker",
-            "--preset",
-            preset,
-            "--fix",
-            configuration.fix,
-            "--dtype",
-            configuration.dtype,
-            "--max-length",
-            str(max_length),
-            "--result",
-            str(result),
-        ]
+        command = command + ["--result", str(result)]
         try:
             completed = subprocess.run(
                 command,
@@ -301,7 +353,7 @@ def run_all(
         },
         "runs": [],
     }
-    pythons, presets = {}, {}
+    pythons, presets, exports = {}, {}, {}
     total = len(configs) * repeats
     for repeat in range(repeats):
         for configuration in configs:
@@ -334,13 +386,26 @@ def run_all(
                         )
                 if key not in presets:
                     presets[key] = _preset(pythons[version], configuration, log)
-                record = _run_one(
-                    pythons[version],
-                    presets[key],
-                    configuration,
-                    max_length,
-                    timeout,
-                )
+                if configuration.native:
+                    export_key = (configuration.model, configuration.dtype)
+                    if export_key not in exports:
+                        exports[export_key] = _native_model(
+                            pythons[version], presets[key], configuration, log
+                        )
+                    command, env = _native_command(
+                        pythons[version],
+                        exports[export_key],
+                        configuration,
+                        max_length,
+                    )
+                else:
+                    command, env = _keras_command(
+                        pythons[version],
+                        presets[key],
+                        configuration,
+                        max_length,
+                    )
+                record = _run_one(command, env, timeout)
             except Exception as error:  # a broken configuration, not the run
                 record = {
                     "ok": False,
@@ -351,6 +416,7 @@ def run_all(
                 backend=configuration.backend,
                 fix=configuration.fix,
                 dtype=configuration.dtype,
+                hint=configuration.hint,
                 label=configuration.label,
                 stock_label=configuration.stock_label,
                 openvino_version=configuration.openvino_version,
@@ -361,6 +427,8 @@ def run_all(
                 waited_for_quiet_s=waited,
                 loadavg_after=os.getloadavg(),
             )
+            if configuration.native:  # also when the run failed
+                record["device"] = configuration.device
             results["runs"].append(record)
             _write(out_dir / "results.json", results)
             if record["ok"]:

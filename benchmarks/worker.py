@@ -105,8 +105,12 @@ def measure(preset, fix, max_length, dtype="float32"):
         )
         second_s = time.perf_counter() - start
         stage("second call")
+        # The memory figures end here: the ids below come from one more,
+        # untimed call that the timed ones must not be charged with.
+        max_rss, max_swap = sampler.max_rss, sampler.max_swap
 
         new_tokens = _new_tokens(causal_lm, max_length)
+        prompt_ids, generated_ids = _token_ids(causal_lm, max_length)
         graph = _openvino_graph(causal_lm) if backend == "openvino" else None
         decisions = None
         if fix:
@@ -127,13 +131,14 @@ def measure(preset, fix, max_length, dtype="float32"):
     # the imported frameworks. Peaks come from the 20 ms sampler.
     record.update(
         backend=backend,
+        device=_device(backend),
         versions=_versions(),
         load_mb=round((loaded - before_load) / MB, 1),
         compile_mb=round((after_first - loaded) / MB, 1),
         first_call_peak_mb=round((first_call_peak - loaded) / MB, 1),
-        peak_rss_mb=round(sampler.max_rss / MB, 1),
-        peak_swap_mb=round(sampler.max_swap / MB, 1),
-        growth_mb=round((sampler.max_rss - before_load) / MB, 1),
+        peak_rss_mb=round(max_rss / MB, 1),
+        peak_swap_mb=round(max_swap / MB, 1),
+        growth_mb=round((max_rss - before_load) / MB, 1),
         dtype=dtype,
         weight_mb=round(weight_mb, 3),
         load_s=round(load_s, 3),
@@ -144,6 +149,8 @@ def measure(preset, fix, max_length, dtype="float32"):
         first_text=first_text,
         second_text=second_text,
         same_text=first_text == second_text,
+        prompt_ids=prompt_ids,
+        generated_ids=generated_ids,
         graph=graph,
         decisions=decisions,
         timeline=sampler.timeline,
@@ -238,6 +245,36 @@ def _new_tokens(causal_lm, max_length):
     packed = preprocessor.generate_preprocess([PROMPT])
     prompt_tokens = int(_numpy(packed["padding_mask"]).sum())
     return max_length - prompt_tokens
+
+
+def _token_ids(causal_lm, max_length):
+    """(prompt ids, generated ids) of generate(PROMPT): the same call on
+    the same packed prompt, with the preprocessor detached so that
+    generate() returns token ids instead of text."""
+    preprocessor = causal_lm.preprocessor
+    packed = preprocessor.generate_preprocess(
+        [PROMPT], sequence_length=max_length
+    )
+    causal_lm.preprocessor = None
+    try:
+        output = causal_lm.generate(
+            packed, max_length=max_length, stop_token_ids=None
+        )
+    finally:
+        causal_lm.preprocessor = preprocessor
+    ids = [int(token) for token in _numpy(output["token_ids"])[0]]
+    prompt_length = int(_numpy(packed["padding_mask"])[0].sum())
+    return ids[:prompt_length], ids[prompt_length:]
+
+
+def _device(backend):
+    """The device keras-hub compiles for (its own choice: GPU if any);
+    None for the other backends, which choose theirs without telling."""
+    if backend != "openvino":
+        return None
+    from keras_hub.src.utils import openvino_utils
+
+    return openvino_utils.get_device()
 
 
 def _numpy(value):

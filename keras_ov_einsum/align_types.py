@@ -16,7 +16,10 @@ operand's own type. A Convert to the same type is the identity, so values,
 dtypes and shapes are stock's; a Convert that changes the type is kept.
 """
 
-__all__ = ["drop_identity_converts", "is_identity_convert"]
+from .outcome import lowered
+from .part import CORE, NUMPY, Hook, Part
+
+__all__ = ["PART", "drop_identity_converts", "is_identity_convert"]
 
 
 def is_identity_convert(node):
@@ -41,3 +44,30 @@ def drop_identity_converts(operands, aligned):
         kept.append(operand if identity else output)
         dropped += identity
     return tuple(kept), dropped
+
+
+def rewrite_align_operand_types(aligned, x1, x2, *args, **kwargs):
+    """Stock's aligned operands without its Converts to their own type.
+    Older keras takes no ``force_float``: arguments pass through as given."""
+    kept, dropped = drop_identity_converts((x1, x2), aligned)
+    if not dropped:
+        return None
+    return lowered(kept, "Converts to the operand's own type", dropped)
+
+
+PART = Part(
+    name="align_types",
+    summary="build no Convert from a binary op's operand to the type it "
+    "already has (stock converts both operands of every add, multiply, ...)",
+    hooks=(
+        Hook(CORE, "align_operand_types"),
+        # numpy.py imports it under this name; core.py's operators and
+        # functions call it by its own.
+        Hook(NUMPY, "_align_operand_types"),
+    ),
+    rewrite=rewrite_align_operand_types,
+    label="align_operand_types: Converts to the operand's own type left out",
+    counted=True,
+    # Upstream, align_operand_types itself is fixed in place (upstream.py).
+    sources=(),
+)

@@ -15,6 +15,7 @@ logger = logging.getLogger("keras_ov_einsum")
 _MAX_RECORDS = 10_000
 _records = collections.deque(maxlen=_MAX_RECORDS)
 _counts = collections.Counter()
+_dropped = 0  # records pushed out of the full deque since clear()
 _lock = threading.Lock()
 
 
@@ -42,11 +43,14 @@ class Explanation(tuple):
     """The decisions since ``enable()``, oldest first; prints as a table.
 
     ``counts``: {label: how many times} for what is counted, not listed.
+    ``dropped``: how many older decisions are no longer kept (only the
+    last ``_MAX_RECORDS`` are).
     """
 
-    def __new__(cls, decisions=(), counts=None):
+    def __new__(cls, decisions=(), counts=None, dropped=0):
         explanation = super().__new__(cls, decisions)
         explanation.counts = dict(counts or {})
+        explanation.dropped = dropped
         return explanation
 
     @property
@@ -64,6 +68,10 @@ class Explanation(tuple):
             f"{len(self)} call(s): {len(self.lowered)} lowered, "
             f"{len(self.declined)} left on the stock path"
         )
+        if self.dropped:
+            header += (
+                f" (the last {len(self)}; {self.dropped} older call(s) dropped)"
+            )
         counted = [f"  {label}: {n}" for label, n in self.counts.items()]
         return "\n".join(
             [header] + [f"  {decision}" for decision in self] + counted
@@ -71,7 +79,10 @@ class Explanation(tuple):
 
 
 def record(decision):
+    global _dropped
     with _lock:
+        if len(_records) == _records.maxlen:
+            _dropped += 1
         _records.append(decision)
     logger.debug("%s", decision)
 
@@ -83,10 +94,12 @@ def count(label, times=1):
 
 def snapshot():
     with _lock:
-        return Explanation(_records, _counts)
+        return Explanation(_records, _counts, _dropped)
 
 
 def clear():
+    global _dropped
     with _lock:
         _records.clear()
         _counts.clear()
+        _dropped = 0

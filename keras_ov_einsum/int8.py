@@ -36,7 +36,7 @@ FullyConnected layer) or sum an operand first get the ordinary lowering (an
 int32 MatMul), with the reason recorded.
 """
 
-import dataclasses
+import functools
 import logging
 import warnings
 
@@ -44,17 +44,27 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 
-from .lowering import build_matmul, int64_constant, lay_out_kernel, plan_einsum
-from .plan import Declined
+from .lowering import (
+    EINSUM,
+    build_matmul,
+    int64_constant,
+    lay_out_kernel,
+    plan_einsum,
+)
+from .matmul import MATMUL
+from .outcome import declined, lowered
+from .part import Hook, Part, keras_result, stock_node
 
 __all__ = [
     "COMPILE_OPTIONS_WARNING",
     "DYNAMIC_QUANTIZATION",
     "MAX_EXACT_CONTRACTION",
+    "PART",
     "PRECISION",
     "compile_options",
     "lower_int8",
     "lower_int8_matmul",
+    "rewrite_int8",
 ]
 
 logger = logging.getLogger("keras_ov_einsum")
@@ -85,35 +95,13 @@ COMPILE_OPTIONS_WARNING = (
 _MARK = "keras_ov_einsum_int8"
 
 
-@dataclasses.dataclass(frozen=True)
-class Lowered:
-    """The int8 form of an einsum: ``parts`` float32 MatMuls on the int8
-    kernel, one for each part of the contraction, summed in int32."""
-
-    output: ov.Output
-    plan: object
-    parts: int
-
-    def __bool__(self):
-        return True
-
-    def describe(self):
-        described = f"{self.plan.describe()}, int8 kernel kept int8"
-        if self.parts > 1:
-            described += (
-                f" in {self.parts} exact parts of K (split: a copy of its "
-                "int8 bytes)"
-            )
-        return described
-
-
 def lower_int8(planned):
     """Build a ``Planned`` int8 x int8 einsum in the int8 form.
 
     Returns ``None`` when its operands are not stock's int8 -> int32
-    promotion of an int8 input and an int8 kernel (nothing to add),
-    ``Lowered`` when it is built in the int8 form, or ``Declined`` with the
-    reason the int8 form does not apply (the caller lowers it as usual).
+    promotion of an int8 input and an int8 kernel (nothing to add), else an
+    ``Outcome``: lowered in the int8 form, or declined with the reason the
+    int8 form does not apply (the einsum part then lowers it as usual).
     """
     variable_source = _int8_source(planned.variable)
     kernel_source = _int8_source(planned.kernel)
@@ -121,9 +109,9 @@ def lower_int8(planned):
         return None
     plan = planned.plan
     if plan.batch:
-        return Declined("a batched MatMul is not a FullyConnected layer")
+        return declined("a batched MatMul is not a FullyConnected layer")
     if plan.variable_summed_axes or plan.kernel_summed_axes:
-        return Declined("an operand is summed over before the MatMul")
+        return declined("an operand is summed over before the MatMul")
     variable = ov_opset.convert(variable_source, ov.Type.f32)
     kernel = lay_out_kernel(kernel_source, plan)
     # Read at call time, so that tests can make the parts small.
@@ -163,7 +151,13 @@ def lower_int8(planned):
 
     output = build_matmul(plan, variable.output(0), kernel, exact_product)
     warnings.warn(COMPILE_OPTIONS_WARNING, UserWarning, stacklevel=2)
-    return Lowered(output=output, plan=plan, parts=len(parts))
+    described = f"{plan.describe()}, int8 kernel kept int8"
+    if len(parts) > 1:
+        described += (
+            f" in {len(parts)} exact parts of K (split: a copy of its int8 "
+            "bytes)"
+        )
+    return lowered(output, described)
 
 
 def _split_sizes(size, largest):
@@ -316,3 +310,59 @@ def _int8_source(value):
         if value.get_element_type() != ov.Type.i32:
             return None
     return None
+
+
+def rewrite_int8(result, *args, **kwargs):
+    """The int8 form of stock's ``einsum`` (arguments: subscripts, operands)
+    or ``matmul`` (x1, x2) result; None when it is not an int8 x int8
+    product. A declined outcome says why, and the einsum or matmul part
+    then tries its own form."""
+    is_einsum = isinstance(args[0], str)
+    node, convert_to = stock_node(result, "Einsum" if is_einsum else "MatMul")
+    if node is None:
+        return None
+    if is_einsum:
+        planned = plan_einsum(args[0], node.input_values())
+        if not planned:
+            return None  # the einsum part records why
+        outcome = lower_int8(planned)
+    else:
+        outcome = lower_int8_matmul(node)
+    if outcome is not None and not outcome:
+        return declined(f"int8 part not used: {outcome.reason}")
+    return keras_result(outcome, convert_to)
+
+
+def _compile_wrapper(stock_compile_model):
+    @functools.wraps(stock_compile_model)
+    def compile_model(self, model, device_name=None, config=None, **kwargs):
+        # The int8 form is exact only in float32 without the plugin's dynamic
+        # quantization; ``openvino.compile_model`` and every Core (keras's,
+        # keras-hub's) compile through this method.
+        try:
+            config = compile_options(model, device_name, config)
+        except Exception as error:  # Never let the fast path break a model.
+            logger.warning("compile options left as given: %r", error)
+        return stock_compile_model(self, model, device_name, config, **kwargs)
+
+    return compile_model
+
+
+def _label(*args, **kwargs):
+    return args[0] if isinstance(args[0], str) else "matmul(x, kernel)"
+
+
+PART = Part(
+    name="int8",
+    summary="opt-in: lower int8 x int8 einsums and matmuls (quantize('int8') "
+    "EinsumDense and Dense) as exact float32 MatMuls on the int8 kernel, "
+    "which the CPU plugin keeps int8; models holding one compile in f32 "
+    "without dynamic quantization",
+    # Tried before the einsum and matmul parts, which build the other form.
+    hooks=(EINSUM, MATMUL),
+    rewrite=rewrite_int8,
+    label=_label,
+    default=False,
+    requires=("einsum",),
+    wraps=((Hook("openvino", "Core.compile_model"), _compile_wrapper),),
+)

@@ -1,11 +1,16 @@
-"""Build the OpenVINO MatMul for an einsum whose one operand is a constant.
+"""The einsum part: an einsum whose one operand is a constant kernel (a
+Keras variable, as in every ``EinsumDense``) becomes a MatMul on a view of
+that kernel.
 
-``lower_einsum`` takes the einsum's operands as ``openvino.Output`` values,
+Read top to bottom: ``plan_einsum`` finds the kernel behind an operand
+(``kernel.py``), parses the equation (``equation.py``) and decides the
+MatMul (``plan.py``); ``build_lowered`` lays the kernel out (a reshape of
+the original constant, transposed only when its label order is
+interleaved) and builds the MatMul; ``rewrite_einsum`` puts that in place
+of the Einsum node stock built. Operands are ``openvino.Output`` values
 already converted to the compute type (exactly what the stock backend hands
-to ``opset.einsum``), and returns a ``Lowered`` output of the same element
-type and shape, or the ``Declined`` reason. It adds only small shape and axis
-constants to the graph: the kernel is reshaped in place, and transposed only
-when its label order is interleaved (see ``plan.py``).
+to ``opset.einsum``); the result has the same element type and shape.
+Only small shape and axis constants are added to the graph.
 """
 
 import dataclasses
@@ -16,10 +21,13 @@ import openvino.opset13 as ov_opset
 
 from .equation import EquationError, parse_equation
 from .kernel import constant_source, is_constant_expression
-from .plan import Declined, plan_lowering
+from .outcome import declined, lowered
+from .part import NUMPY, Hook, Part, keras_result, stock_node
+from .plan import plan_lowering
 
 __all__ = [
-    "Lowered",
+    "EINSUM",
+    "PART",
     "Planned",
     "build_lowered",
     "build_matmul",
@@ -28,6 +36,7 @@ __all__ = [
     "lay_out_kernel",
     "lower_einsum",
     "plan_einsum",
+    "rewrite_einsum",
 ]
 
 # The stock Einsum decomposes into a MatMul too; for these types the CPU
@@ -38,24 +47,12 @@ _MATMUL_TYPES = (ov.Type.f32, ov.Type.f16, ov.Type.bf16, ov.Type.i32)
 
 
 @dataclasses.dataclass(frozen=True)
-class Lowered:
-    output: ov.Output
-    plan: object
-
-    def __bool__(self):
-        return True
-
-
-@dataclasses.dataclass(frozen=True)
 class Planned:
     """A plan and the two operands it refers to."""
 
     plan: object
     variable: ov.Output
     kernel: ov.Output
-
-    def __bool__(self):
-        return True
 
 
 def lower_einsum(subscripts, inputs):
@@ -70,50 +67,50 @@ def build_lowered(planned):
     """The MatMul of a ``Planned`` einsum, on a view of its kernel."""
     plan = planned.plan
     kernel = lay_out_kernel(planned.kernel, plan)
-    return Lowered(
-        output=build_matmul(plan, planned.variable, kernel), plan=plan
-    )
+    output = build_matmul(plan, planned.variable, kernel)
+    return lowered(output, plan.describe())
 
 
 def plan_einsum(subscripts, inputs):
-    """The ``Planned`` MatMul of ``einsum(subscripts, *inputs)``, or why not."""
+    """The ``Planned`` MatMul of ``einsum(subscripts, *inputs)``, or a
+    declined ``Outcome`` saying why not."""
     if len(inputs) != 2:
-        return Declined(
+        return declined(
             f"{len(inputs)} operand(s); only two-operand einsums are lowered"
         )
     kernel_flags = [constant_source(value) is not None for value in inputs]
     if all(kernel_flags):
-        return Declined("both operands are constants (an eager call)")
+        return declined("both operands are constants (an eager call)")
     if not any(kernel_flags):
-        return Declined("no operand is a constant kernel")
+        return declined("no operand is a constant kernel")
     kernel_index = kernel_flags.index(True)
     if is_constant_expression(inputs[1 - kernel_index]):
         # An eager call (e.g. an int4 layer's unpacked kernel times a
         # constant input): OpenVINO miscompiled such a MatMul, and there is
         # no model graph to gain from.
-        return Declined("both operands are computed from constants")
+        return declined("both operands are computed from constants")
 
     shapes = []
     for value in inputs:
         shape = value.get_partial_shape()
         if shape.rank.is_dynamic:
-            return Declined("an operand has a dynamic rank")
+            return declined("an operand has a dynamic rank")
         shapes.append(
             tuple(None if dim.is_dynamic else dim.get_length() for dim in shape)
         )
     element_type = inputs[0].get_element_type()
     if element_type != inputs[1].get_element_type():
-        return Declined("the operands have different element types")
+        return declined("the operands have different element types")
     if element_type not in _MATMUL_TYPES:
-        return Declined(
+        return declined(
             f"element type {element_type.get_type_name()} is not lowered"
         )
     try:
         equation = parse_equation(subscripts, [len(shape) for shape in shapes])
     except EquationError as error:
-        return Declined(str(error))
+        return declined(str(error))
     plan = plan_lowering(equation, shapes, kernel_index)
-    if not plan:
+    if not plan:  # a declined Outcome; a plan is always true
         return plan
     return Planned(plan, inputs[1 - kernel_index], inputs[kernel_index])
 
@@ -247,3 +244,37 @@ def _transpose(x, permutation):
 
 def _reduce_sum(x, axes):
     return ov_opset.reduce_sum(x, int64_constant(list(axes)), False).output(0)
+
+
+def rewrite_einsum(result, subscripts, *operands, **kwargs):
+    """Stock's ``einsum`` result rebuilt as a MatMul: its Einsum node's
+    (already converted) inputs and its final Convert are kept, so dtypes
+    and shapes are stock's."""
+    einsum, convert_to = stock_node(result, "Einsum")
+    if einsum is None:
+        return declined("the stock path built no Einsum")
+    planned = plan_einsum(subscripts, einsum.input_values())
+    if not planned:
+        return planned
+    return keras_result(build_lowered(planned), convert_to)
+
+
+def _operands(subscripts, *operands, **kwargs):
+    return operands
+
+
+def _equation(subscripts, *operands, **kwargs):
+    return subscripts
+
+
+EINSUM = Hook(NUMPY, "einsum", operands=_operands)
+
+PART = Part(
+    name="einsum",
+    summary="lower einsums with one constant operand (EinsumDense) to a "
+    "MatMul on a view of the kernel",
+    hooks=(EINSUM,),
+    rewrite=rewrite_einsum,
+    label=_equation,
+    sources=("equation.py", "plan.py", "kernel.py", "lowering.py"),
+)

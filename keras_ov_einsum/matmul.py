@@ -8,41 +8,24 @@ FullyConnected layer. ``MatMul(x, embeddings, transpose_b=True)`` is the
 same product on the original constant: nothing to fold, nothing copied.
 """
 
-import dataclasses
 import math
 
-import openvino as ov
 import openvino.opset13 as ov_opset
 
 from .kernel import constant_source, is_constant_expression
-from .plan import Declined, has_matrix_view
+from .outcome import declined, lowered
+from .part import NUMPY, Hook, Part, keras_result, stock_node
+from .plan import has_matrix_view
 
-__all__ = ["TransposedKernel", "lower_transposed_matmul"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TransposedKernel:
-    """The MatMul rebuilt on the untransposed constant."""
-
-    output: ov.Output
-    kernel_shape: tuple
-
-    def __bool__(self):
-        return True
-
-    def describe(self):
-        return (
-            f"MatMul(transpose_b=True) on the untransposed kernel "
-            f"{list(self.kernel_shape)} (no copy)"
-        )
+__all__ = ["MATMUL", "PART", "lower_transposed_matmul", "rewrite_matmul"]
 
 
 def lower_transposed_matmul(matmul):
     """Rebuild ``matmul`` if its second input is a transposed constant.
 
     Returns None when the second input is not a Transpose of a constant (the
-    common case, not worth recording), a ``Declined`` when it is but the
-    rewrite is not proven equal, or a ``TransposedKernel``.
+    common case, not worth recording), else an ``Outcome``: declined when
+    the rewrite is not proven equal.
     """
     kernel = matmul.input_value(1)
     convert = None
@@ -56,15 +39,15 @@ def lower_transposed_matmul(matmul):
     if constant_source(data) is None:
         return None
     if is_constant_expression(matmul.input_value(0)):
-        return Declined("both operands are computed from constants")
+        return declined("both operands are computed from constants")
     shape = data.get_partial_shape()
     if shape.rank.is_dynamic or shape.rank.get_length() < 2:
-        return Declined("the transposed kernel has fewer than two axes")
+        return declined("the transposed kernel has fewer than two axes")
     rank = shape.rank.get_length()
     order = _transpose_order(transpose, rank)
     swap_last_two = list(range(rank - 2)) + [rank - 1, rank - 2]
     if order != swap_last_two:
-        return Declined(
+        return declined(
             f"the kernel's transpose order {order} is not a swap of its "
             "last two axes"
         )
@@ -73,7 +56,7 @@ def lower_transposed_matmul(matmul):
         # Found by the equivalence suite: the CPU plugin keeps one packed
         # copy per buffer and [K, N], so with a plain matmul of the same
         # weights (a tied encoder and decoder) both read one layout.
-        return Declined(
+        return declined(
             f"the kernel {list(dims)} also reads as the [K, N] matrix of "
             "its transpose (square): OpenVINO's CPU plugin would share "
             "one packed copy between the two"
@@ -88,7 +71,11 @@ def lower_transposed_matmul(matmul):
         attributes["transpose_a"],
         not attributes["transpose_b"],
     ).output(0)
-    return TransposedKernel(output=output, kernel_shape=tuple(shape.to_shape()))
+    return lowered(
+        output,
+        f"MatMul(transpose_b=True) on the untransposed kernel {list(dims)} "
+        "(no copy)",
+    )
 
 
 def _transpose_order(transpose, rank):
@@ -109,3 +96,23 @@ def _transpose_order(transpose, rank):
         ):
             return list(range(rank - 1, -1, -1))
     return None
+
+
+def rewrite_matmul(result, x1, x2):
+    matmul, convert_to = stock_node(result, "MatMul")
+    if matmul is None:
+        return None
+    return keras_result(lower_transposed_matmul(matmul), convert_to)
+
+
+MATMUL = Hook(NUMPY, "matmul")
+
+PART = Part(
+    name="matmul",
+    summary="feed matmul(x, transpose(constant)) (keras-hub's tied "
+    "embedding logits) to MatMul as transpose_b, not a transposed copy",
+    hooks=(MATMUL,),
+    rewrite=rewrite_matmul,
+    label="matmul(x, transpose(kernel))",
+    sources=("matmul.py",),
+)

@@ -14,16 +14,16 @@ the exponent changes, barring overflow and underflow), so both forms give
 the same numbers; any other scale is declined.
 """
 
-import dataclasses
 import math
 
 import openvino as ov
 import openvino.opset13 as ov_opset
 
 from .kernel import constant_source, is_constant_expression
-from .plan import Declined
+from .outcome import declined, lowered
+from .part import NUMPY, Hook, Part, keras_result
 
-__all__ = ["Prescaled", "lower_prescaled_projection"]
+__all__ = ["MULTIPLY", "PART", "lower_prescaled_projection", "rewrite_multiply"]
 
 # Each type the part lowers: its name, and the exponents of its smallest
 # and largest normal numbers (a power of two 2**k is a finite normal number
@@ -35,23 +35,6 @@ _NORMAL_EXPONENTS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Prescaled:
-    """The projection rebuilt on its scaled input."""
-
-    output: ov.Output
-    scale: float
-
-    def __bool__(self):
-        return True
-
-    def describe(self):
-        return (
-            f"MatMul on the input scaled by {self.scale:g} (a power of two), "
-            "bias scaled: no Multiply after the projection"
-        )
-
-
 def lower_prescaled_projection(multiply):
     """Rebuild ``multiply(projection, scale)`` with the scale moved before
     the projection's MatMul.
@@ -60,8 +43,7 @@ def lower_prescaled_projection(multiply):
     optional bias: the kernel a constant (a Keras variable), the bias
     computed from constants only, the scale a scalar constant. Returns None
     when ``multiply`` is not such a product (most are not; nothing to
-    record), a ``Declined`` when it is but the rewrite is not exact, or a
-    ``Prescaled``.
+    record), else an ``Outcome``: declined when the rewrite is not exact.
     """
     for product_index in (0, 1):
         scale = _scalar_constant(multiply.input_value(1 - product_index))
@@ -77,10 +59,10 @@ def lower_prescaled_projection(multiply):
         element_type not in _NORMAL_EXPONENTS
         or multiply.get_output_element_type(0) != element_type
     ):
-        return Declined("the projection and its scale differ in type")
+        return declined("the projection and its scale differ in type")
     unsafe = _unsafe_scale(scale, element_type)
     if unsafe is not None:
-        return Declined(unsafe)
+        return declined(unsafe)
     factor = ov_opset.constant(scale, element_type).output(0)
     attributes = matmul.get_attributes()
     output = ov_opset.matmul(
@@ -98,7 +80,11 @@ def lower_prescaled_projection(multiply):
     if bias is not None:
         bias = ov_opset.multiply(bias, factor).output(0)
         output = ov_opset.add(output, bias).output(0)
-    return Prescaled(output=output, scale=scale)
+    return lowered(
+        output,
+        f"MatMul on the input scaled by {scale:g} (a power of two), bias "
+        "scaled: no Multiply after the projection",
+    )
 
 
 def _projection(value):
@@ -212,3 +198,24 @@ def _unsafe_scale(scale, element_type):
             f"2**{smallest // 2} to 2**{largest // 2} are lowered)"
         )
     return None
+
+
+def rewrite_multiply(result, x1, x2):
+    multiply = result.output.get_node()
+    if multiply.get_type_name() != "Multiply":
+        return None
+    return keras_result(lower_prescaled_projection(multiply))
+
+
+MULTIPLY = Hook(NUMPY, "multiply")
+
+PART = Part(
+    name="prescale",
+    summary="multiply(x @ kernel + bias, s), s a power of two (attention's "
+    "query scaling), as (x * s) @ kernel + bias * s: exact, and the CPU "
+    "plugin keeps the Multiply out of the projection",
+    hooks=(MULTIPLY,),
+    rewrite=rewrite_multiply,
+    label="multiply(x @ kernel + bias, scale)",
+    sources=("prescale.py",),
+)

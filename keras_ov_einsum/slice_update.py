@@ -14,42 +14,17 @@ stock's; only the index matrix is smaller, and built from a Range per
 leading axis.
 """
 
-import dataclasses
 import importlib
 
 import openvino as ov
 import openvino.opset13 as ov_opset
 
-from .plan import Declined
+from .outcome import declined, lowered
+from .part import CORE, Hook, Part, keras_result
 
-__all__ = ["SlabUpdate", "lower_slice_update"]
+__all__ = ["PART", "SLICE_UPDATE", "lower_slice_update", "rewrite_slice_update"]
 
 INDEX_TYPE = ov.Type.i32  # stock's: every start index is converted to i32
-
-
-@dataclasses.dataclass(frozen=True)
-class SlabUpdate:
-    """The ScatterNDUpdate rebuilt with one index row per slab."""
-
-    output: ov.Output
-    row_axes: int
-    rank: int
-
-    def __bool__(self):
-        return True
-
-    def describe(self):
-        whole = self.rank - self.row_axes
-        if not whole:
-            return (
-                "ScatterNDUpdate with stock's index rows, built from a Range "
-                "per axis"
-            )
-        return (
-            f"ScatterNDUpdate on slabs: index rows over the first "
-            f"{self.row_axes} of {self.rank} axes, the last {whole} written "
-            "whole (stock: one row per element)"
-        )
 
 
 def lower_slice_update(scatter, starts):
@@ -57,8 +32,8 @@ def lower_slice_update(scatter, starts):
 
     ``starts``: the start index of each axis as an ``ov.Output``, as given
     to ``slice_update``. Returns None when stock built nothing to shrink (a
-    scalar update), a ``Declined`` when the rewrite is not proven equal, or
-    a ``SlabUpdate``.
+    scalar update), else an ``Outcome``: declined when the rewrite is not
+    proven equal.
     """
     data = scatter.input_value(0)
     flat_updates = scatter.input_value(2).get_node()
@@ -67,20 +42,32 @@ def lower_slice_update(scatter, starts):
     updates = flat_updates.input_value(0)
     rank = updates.get_partial_shape().rank
     if rank.is_dynamic or data.get_partial_shape().rank.is_dynamic:
-        return Declined("the rank of inputs or updates is not static")
+        return declined("the rank of inputs or updates is not static")
     rank = rank.get_length()
     if data.get_partial_shape().rank.get_length() != rank:
-        return Declined("inputs and updates differ in rank")
+        return declined("inputs and updates differ in rank")
     if len(starts) != rank or not all(map(_is_one_index, starts)):
-        return Declined(
+        return declined(
             "start_indices are not one scalar index per axis of updates"
         )
     if not all(start.get_element_type().is_integral() for start in starts):
-        return Declined("a start index is not an integer")
+        return declined("a start index is not an integer")
     row_axes = max(1, _first_whole_axis(data, updates, starts))
     indices = _slab_indices(updates, starts[:row_axes])
     output = _scatter_like(scatter, data, indices, updates)
-    return SlabUpdate(output=output, row_axes=row_axes, rank=rank)
+    whole = rank - row_axes
+    if not whole:
+        return lowered(
+            output,
+            "ScatterNDUpdate with stock's index rows, built from a Range per "
+            "axis",
+        )
+    return lowered(
+        output,
+        f"ScatterNDUpdate on slabs: index rows over the first {row_axes} of "
+        f"{rank} axes, the last {whole} written whole (stock: one row per "
+        "element)",
+    )
 
 
 def _is_one_index(start):
@@ -173,3 +160,31 @@ def _scatter_like(scatter, data, indices, updates):
 
 def _ints(values):
     return ov_opset.constant(values, INDEX_TYPE).output(0)
+
+
+def rewrite_slice_update(result, inputs, start_indices, updates):
+    from keras.src.backend.openvino.core import get_ov_output
+
+    scatter = result.output.get_node()
+    if scatter.get_type_name() != "ScatterNDUpdate":
+        return declined("the stock path built no ScatterNDUpdate")
+    starts = [get_ov_output(start) for start in start_indices]
+    return keras_result(lower_slice_update(scatter, starts))
+
+
+def _data_and_updates(inputs, start_indices, updates):
+    return inputs, updates
+
+
+SLICE_UPDATE = Hook(CORE, "slice_update", operands=_data_and_updates)
+
+PART = Part(
+    name="slice_update",
+    summary="write slice_update's trailing axes that are written whole "
+    "(keras-hub's key/value cache) as slabs: one index row per slab, not "
+    "per element",
+    hooks=(SLICE_UPDATE,),
+    rewrite=rewrite_slice_update,
+    label="slice_update(inputs, start_indices, updates)",
+    sources=("slice_update.py",),
+)

@@ -27,6 +27,7 @@ import pathlib
 import re
 import sys
 
+from .parts import PARTS
 from .upstream_test_template import TEST_SOURCE
 
 __all__ = ["PatchError", "apply_patch", "check_patch", "main", "make_patch"]
@@ -37,16 +38,23 @@ TARGET_KERAS = "3.15.1"
 DEFAULT_PATCH = (
     ROOT / "patches" / f"keras-{TARGET_KERAS}-openvino-einsum-lowering.patch"
 )
-# The modules that make up the lowering, in dependency order.
-SOURCES = (
-    "equation.py",
-    "plan.py",
-    "kernel.py",
-    "lowering.py",
-    "matmul.py",
-    "slice_update.py",
-    "prescale.py",
+# The modules that make up the lowering, in dependency order: the result
+# type, then each upstreamed part's own (parts.py).
+SOURCES = tuple(
+    dict.fromkeys(
+        ["outcome.py"]
+        + [
+            source
+            for part in PARTS
+            if part.sources is not None
+            for source in part.sources
+        ]
+    )
 )
+# A part module's declaration (``PART = Part(...)``, its ``Hook``s) and the
+# functions only they name are the monkeypatch's glue: keras calls the
+# lowerings itself.
+_GLUE_CLASSES = ("Part", "Hook")
 BACKEND = "keras/src/backend/openvino"
 MODULE = f"{BACKEND}/einsum_lowering.py"
 TEST = f"{BACKEND}/einsum_lowering_test.py"
@@ -180,10 +188,13 @@ def generated_module(opset_import=None):
         tree = ast.parse(source)
         lines = source.splitlines(keepends=True)
         docstring = ast.get_docstring(tree, clean=True) or ""
+        glue = _glue(tree)
         drop = set()
         for node in tree.body:
             span = range(node.lineno - 1, node.end_lineno)
             if node is tree.body[0] and docstring:
+                drop.update(span)
+            elif node in glue:
                 drop.update(span)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 drop.update(span)
@@ -223,6 +234,38 @@ def generated_module(opset_import=None):
         '"""\n\n'
     )
     return header + _import_block(imports) + "\n" + "\n\n".join(sections)
+
+
+def _glue(tree):
+    """The top-level statements of a part module that only the monkeypatch
+    uses: its ``Part``/``Hook`` declarations and the functions they name."""
+    declarations = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id in _GLUE_CLASSES
+    ]
+    named = {
+        name.id
+        for node in declarations
+        for name in ast.walk(node.value)
+        if isinstance(name, ast.Name)
+    }
+    functions = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name in named
+    ]
+    return declarations + functions
+
+
+def glue_names(filename):
+    """The names of ``filename`` (a source module) left out of the
+    generated module: the monkeypatch's glue."""
+    tree = ast.parse((PACKAGE / filename).read_text())
+    return {name for node in _glue(tree) for name in _defined_names(node)}
 
 
 def _is_dunder_all(node):

@@ -14,7 +14,7 @@ from binary_ops import (
     random_inputs,
 )
 from graphs import generate, gpt2_causal_lm, patched, run_model
-from keras_ov_einsum.patch import ALIGN_LABEL
+from keras_ov_einsum.align_types import PART as align_types_part
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ def test_same_type_operands_get_no_convert(name):
     # Stock converts both float32 operands to float32.
     assert len(identity_converts(stock)) == 2
     assert identity_converts(fixed) == []
-    assert explanation.counts == {ALIGN_LABEL: 2}
+    assert explanation.counts == {align_types_part.label: 2}
     inputs = random_inputs(stock)
     got, want = run_model(fixed, *inputs), run_model(stock, *inputs)
     assert got.dtype == want.dtype and got.shape == want.shape
@@ -46,7 +46,7 @@ def test_a_convert_that_changes_the_type_stays():
     ]
     assert convert.input_value(0).get_element_type() == ov.Type.i32
     assert convert.get_output_element_type(0) == ov.Type.f32
-    assert explanation.counts == {ALIGN_LABEL: 1}
+    assert explanation.counts == {align_types_part.label: 1}
     inputs = random_inputs(stock)
     np.testing.assert_array_equal(
         run_model(fixed, *inputs), run_model(stock, *inputs)
@@ -105,8 +105,8 @@ def test_gpt2_generates_stock_tokens_and_compiles_to_the_same_layers():
     # Hundreds of Converts left out (280 in this 2-layer model), and
     # OpenVINO compiles what it compiled before: it removes a Convert to the
     # same type itself.
-    assert explanation.counts[ALIGN_LABEL] > 200
-    assert not [d for d in explanation if d.equation == ALIGN_LABEL]
+    assert explanation.counts[align_types_part.label] > 200
+    assert not [d for d in explanation if d.equation == align_types_part.label]
 
     def layers(compiled):
         return sorted(

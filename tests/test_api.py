@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
-from keras_ov_einsum import patch
+from keras_ov_einsum import lowering
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,7 +171,7 @@ def test_an_internal_error_falls_back_to_stock(monkeypatch, caplog):
     def broken(subscripts, inputs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(patch, "plan_einsum", broken)
+    monkeypatch.setattr(lowering, "plan_einsum", broken)
     kernel = keras.Variable(np.ones((8, 4), "float32"))
     parameter = ov_opset.parameter([-1, 8], ov.Type.f32)
     with keras_ov_einsum.enabled():
@@ -262,9 +262,14 @@ def test_other_backends_are_left_alone_with_a_warning(backend):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             keras_ov_einsum.enable()
+            # Even a set of parts that would be refused on OpenVINO: the
+            # backend is checked first, as for every call.
+            keras_ov_einsum.enable(int8=True, einsum=False)
         assert not keras_ov_einsum.is_enabled()
         assert backend.numpy.einsum is before
-        (warning,) = [w for w in caught if "keras_ov_einsum" in str(w.message)]
+        warning, again = [
+            w for w in caught if "keras_ov_einsum" in str(w.message)
+        ]
         a = np.arange(6, dtype="float32").reshape(2, 3)
         b = np.arange(12, dtype="float32").reshape(3, 4)
         y = keras.ops.convert_to_numpy(keras.ops.einsum("ij,jk->ik", a, b))
@@ -287,3 +292,69 @@ def test_each_part_can_be_switched_off():
         assert backend_numpy.matmul is matmul
         assert backend_numpy.einsum.__keras_ov_einsum_original__ is einsum
     assert (backend_numpy.einsum, backend_numpy.matmul) == (einsum, matmul)
+
+
+def test_explain_says_when_it_dropped_old_calls(monkeypatch):
+    from keras_ov_einsum import decisions
+
+    monkeypatch.setattr(
+        decisions, "_records", decisions.collections.deque(maxlen=3)
+    )
+    decisions.clear()
+    for index in range(5):
+        decisions.record(
+            keras_ov_einsum.Decision(f"call {index}", (), (), False, "why")
+        )
+    explanation = keras_ov_einsum.explain()
+    assert [d.equation for d in explanation] == ["call 2", "call 3", "call 4"]
+    assert explanation.dropped == 2
+    assert "(the last 3; 2 older call(s) dropped)" in str(explanation)
+    decisions.clear()
+    assert keras_ov_einsum.explain().dropped == 0
+
+
+def test_nested_enabled_switches_parts_and_restores_the_outer_set():
+    backend_numpy = _backend_numpy()
+    einsum = backend_numpy.einsum
+    keras_ov_einsum.enable(einsum=False)
+    try:
+        assert backend_numpy.einsum is einsum
+        with keras_ov_einsum.enabled(einsum=True):
+            assert backend_numpy.einsum.__keras_ov_einsum_original__ is einsum
+        assert keras_ov_einsum.is_enabled()
+        assert backend_numpy.einsum is einsum  # the outer set again
+    finally:
+        keras_ov_einsum.disable()
+
+
+def test_enable_with_other_parts_while_enabled_warns():
+    keras_ov_einsum.enable()
+    try:
+        with pytest.warns(UserWarning, match="already enabled with other"):
+            keras_ov_einsum.enable(matmul=False)
+    finally:
+        keras_ov_einsum.disable()
+
+
+def test_every_part_off_warns_and_patches_nothing():
+    from keras_ov_einsum.parts import default_switches
+
+    off = dict.fromkeys(default_switches(), False)
+    with pytest.warns(UserWarning, match="every part off patches nothing"):
+        keras_ov_einsum.enable(**off)
+    assert not keras_ov_einsum.is_enabled()
+
+
+def test_an_unknown_part_is_a_type_error():
+    with pytest.raises(TypeError, match="unknown part.*einsun"):
+        keras_ov_einsum.enable(einsun=False)
+
+
+def test_an_untested_keras_is_patched_with_a_warning(monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras, "__version__", "4.0.0")
+    with pytest.warns(UserWarning, match="not been tested with keras 4.0.0"):
+        keras_ov_einsum.enable()
+    assert keras_ov_einsum.is_enabled()
+    keras_ov_einsum.disable()

@@ -15,6 +15,7 @@ from benchmarks import (
     diff,
     environments,
     models,
+    native,
     passes,
     report,
     runner,
@@ -176,6 +177,8 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "slice_update": False,
         "prescale": False,
         "align_types": False,
+        "int8": False,
+        "preset_load": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
     # tied-embedding logits once in each.
@@ -218,6 +221,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "slice_update": True,
         "prescale": True,
         "align_types": True,
+        "preset_load": True,
         "int8": True,
     }
     assert fixed["first_text"] == stock["first_text"]
@@ -412,8 +416,9 @@ def test_known_good_sets_pin_exact_versions():
         (["--model", "gpt5"], "unknown model 'gpt5'"),
         (["--fix", "on,maybe"], "unknown --fix 'maybe'"),
         (["--dtype", "float8"], "unknown --dtype 'float8'"),
+        (["--native-hint", "f16"], "unknown --native-hint 'f16'"),
     ],
-    ids=["backend", "model", "fix", "dtype"],
+    ids=["backend", "model", "fix", "dtype", "native-hint"],
 )
 def test_compare_rejects_unknown_names(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -673,3 +678,246 @@ def test_sampler_reads_the_kernels_counters():
     assert abs(sampler.peak_swap - swap) < 8 * MB
     del grown
     assert sampler.timeline and sampler.peak_rss == rss
+
+
+# --- Native OpenVINO rows: the preset's weights without Keras ---------------
+
+
+def _tiny_causal_lm(family):
+    """A 2-layer model of ``family`` with random weights and no tokenizer:
+    the Hugging Face export only reads the backbone."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    if family == "gpt2":
+        config = models.MODELS["gpt2_tiny"].backbone
+        return keras_hub.models.GPT2CausalLM(
+            backbone=keras_hub.models.GPT2Backbone(**config), preprocessor=None
+        )
+    if family == "llama":  # grouped-query attention, untied logits
+        backbone = keras_hub.models.LlamaBackbone(
+            vocabulary_size=128,
+            num_layers=2,
+            num_query_heads=4,
+            num_key_value_heads=2,
+            hidden_dim=32,
+            intermediate_dim=64,
+        )
+        return keras_hub.models.LlamaCausalLM(backbone, preprocessor=None)
+    backbone = keras_hub.models.GemmaBackbone(  # multi-query attention
+        vocabulary_size=128,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=1,
+        hidden_dim=32,
+        intermediate_dim=128,
+        head_dim=8,
+    )
+    return keras_hub.models.GemmaCausalLM(backbone, preprocessor=None)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma"])
+def test_the_hugging_face_checkpoint_gives_the_keras_logits(family, tmp_path):
+    """The native rows run the Keras rows' weights: the checkpoint written
+    from a Keras model computes its logits, in float32, in Transformers."""
+    import keras
+    import torch
+    import transformers
+
+    causal_lm = _tiny_causal_lm(family)
+    # Weights of order one, not the initializers' 0.02: small activations
+    # would hide a wrong activation function or norm epsilon.
+    rng = np.random.default_rng(0)
+    for weight in causal_lm.backbone.weights:
+        weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32"))
+    native.hf_checkpoint(causal_lm, tmp_path)
+    token_ids = np.array([[5, 17, 3, 99, 42, 7]], dtype="int32")
+    expected = keras.ops.convert_to_numpy(
+        causal_lm(
+            {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
+        )
+    )
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, dtype=torch.float32
+    )
+    with torch.no_grad():
+        logits = model(torch.tensor(token_ids, dtype=torch.int64)).logits
+    assert logits.shape == expected.shape
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(
+        logits.numpy(), expected, rtol=1e-4, atol=1e-5 * scale
+    )
+
+
+@pytest.fixture(scope="module")
+def native_run(presets, tmp_path_factory):
+    """Keras on OpenVINO (stock) and both native backends on gpt2_tiny."""
+    out = tmp_path_factory.mktemp("native")
+    completed = _compare(
+        out,
+        "--backends",
+        "openvino,openvino-genai,optimum-intel",
+        "--fix",
+        "off",
+        "--repeats",
+        "1",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return out
+
+
+def test_native_rows_record_the_keras_rows_fields_and_token_ids(native_run):
+    results = json.loads((native_run / "results.json").read_text())
+    current = environments.current_openvino()
+    keras_row, genai, optimum = results["runs"]
+    assert [genai["label"], optimum["label"]] == [
+        f"openvino-genai {current} f32 hint",
+        f"optimum-intel {current} f32 hint",
+    ]
+    for run in results["runs"]:
+        assert run["ok"], run["error"]
+        assert RECORD_FIELDS <= set(run)
+        assert [stage["name"] for stage in run["stages"]] == [
+            "start",
+            "imported",
+            "loaded",
+            "first call",
+            "second call",
+            "deleted",
+        ]
+        assert run["device"] == "CPU"
+        assert run["new_tokens"] == len(run["generated_ids"]) == 10 - 2
+        assert run["load_s"] > 0
+    # The native rows start from the Keras row's packed prompt and, with
+    # the same weights, greedy, float32, generate its tokens.
+    assert genai["prompt_ids"] == keras_row["prompt_ids"]
+    assert len(keras_row["prompt_ids"]) == 2  # the start token, "Hello"
+    assert genai["generated_ids"] == keras_row["generated_ids"]
+    assert optimum["generated_ids"] == keras_row["generated_ids"]
+    assert genai["hint"] == "f32" and keras_row["hint"] is None
+    report_text = (native_run / "report.md").read_text()
+    row = f"| {keras_row['label']} | {genai['label']} |"
+    (line,) = [line for line in report_text.splitlines() if row in line]
+    assert line.endswith("| yes |")
+
+
+def test_a_device_the_machine_lacks_gives_a_failed_record(
+    presets, native_run, tmp_path
+):
+    """The export from native_run is reused: only the worker runs."""
+    current = environments.current_openvino()
+    configuration = runner.Configuration(
+        "gpt2_tiny", "openvino-genai", "off", current, hint="f32", device="NPU7"
+    )
+    results = runner.run_all(
+        [configuration],
+        repeats=1,
+        out_dir=tmp_path,
+        max_length=10,
+        timeout=300,
+        log=lambda text: None,
+    )
+    (run,) = results["runs"]
+    assert not run["ok"]
+    assert "device NPU7 is not available here" in run["error"]
+    assert run["device"] == "NPU7" and run["label"].endswith("on NPU7")
+
+
+def test_the_native_table_compares_medians_and_token_ids(tmp_path):
+    def run(label, repeat, backend, tokens_per_s, ids, dtype="float32"):
+        record = _run(label, repeat, tokens_per_s=tokens_per_s)
+        record.update(
+            backend=backend, dtype=dtype, load_s=1.0, generated_ids=ids
+        )
+        return record
+
+    runs = [
+        run("openvino 1 stock", 0, "openvino", 10.0, [1, 2, 3]),
+        run("openvino 1 stock", 1, "openvino", 20.0, [1, 2, 3]),
+        run("openvino-genai 1 f32 hint", 0, "openvino-genai", 40.0, [1, 2, 3]),
+        run("openvino-genai 1 f32 hint", 1, "openvino-genai", 20.0, [1, 2, 3]),
+        run("optimum-intel 1 f32 hint", 0, "optimum-intel", 30.0, [1, 5, 3]),
+        # Another weight format: not compared with the float32 rows.
+        run(
+            "openvino-genai 1 f32 hint, int8",
+            0,
+            "openvino-genai",
+            9,
+            [1],
+            "int8",
+        ),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    text = report.render(path).read_text()
+    section = text.split("### Keras vs native OpenVINO")[1].split("###")[0]
+    # tokens/s: medians 15 / 30 = 0.50; repeat 0: 10/40, repeat 1: 20/20.
+    # Time to first token and peak growth are equal in every run.
+    assert (
+        "| openvino 1 stock | openvino-genai 1 f32 hint "
+        "| 0.50 [0.25-1.00] (15 / 30) | 1.00 [1.00-1.00] (3 / 3) "
+        "| 1.00 [1.00-1.00] (60 / 60) | yes |" in section
+    )
+    assert (
+        "| openvino 1 stock | optimum-intel 1 f32 hint | 0.50 (15 / 30) "
+        "| 1.00 (3 / 3) | 1.00 (60 / 60) "
+        "| no (2/2 run pairs differ; first at new token 1) |" in section
+    )
+    assert "int8" not in section
+
+
+def test_report_says_when_it_draws_no_charts(tmp_path, monkeypatch):
+    runs = [_run("openvino 1 stock", 0), _run("openvino 1 fix", 0)]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    out = report.render(path, tmp_path / "page.md")
+    assert out == tmp_path / "page.md"
+    assert "No charts: matplotlib is not installed." in out.read_text()
+    assert not list(tmp_path.glob("*.png"))
+    tables_only = report.render(path, tmp_path / "tables.md", charts=False)
+    assert "No charts" not in tables_only.read_text()
+
+
+def test_report_states_each_target_met_or_missed(tmp_path):
+    """The targets table: Keras rows with the fix over openvino-genai's
+    f32-hint row of the same weight format, against 0.9 / 0.8 x tokens/s,
+    2 x time to first token and 1.15 x peak growth."""
+
+    def run(label, backend, fix, dtype, **values):
+        record = _run(label, 0, **values)
+        record.update(backend=backend, fix=fix, dtype=dtype, hint="f32")
+        return record
+
+    runs = [
+        run("genai", "openvino-genai", "off", "float32", tokens_per_s=10.0),
+        run("genai int8", "openvino-genai", "off", "int8", tokens_per_s=20.0),
+        run("stock", "openvino", "off", "float32", tokens_per_s=1.0),
+        # 9.5 / 10 tokens/s; (2 + 2) / (1 + 0.5) s to first token;
+        # 70 / 60 MB of peak growth
+        run(
+            "fix",
+            "openvino",
+            "on",
+            "float32",
+            tokens_per_s=9.5,
+            load_s=2.0,
+            first_s=2.0,
+            growth_mb=70,
+        ),
+        run("fix int8", "openvino", "int8", "int8", tokens_per_s=15.0),
+    ]
+    runs[0].update(load_s=1.0, first_s=0.5)
+    for record in runs[1:]:
+        record.setdefault("load_s", 1.0)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    text = report.render(path, charts=False).read_text()
+    table = text.split("### Targets: Keras + fix over openvino-genai")[1]
+    assert (
+        "| fix | 0.95 (at least 0.9: met) | 2.67 (at most 2.0: missed) "
+        "| 1.17 (at most 1.15: missed) |" in table
+    )
+    assert "| fix int8 | 0.75 (at least 0.8: missed) |" in table
+    assert "| stock |" not in table

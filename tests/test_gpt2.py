@@ -14,11 +14,9 @@ from graphs import (
     op_types,
     run_model,
 )
-from keras_ov_einsum.patch import (
-    MATMUL_LABEL,
-    PRESCALE_LABEL,
-    SLICE_UPDATE_LABEL,
-)
+from keras_ov_einsum.matmul import PART as matmul_part
+from keras_ov_einsum.prescale import PART as prescale_part
+from keras_ov_einsum.slice_update import PART as slice_update_part
 
 LAYERS = 2
 # Per layer: query, key, value and output projections; two attention einsums.
@@ -37,14 +35,14 @@ def test_generate_same_tokens_and_explained(causal_lm):
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
     # The generate graph traces the layers for the prompt and for the
     # cached decoding step: every projection lowered, every attention not.
-    logits = [d for d in explanation if d.equation == MATMUL_LABEL]
+    logits = [d for d in explanation if d.equation == matmul_part.label]
     projections = [
         d
         for d in explanation
         if d.equation in ("abc,cde->abde", "abcd,cde->abe")
     ]
-    writes = [d for d in explanation if d.equation == SLICE_UPDATE_LABEL]
-    scalings = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    writes = [d for d in explanation if d.equation == slice_update_part.label]
+    scalings = [d for d in explanation if d.equation == prescale_part.label]
     attention = [
         d
         for d in explanation

@@ -141,7 +141,10 @@ def test_where_stock_rounds_the_parts_are_exact():
     assert "4 exact parts" in decisions[0].reason
     np.testing.assert_array_equal(fixed(x)[0], exact)
     _, stock, _ = _int8_einsum("bk,kn->bn", (-1, k), kernel, {"einsum": False})
-    assert stock(x)[0][0, 0] == 33032192
+    # float32 holds no odd integer above 2**24: stock's sum is rounded, to a
+    # value that depends on its order of summation (33032192 on a quiet
+    # machine, 33031184 seen beside other processes).
+    assert stock(x)[0][0, 0] != exact[0, 0]
 
 
 def _int8_einsum(equation, x_shape, kernel, parts):
@@ -192,6 +195,19 @@ def _rounded_by_dynamic_quantization():
     return x, kernel, x.astype(np.int64) @ kernel.astype(np.int64)
 
 
+def _skip_unless_dynamic_quantization_rounds(model, x, want):
+    """Dynamic quantization is a CPU-dependent optimisation: the plugin
+    applies it where the CPU has int8 dot-product instructions (seen on an
+    Intel CPU with AVX-512), and not on, e.g., an AVX2-only AMD EPYC, where
+    the int8 form is exact whatever the option says."""
+    quantized = ov.Core().compile_model(
+        model, "CPU", {**F32, DYNAMIC_QUANTIZATION: 32}
+    )
+    if np.array_equal(quantized(x)[0], want):
+        pytest.skip("the CPU plugin does no dynamic quantization on this CPU")
+    return quantized
+
+
 def test_dynamic_quantization_is_what_the_compile_option_turns_off():
     """The same int8 graph compiled with the plugin's dynamic quantization
     on is not exact: the option the patch adds is what keeps it so."""
@@ -201,10 +217,7 @@ def test_dynamic_quantization_is_what_the_compile_option_turns_off():
         "bk,kn->bn", (-1, k), kernel, {"int8": True}
     )
     np.testing.assert_array_equal(compiled(x)[0], want)
-    rounded = ov.Core().compile_model(
-        model, "CPU", {**F32, DYNAMIC_QUANTIZATION: 32}
-    )
-    assert not np.array_equal(rounded(x)[0], want)
+    rounded = _skip_unless_dynamic_quantization_rounds(model, x, want)
     assert _fully_connected_weight_types(rounded) == [ov.Type.i8]
 
 
@@ -235,6 +248,7 @@ def test_every_compile_entry_point_gets_the_option():
     x, kernel, want = _rounded_by_dynamic_quantization()
     k = kernel.shape[0]
     model, _, _ = _int8_einsum("bk,kn->bn", (-1, k), kernel, {"int8": True})
+    _skip_unless_dynamic_quantization_rounds(model, x, want)
     with keras_ov_einsum.enabled(int8=True):
         for compiled in (
             ov.compile_model(model, "CPU", F32),

@@ -6,7 +6,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import constant_bytes, op_types, run_model
-from keras_ov_einsum.patch import MATMUL_LABEL
+from keras_ov_einsum.matmul import PART as matmul_part
 
 
 def _graph(make_kernel, x_shape, kernel, *, fixed, x_dtype="float32", **parts):
@@ -65,7 +65,7 @@ def test_transposed_constant_lowered(make_kernel, x_shape, kernel_shape):
     stock, _ = _graph(make_kernel, x_shape, kernel, fixed=False)
     fixed, explanation = _graph(make_kernel, x_shape, kernel, fixed=True)
     (decision,) = explanation
-    assert decision.equation == MATMUL_LABEL and decision.lowered
+    assert decision.equation == matmul_part.label and decision.lowered
     assert len(_transposed_constants(stock)) == 1
     assert _transposed_constants(fixed) == []
     (matmul,) = [

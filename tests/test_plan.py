@@ -191,3 +191,19 @@ def test_describe_names_the_layout():
     assert plan.describe() == (
         "MatMul(transpose_b=False), kernel [8, 8], kernel reshaped (no copy)"
     )
+
+
+def test_each_workaround_names_a_reproducer_that_exists():
+    """A decline for an OpenVINO bug names its strict-xfail reproducer in
+    test_openvino_bugs.py, where there is one: the day an upgrade fixes
+    the bug, that test fails and says which decline to revisit."""
+    import test_openvino_bugs
+
+    from keras_ov_einsum.plan import DECLINES
+
+    named = [rule.reproducer for rule in DECLINES if rule.reproducer]
+    assert named  # at least the reduce-transpose-reshape bug
+    for rule in DECLINES:
+        assert rule.openvino_bug or rule.reproducer is None
+    for name in named:
+        assert callable(getattr(test_openvino_bugs, name, None)), name

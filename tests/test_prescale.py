@@ -8,7 +8,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import generate, gpt2_causal_lm, run_model
-from keras_ov_einsum.patch import PRESCALE_LABEL
+from keras_ov_einsum.prescale import PART as prescale_part
 from prescales import (
     multiply_after_projection,
     numpy_scaled_projection,
@@ -21,7 +21,7 @@ from prescales import (
 def test_a_power_of_two_scales_the_input(scale, bias):
     stock, _, layer = scaled_projection(scale, fixed=False, bias=bias)
     fixed, explanation, _ = scaled_projection(scale, fixed=True, bias=bias)
-    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    (decision,) = [d for d in explanation if d.equation == prescale_part.label]
     assert decision.lowered, decision.reason
     assert multiply_after_projection(stock)
     assert not multiply_after_projection(fixed)
@@ -46,7 +46,7 @@ def test_bfloat16_keeps_its_type():
     fixed, explanation, _ = scaled_projection(
         0.125, fixed=True, dtype="bfloat16"
     )
-    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    (decision,) = [d for d in explanation if d.equation == prescale_part.label]
     assert decision.lowered
     assert not multiply_after_projection(fixed)
     assert (
@@ -58,7 +58,7 @@ def test_other_scales_are_declined():
     scale = 1 / np.sqrt(32)  # a 32-wide head's query scale
     stock, _, _ = scaled_projection(scale, fixed=False)
     fixed, explanation, _ = scaled_projection(scale, fixed=True)
-    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    (decision,) = [d for d in explanation if d.equation == prescale_part.label]
     assert not decision.lowered
     assert "not a power of two" in decision.reason
     assert multiply_after_projection(fixed)
@@ -69,7 +69,7 @@ def test_other_scales_are_declined():
 def test_a_projection_read_elsewhere_is_left_alone():
     # Rewriting it would keep a second MatMul on the same kernel.
     fixed, explanation, _ = scaled_projection(0.125, fixed=True, also_read=True)
-    assert not [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert not [d for d in explanation if d.equation == prescale_part.label]
     assert multiply_after_projection(fixed)
 
 
@@ -80,7 +80,7 @@ def test_gpt2_with_64_wide_heads_generates_stock_tokens():
     stock_tokens, _, _ = generate(causal_lm)
     fixed_tokens, explanation, _ = generate(causal_lm, {})
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
-    scalings = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    scalings = [d for d in explanation if d.equation == prescale_part.label]
     assert len(scalings) == 4 and all(d.lowered for d in scalings)
     assert all("0.125" in d.reason for d in scalings)
 
@@ -88,7 +88,7 @@ def test_gpt2_with_64_wide_heads_generates_stock_tokens():
 def test_the_switch_leaves_multiply_stock():
     parts = {"prescale": False}
     fixed, explanation, _ = scaled_projection(0.125, fixed=True, parts=parts)
-    assert not [d for d in explanation if d.equation == PRESCALE_LABEL]
+    assert not [d for d in explanation if d.equation == prescale_part.label]
     assert multiply_after_projection(fixed)
     with keras_ov_einsum.enabled(**parts):
         from keras.src.backend.openvino import numpy as backend_numpy
@@ -123,7 +123,7 @@ OUT_OF_RANGE_SCALES = [
 def test_scales_out_of_the_exact_range_keep_stock_results(dtype, scale, reason):
     stock, _, layer = scaled_projection(scale, fixed=False, dtype=dtype)
     fixed, explanation, _ = scaled_projection(scale, fixed=True, dtype=dtype)
-    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    (decision,) = [d for d in explanation if d.equation == prescale_part.label]
     assert not decision.lowered
     assert reason in decision.reason
     assert multiply_after_projection(fixed)

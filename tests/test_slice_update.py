@@ -7,7 +7,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import op_types
-from keras_ov_einsum.patch import SLICE_UPDATE_LABEL
+from keras_ov_einsum.slice_update import PART as slice_update_part
 from slice_updates import (
     RUNTIME,
     build_slice_update,
@@ -44,7 +44,7 @@ def test_cache_write_addresses_slabs_and_equals_stock():
     stock = build_slice_update(CACHE, STEP, AT_INDEX, fixed=False)
     fixed = build_slice_update(CACHE, STEP, AT_INDEX, fixed=True)
     (decision,) = fixed.explanation
-    assert decision.equation == SLICE_UPDATE_LABEL and decision.lowered
+    assert decision.equation == slice_update_part.label and decision.lowered
     assert "first 2 of 4 axes, the last 2 written whole" in decision.reason
     assert INDEX_ARITHMETIC <= set(op_types(stock.model))
     assert INDEX_ARITHMETIC.isdisjoint(op_types(fixed.model))

@@ -16,7 +16,8 @@ import pytest
 
 import keras_ov_einsum
 from graphs import op_types
-from keras_ov_einsum.patch import MATMUL_LABEL, PRESCALE_LABEL
+from keras_ov_einsum.matmul import PART as matmul_part
+from keras_ov_einsum.prescale import PART as prescale_part
 
 from .builders import assert_no_new_weights, run, run_outputs
 from .references import FRAMEWORKS, TOLERANCE, assert_close, values
@@ -201,7 +202,7 @@ def test_multi_head_attention(query_shape, value_shape, heads, key_dim, axes):
     # the last axis) declined as two variable operands.
     # (The query scaling is recorded too: lowered when 1/sqrt(key_dim) is a
     # power of two, else declined; tests/test_prescale.py covers it.)
-    einsums = [d for d in explanation if d.equation != PRESCALE_LABEL]
+    einsums = [d for d in explanation if d.equation != prescale_part.label]
     declined = [d for d in einsums if not d.lowered]
     assert len([d for d in einsums if d.lowered]) == 4, str(explanation)
     for decision in declined:
@@ -294,7 +295,7 @@ def test_gpt2_saved_weights_in_all_backends(tmp_path):
     einsums = [
         d
         for d in explanation
-        if d.equation not in (MATMUL_LABEL, PRESCALE_LABEL)
+        if d.equation not in (matmul_part.label, prescale_part.label)
     ]
     assert len([d for d in einsums if d.lowered]) == 2 * 4, str(explanation)
     attention = [d for d in einsums if not d.lowered]

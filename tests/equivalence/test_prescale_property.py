@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from graphs import run_model
-from keras_ov_einsum.patch import PRESCALE_LABEL
+from keras_ov_einsum.prescale import PART as prescale_part
 from prescales import (
     multiply_after_projection,
     numpy_scaled_projection,
@@ -37,7 +37,7 @@ def test_power_of_two_scale_equals_stock_and_numpy(
     shape = dict(width=width, heads=heads, head=head, seed=seed, bias=bias)
     stock, _, layer = scaled_projection(scale, fixed=False, **shape)
     fixed, explanation, _ = scaled_projection(scale, fixed=True, **shape)
-    (decision,) = [d for d in explanation if d.equation == PRESCALE_LABEL]
+    (decision,) = [d for d in explanation if d.equation == prescale_part.label]
     assert decision.lowered, decision.reason
     assert not multiply_after_projection(fixed)
     event(f"prescale: bias={bias}")

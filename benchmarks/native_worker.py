@@ -1,0 +1,214 @@
+"""One native OpenVINO run, in a fresh process: load the exported IR,
+generate twice from the Keras rows' prompt token ids.
+
+Run by the runner as ``python -m benchmarks.native_worker ...``. The same
+stages, sampler and record fields as benchmarks/worker.py: 0 start,
+1 frameworks imported, 2 model loaded (the native pipelines compile here;
+keras-hub compiles in its first call), 3 after the first call, 4 after the
+second call, 5 after the model is deleted. Greedy, exactly ``--new-tokens``
+new tokens (no end-of-sequence stops them), as the Keras rows generate.
+"""
+
+import argparse
+import gc
+import json
+import pathlib
+import sys
+import time
+
+from benchmarks.native import BACKENDS, HINTS
+from benchmarks.sampler import MB, MemorySampler
+
+__all__ = ["main", "measure"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.native_worker")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--backend", choices=BACKENDS, required=True)
+    parser.add_argument("--device", default="CPU")
+    parser.add_argument("--hint", choices=HINTS, default="f32")
+    parser.add_argument("--prompt-ids", required=True, help="comma-separated")
+    parser.add_argument("--new-tokens", type=int, required=True)
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args(argv)
+    ids = [int(token) for token in args.prompt_ids.split(",")]
+    record = measure(
+        args.model_dir,
+        args.backend,
+        args.device,
+        args.hint,
+        ids,
+        args.new_tokens,
+    )
+    with open(args.result, "w") as handle:
+        json.dump(record, handle)
+
+
+def _check_device(device):
+    """A device this machine lacks ends the run with a reason."""
+    import openvino as ov
+
+    available = ov.Core().available_devices  # e.g. CPU, GPU.0, GPU.1
+    if device.split(".")[0] not in {name.split(".")[0] for name in available}:
+        raise SystemExit(
+            f"device {device} is not available here "
+            f"(OpenVINO sees: {', '.join(available) or 'none'})"
+        )
+
+
+def _properties(hint):
+    """Compile properties: the precision hint, and no compiled-blob cache,
+    so every run compiles as the Keras rows' runs do."""
+    properties = {"CACHE_DIR": ""}
+    if hint == "f32":
+        properties["INFERENCE_PRECISION_HINT"] = "f32"
+    return properties
+
+
+class _GenAI:
+    """openvino-genai's LLMPipeline, fed token ids (no tokenizer)."""
+
+    def __init__(self, model_dir, device, properties, new_tokens):
+        import openvino_genai
+
+        self.pipeline = openvino_genai.LLMPipeline(
+            model_dir, device, **properties
+        )
+        self.config = openvino_genai.GenerationConfig()
+        self.config.max_new_tokens = new_tokens
+        self.config.min_new_tokens = new_tokens
+        self.config.ignore_eos = True
+        self.config.do_sample = False
+
+    def generate(self, prompt):
+        import numpy as np
+        import openvino as ov
+
+        ids = ov.Tensor(np.array([prompt], dtype=np.int64))
+        return [
+            int(t) for t in self.pipeline.generate(ids, self.config).tokens[0]
+        ]
+
+
+class _Optimum:
+    """optimum-intel's OVModelForCausalLM and Transformers' generate()."""
+
+    def __init__(self, model_dir, device, properties, new_tokens):
+        from optimum.intel import OVModelForCausalLM
+
+        self.model = OVModelForCausalLM.from_pretrained(
+            model_dir, device=device, ov_config=properties
+        )
+        self.new_tokens = new_tokens
+
+    def generate(self, prompt):
+        import torch
+
+        ids = torch.tensor([prompt], dtype=torch.int64)
+        output = self.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=self.new_tokens,
+            min_new_tokens=self.new_tokens,
+            do_sample=False,
+        )
+        return [int(t) for t in output[0, len(prompt) :]]
+
+
+_PIPELINES = {"openvino-genai": _GenAI, "optimum-intel": _Optimum}
+
+
+def measure(model_dir, backend, device, hint, prompt, new_tokens):
+    record = {"stages": []}
+    with MemorySampler() as sampler:
+
+        def stage(name):
+            gc.collect()
+            rss = sampler.sample()
+            record["stages"].append(
+                {
+                    "stage": len(record["stages"]),
+                    "name": name,
+                    "t": sampler.timeline[-1][0],
+                    "rss_mb": round(rss / MB, 1),
+                }
+            )
+            return rss
+
+        stage("start")
+        if backend == "openvino-genai":
+            import openvino_genai  # noqa: F401
+        else:
+            import optimum.intel  # noqa: F401
+            import torch  # noqa: F401
+        _check_device(device)
+        before_load = stage("imported")
+        start = time.perf_counter()
+        pipeline = _PIPELINES[backend](
+            model_dir, device, _properties(hint), new_tokens
+        )
+        load_s = time.perf_counter() - start
+        loaded = stage("loaded")
+
+        sampler.reset_peak()
+        start = time.perf_counter()
+        first_ids = pipeline.generate(prompt)
+        first_s = time.perf_counter() - start
+        first_call_peak = sampler.peak_rss
+        after_first = stage("first call")
+
+        start = time.perf_counter()
+        second_ids = pipeline.generate(prompt)
+        second_s = time.perf_counter() - start
+        stage("second call")
+        del pipeline
+        stage("deleted")
+
+    weights = pathlib.Path(model_dir) / "openvino_model.bin"
+    # The same derived figures as benchmarks/worker.py's record.
+    record.update(
+        backend=backend,
+        device=device,
+        hint=hint,
+        versions=_versions(backend),
+        load_mb=round((loaded - before_load) / MB, 1),
+        compile_mb=round((after_first - loaded) / MB, 1),
+        first_call_peak_mb=round((first_call_peak - loaded) / MB, 1),
+        peak_rss_mb=round(sampler.max_rss / MB, 1),
+        peak_swap_mb=round(sampler.max_swap / MB, 1),
+        growth_mb=round((sampler.max_rss - before_load) / MB, 1),
+        # The IR's weights file as stored (int8: compressed kernels).
+        weight_mb=round(weights.stat().st_size / MB, 3),
+        load_s=round(load_s, 3),
+        first_s=round(first_s, 6),
+        second_s=round(second_s, 6),
+        new_tokens=len(second_ids),
+        tokens_per_s=round(len(second_ids) / second_s, 3),
+        prompt_ids=prompt,
+        generated_ids=second_ids,
+        same_ids=first_ids == second_ids,
+        timeline=sampler.timeline,
+    )
+    return record
+
+
+def _versions(backend):
+    from importlib import metadata
+
+    names = ["openvino", "numpy"]
+    names += {
+        "openvino-genai": ["openvino-genai"],
+        "optimum-intel": ["optimum-intel", "optimum", "transformers", "torch"],
+    }[backend]
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+if __name__ == "__main__":
+    main()

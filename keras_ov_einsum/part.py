@@ -1,0 +1,117 @@
+"""What a part of the patch is, and the glue every part's rewrite shares.
+
+A part is one module that ends with a ``PART = Part(...)`` declaration: its
+``enable()`` switch, the backend functions it hooks and its rewrite. The
+rewrite of a hooked function ``f(*args, **kwargs)`` is called as
+``rewrite(stock_result, *args, **kwargs)`` after the stock ``f`` ran, and
+answers with an ``Outcome`` (``outcome.py``): the value to return instead
+of stock's, or the reason it declined; or None when the call is not its
+case. ``patch.py`` installs the parts listed in ``parts.py`` and does the
+rest (stock first, fall back on any error, record for ``explain()``).
+"""
+
+import dataclasses
+import importlib
+
+from .outcome import Outcome
+
+__all__ = ["CORE", "Hook", "NUMPY", "Part", "keras_result", "stock_node"]
+
+NUMPY = "keras.src.backend.openvino.numpy"
+CORE = "keras.src.backend.openvino.core"
+
+
+def _every_argument(*args, **kwargs):
+    return args
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """A function the patch replaces: ``attribute`` of ``module`` (dotted
+    for a class attribute, e.g. ``"Core.compile_model"``).
+
+    ``operands(*args, **kwargs)`` picks the tensors of a call whose shapes
+    and dtypes ``explain()`` shows.
+    """
+
+    module: str
+    attribute: str
+    operands: object = _every_argument
+
+    def owner(self):
+        """The module or class that holds the function."""
+        owner = importlib.import_module(self.module)
+        for name in self.attribute.split(".")[:-1]:
+            owner = getattr(owner, name)
+        return owner
+
+    @property
+    def name(self):
+        return self.attribute.split(".")[-1]
+
+    def __str__(self):
+        return f"{self.module}.{self.attribute}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One lowering, switched on and off by ``enable(name=...)``.
+
+    ``rewrite``: see the module docstring. Several parts may hook one
+    function; their rewrites are tried in the registry's order and the
+    first that lowers the call wins.
+    ``label``: ``explain()``'s name for a call, a string or a function of
+    the call's arguments (an einsum is named by its equation).
+    ``counted``: ``explain()`` counts the part's lowerings (the Outcome's
+    ``count``) instead of listing them: for parts that act on most calls.
+    ``requires``: the parts that must be on with it.
+    ``wraps``: ``(Hook, factory)`` pairs for functions replaced otherwise:
+    ``factory(original)`` returns the replacement (``original`` as the
+    owner holds it: a classmethod object for a classmethod).
+    ``sources``: this package's modules that carry the part into the keras
+    patch (``upstream.py``), in dependency order; None: not upstreamed.
+    """
+
+    name: str
+    summary: str
+    hooks: tuple = ()
+    rewrite: object = None
+    label: object = None
+    default: bool = True
+    counted: bool = False
+    requires: tuple = ()
+    wraps: tuple = ()
+    sources: tuple = None
+
+    def label_of(self, *args, **kwargs):
+        if callable(self.label):
+            return self.label(*args, **kwargs)
+        return self.label
+
+
+def stock_node(result, type_name):
+    """The ``type_name`` node behind a stock result (a Keras tensor), and
+    the element type of stock's final Convert after it (None: none)."""
+    final = result.output.get_node()
+    if final.get_type_name() == "Convert":
+        node = final.input_value(0).get_node()
+        if node.get_type_name() == type_name:
+            return node, final.get_output_element_type(0)
+    if final.get_type_name() == type_name:
+        return final, None
+    return None, None
+
+
+def keras_result(outcome, convert_to=None):
+    """``outcome`` with its output handed back as stock's result is: after
+    stock's final Convert (``convert_to``), as a Keras tensor. A declined
+    outcome or None passes through."""
+    if not outcome:
+        return outcome
+    import openvino.opset13 as ov_opset
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    output = outcome.output
+    if convert_to is not None:
+        output = ov_opset.convert(output, convert_to).output(0)
+    return Outcome(OpenVINOKerasTensor(output), outcome.description)

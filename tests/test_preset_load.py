@@ -1,0 +1,121 @@
+"""The preset_load part: a keras-hub preset's backbone is built without the
+random draws its saved weights replace, and loads the same weights."""
+
+import numpy as np
+import pytest
+
+import keras_ov_einsum
+from graphs import gpt2_causal_lm
+from keras_ov_einsum.preset_load import VARIABLES_LABEL
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    import keras_hub
+
+    path = tmp_path_factory.mktemp("preset") / "gpt2"
+    causal_lm = gpt2_causal_lm()
+    causal_lm.preprocessor = None
+    backbone = causal_lm.backbone
+    backbone.save_to_preset(str(path))
+    return str(path), [np.asarray(v) for v in backbone.weights], keras_hub
+
+
+@pytest.fixture
+def no_random_draws(monkeypatch):
+    """Every random initializer of the OpenVINO backend raises."""
+    from keras.src.backend.openvino import random
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a random initial value was drawn")
+
+    for name in ("normal", "uniform", "truncated_normal"):
+        monkeypatch.setattr(random, name, refuse)
+
+
+def _values(backbone):
+    return [np.asarray(v) for v in backbone.weights]
+
+
+def _float_weights(backbone):
+    import keras
+
+    return [
+        v
+        for v in backbone.weights
+        if "float" in keras.backend.standardize_dtype(v.dtype)
+    ]
+
+
+def test_loads_the_saved_weights_without_drawing(preset, no_random_draws):
+    path, saved, keras_hub = preset
+    with keras_ov_einsum.enabled():
+        backbone = keras_hub.models.Backbone.from_preset(path)
+        counts = keras_ov_einsum.explain().counts
+    for got, want in zip(_values(backbone), saved, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert counts == {VARIABLES_LABEL: len(_float_weights(backbone))}
+    # No zero Broadcast survives the load: every weight is a Constant.
+    kinds = {
+        v.value.output.get_node().get_type_name() for v in backbone.weights
+    }
+    assert kinds == {"Constant"}
+
+
+def test_stock_and_the_switch_draw_the_initial_values(preset, no_random_draws):
+    path, _, keras_hub = preset
+    with pytest.raises(AssertionError, match="random initial value"):
+        keras_hub.models.Backbone.from_preset(path)
+    with keras_ov_einsum.enabled(preset_load=False):
+        with pytest.raises(AssertionError, match="random initial value"):
+            keras_hub.models.Backbone.from_preset(path)
+
+
+def test_without_the_weights_the_initializers_run(preset):
+    path, saved, keras_hub = preset
+    with keras_ov_einsum.enabled():
+        backbone = keras_hub.models.Backbone.from_preset(
+            path, load_weights=False
+        )
+        assert not keras_ov_einsum.explain().counts
+    kernel = np.asarray(backbone.get_layer("token_embedding").embeddings)
+    assert kernel.std() > 0  # drawn, not zeros
+    assert not np.array_equal(kernel, saved[0])
+
+
+def test_a_model_built_outside_a_preset_loader_is_initialized(no_random_draws):
+    with keras_ov_einsum.enabled():
+        with pytest.raises(AssertionError, match="random initial value"):
+            gpt2_causal_lm()
+
+
+def test_the_hooks_are_restored_as_they_were():
+    from keras.src.backend.openvino.core import Variable
+    from keras_hub.src.models.backbone import Backbone
+    from keras_hub.src.utils.preset_utils import KerasPresetLoader
+
+    from_config = vars(Backbone)["from_config"]
+    load_task = vars(KerasPresetLoader)["load_task"]
+    assert "_initialize_with_initializer" not in vars(Variable)
+    with keras_ov_einsum.enabled():
+        assert vars(Backbone)["from_config"] is not from_config
+        assert isinstance(vars(Backbone)["from_config"], classmethod)
+        assert "_initialize_with_initializer" in vars(Variable)
+    assert vars(Backbone)["from_config"] is from_config
+    assert vars(KerasPresetLoader)["load_task"] is load_task
+    assert "_initialize_with_initializer" not in vars(Variable)
+
+
+def test_seed_states_keep_their_initializer(preset):
+    """A dropout layer's seed state is a variable the weights file does not
+    hold: it keeps its initializer (a seed drawn per layer, then a counter
+    at 0), not zeros, which would give every layer the same fixed seed."""
+    path, _, keras_hub = preset
+    with keras_ov_einsum.enabled():
+        backbone = keras_hub.models.Backbone.from_preset(path)
+    seeds = [
+        np.asarray(v)[0]
+        for v in backbone.variables
+        if "seed_generator" in v.path
+    ]
+    assert seeds and all(seed != 0 for seed in seeds)
