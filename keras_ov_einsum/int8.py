@@ -26,7 +26,9 @@ K <= 1024), when two things hold:
   bfloat16 units). ``compile_options`` asks for both
   (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``, ``INFERENCE_PRECISION_HINT=f32``,
   which keras-hub already sets for int8 models) when a model holds such a
-  layer and the caller set nothing else. Compile while enabled.
+  layer and the caller set nothing else, on any device that may be the CPU
+  (AUTO, HETERO and MULTI hand them on). Compile while enabled: the graph
+  cannot carry them (``COMPILE_OPTIONS_WARNING``).
 
 Keras's quantized ``Dense`` computes ``matmul(x, kernel)`` the same way and
 is lowered the same way. Int8 einsums that are batched MatMuls (not a
@@ -36,6 +38,7 @@ int32 MatMul), with the reason recorded.
 
 import functools
 import logging
+import warnings
 
 import numpy as np
 import openvino as ov
@@ -53,6 +56,7 @@ from .outcome import declined, lowered
 from .part import Hook, Part, keras_result, stock_node
 
 __all__ = [
+    "COMPILE_OPTIONS_WARNING",
     "DYNAMIC_QUANTIZATION",
     "MAX_EXACT_CONTRACTION",
     "PART",
@@ -73,6 +77,19 @@ MAX_EXACT_CONTRACTION = 2**24 // 2**14
 DYNAMIC_QUANTIZATION = "DYNAMIC_QUANTIZATION_GROUP_SIZE"
 PRECISION = "INFERENCE_PRECISION_HINT"
 _EXACT_OPTIONS = {DYNAMIC_QUANTIZATION: 0, PRECISION: "f32"}
+# Said once a process, when the first int8 form is built: the graph cannot
+# carry the options (the CPU plugin reads DYNAMIC_QUANTIZATION_GROUP_SIZE
+# from a model's rt_info, but not the precision hint, and HETERO drops it;
+# rt_info set on nodes from Python is not saved), so a model saved or
+# exported from it is exact only where its compiler passes them.
+COMPILE_OPTIONS_WARNING = (
+    "keras_ov_einsum: int8 layers kept int8 are exact only when compiled "
+    "with INFERENCE_PRECISION_HINT=f32 and DYNAMIC_QUANTIZATION_GROUP_SIZE=0."
+    " compile_model adds both while enable(int8=True) is on; a model saved "
+    "or exported from this graph and compiled otherwise (a plain Core, "
+    "another process) needs the caller to pass them, or its int8 results "
+    "may be rounded"
+)
 # Marks the node that makes a kernel an int8 FullyConnected weight, so that
 # ``compile_options`` finds the models that hold one.
 _MARK = "keras_ov_einsum_int8"
@@ -133,6 +150,7 @@ def lower_int8(planned):
         return total
 
     output = build_matmul(plan, variable.output(0), kernel, exact_product)
+    warnings.warn(COMPILE_OPTIONS_WARNING, UserWarning, stacklevel=2)
     described = f"{plan.describe()}, int8 kernel kept int8"
     if len(parts) > 1:
         described += (
@@ -170,18 +188,28 @@ def lower_int8_matmul(matmul):
 def compile_options(model, device_name, config):
     """``config`` for compiling ``model`` on ``device_name``.
 
-    When the model holds an int8 lowering and the device is the CPU (where
-    this is measured), the two settings its exactness needs are added where
-    the caller set nothing: dynamic quantization off, and float32 inference
-    precision (under bfloat16, the CPU default where it has bfloat16 units,
-    the layer's output is rounded to bfloat16; stock's int32 MatMul is not).
-    A caller's own value stands, with a warning when it rounds.
+    When the model holds an int8 lowering (built here, or read back from a
+    saved or exported IR) and the device may be the CPU (where this is
+    measured: "CPU", no device, "AUTO", "HETERO:CPU", "MULTI:...,CPU",
+    ...; the virtual devices hand the options on to the CPU), the two
+    settings its exactness needs are added where the caller set nothing:
+    dynamic quantization off, and float32 inference precision (under
+    bfloat16, the CPU default where it has bfloat16 units, the layer's
+    output is rounded to bfloat16; stock's int32 MatMul is not). A caller's
+    own value stands, with a warning when it rounds; a device that cannot
+    be the CPU gets a warning that the form's exactness is not measured
+    there.
     """
     # ``openvino.compile_model`` hands on the ov.Model's inner pybind model:
     # anything with ops is a model here; a path is not.
-    if device_name != "CPU" or not hasattr(model, "get_ops"):
+    if not hasattr(model, "get_ops") or not _holds_int8_lowering(model):
         return config
-    if not _holds_int8_lowering(model):
+    if not _may_run_on_cpu(device_name):
+        logger.warning(
+            "a model with int8 layers kept int8 is compiled for %s: their "
+            "exactness is measured on the CPU only",
+            device_name,
+        )
         return config
     config = dict(config or {})
     for key, exact in _EXACT_OPTIONS.items():
@@ -198,6 +226,27 @@ def compile_options(model, device_name, config):
     return config
 
 
+# Virtual devices that compile on the devices they list ("HETERO:GPU,CPU"),
+# or on any device when they list none ("AUTO").
+_VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+
+
+def _may_run_on_cpu(device_name):
+    """Whether ``device_name`` can compile on the CPU: no device (OpenVINO's
+    default picks one), the CPU, or a virtual device listing it or none."""
+    if device_name is None:
+        return True
+    name, _, listed = str(device_name).upper().partition(":")
+    if name.startswith("CPU"):
+        return True
+    if name not in _VIRTUAL_DEVICES:
+        return False
+    if not listed:
+        return True
+    # "AUTO:GPU,CPU", "MULTI:CPU(2),GPU(2)", "BATCH:CPU(4)"
+    return any(device.strip().startswith("CPU") for device in listed.split(","))
+
+
 def _option_text(value):
     """ "f32" for ov.Type.f32 as for the string; "0" for 0."""
     if hasattr(value, "to_string"):
@@ -206,7 +255,41 @@ def _option_text(value):
 
 
 def _holds_int8_lowering(model):
-    return any(_MARK in node.get_rt_info() for node in model.get_ops())
+    return any(
+        _MARK in node.get_rt_info() or _is_int8_weight(node)
+        for node in model.get_ops()
+    )
+
+
+def _is_int8_weight(node):
+    """Whether ``node`` is the int8 form's weight, ``Convert(int8 Constant)
+    * ones``, in a model read back from an IR: OpenVINO does not save the
+    rt_info mark set here, and a Multiply by ones is this part's own
+    pattern (the ones may be saved compressed, behind a Convert)."""
+    if node.get_type_name() != "Multiply":
+        return False
+    constants = [_constant_behind_views(node.input_value(i)) for i in (0, 1)]
+    if any(constant is None for constant in constants):
+        return False
+    int8 = [c for c in constants if c.get_element_type() == ov.Type.i8]
+    others = [c for c in constants if c.get_element_type() != ov.Type.i8]
+    return (
+        len(int8) == 1
+        and len(others) == 1
+        and bool(np.all(others[0].get_data() == 1))
+    )
+
+
+# What the int8 form puts between the kernel's Constant and its Convert: the
+# layout (``lay_out_kernel``) and the split into exact parts.
+_KERNEL_VIEWS = {"Convert", "Reshape", "Transpose", "VariadicSplit"}
+
+
+def _constant_behind_views(value):
+    node = value.get_node()
+    while node.get_type_name() in _KERNEL_VIEWS:
+        node = node.input_value(0).get_node()
+    return node if node.get_type_name() == "Constant" else None
 
 
 def _int8_source(value):

@@ -13,9 +13,7 @@ to ``opset.einsum``); the result has the same element type and shape.
 Only small shape and axis constants are added to the graph.
 """
 
-import collections
 import dataclasses
-import threading
 
 import numpy as np
 import openvino as ov
@@ -33,7 +31,6 @@ __all__ = [
     "Planned",
     "build_lowered",
     "build_matmul",
-    "clear_kernel_cache",
     "int64_constant",
     "lay_out_kernel",
     "lower_einsum",
@@ -46,10 +43,6 @@ __all__ = [
 # included: int8 x int8 einsums compute in int32, overflow wraps alike).
 # float64/int64 run through plugin-specific conversions: left on stock.
 _MATMUL_TYPES = (ov.Type.f32, ov.Type.f16, ov.Type.bf16, ov.Type.i32)
-
-_KERNEL_CACHE_SIZE = 256
-_kernel_cache = collections.OrderedDict()
-_kernel_cache_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,11 +112,6 @@ def plan_einsum(subscripts, inputs):
     if not plan:  # a declined Outcome; a plan is always true
         return plan
     return Planned(plan, inputs[1 - kernel_index], inputs[kernel_index])
-
-
-def clear_kernel_cache():
-    with _kernel_cache_lock:
-        _kernel_cache.clear()
 
 
 def build_matmul(plan, variable, kernel, product=None):
@@ -205,22 +193,33 @@ def lay_out_kernel(kernel, plan):
 def _transposed_kernel(kernel, permutation):
     """Transpose an interleaved kernel once and share it between einsums.
 
-    OpenVINO folds the Transpose into one new constant; using the same node
-    for every einsum of the same kernel keeps that to a single copy.
+    OpenVINO folds each Transpose of a constant into a new constant (the CPU
+    plugin merges identical ones when it compiles, but the model handed to
+    it holds both). The Transpose another einsum already built on the same
+    kernel is found among the kernel's readers, which the graph owns: it
+    lives exactly as long as a graph uses it. (A module-level cache of the
+    nodes kept every kernel alive until ``disable()``: 64 MB a dropped
+    model's kernel.) Two threads lowering one kernel at once may each build
+    one: a second copy, never a wrong result.
     """
-    node = kernel.get_node()
-    key = (node.get_instance_id(), kernel.get_index(), permutation)
-    with _kernel_cache_lock:
-        cached = _kernel_cache.get(key)
-        if cached is not None:
-            _kernel_cache.move_to_end(key)
-            return cached[1]
-        transposed = _transpose(kernel, permutation)
-        # Keep the node alive with the entry so its instance id stays unique.
-        _kernel_cache[key] = (node, transposed)
-        if len(_kernel_cache) > _KERNEL_CACHE_SIZE:
-            _kernel_cache.popitem(last=False)
-        return transposed
+    order = list(permutation)
+    for target in kernel.get_target_inputs():
+        node = target.get_node()
+        if (
+            node.get_type_name() == "Transpose"
+            and target.get_index() == 0
+            and _constant_values(node.input_value(1)) == order
+        ):
+            return node.output(0)
+    return _transpose(kernel, order)
+
+
+def _constant_values(value):
+    """The values of a Constant as a list, or None for any other node."""
+    node = value.get_node()
+    if node.get_type_name() != "Constant":
+        return None
+    return node.get_data().tolist()
 
 
 def int64_constant(values):

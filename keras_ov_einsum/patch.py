@@ -20,7 +20,6 @@ import threading
 import warnings
 
 from . import decisions
-from .lowering import clear_kernel_cache
 from .parts import PARTS, by_name, default_switches
 
 __all__ = [
@@ -121,7 +120,6 @@ def disable():
             else:
                 delattr(owner, attribute)
         _set_switches(None)
-        clear_kernel_cache()
 
 
 def is_enabled():

@@ -16,6 +16,7 @@ the same numbers; any other scale is declined.
 
 import math
 
+import openvino as ov
 import openvino.opset13 as ov_opset
 
 from .kernel import constant_source, is_constant_expression
@@ -23,6 +24,15 @@ from .outcome import declined, lowered
 from .part import NUMPY, Hook, Part, keras_result
 
 __all__ = ["MULTIPLY", "PART", "lower_prescaled_projection", "rewrite_multiply"]
+
+# Each type the part lowers: its name, and the exponents of its smallest
+# and largest normal numbers (a power of two 2**k is a finite normal number
+# of the type only within them).
+_NORMAL_EXPONENTS = {
+    ov.Type.f32: ("float32", -126, 127),
+    ov.Type.bf16: ("bfloat16", -126, 127),
+    ov.Type.f16: ("float16", -14, 15),
+}
 
 
 def lower_prescaled_projection(multiply):
@@ -43,18 +53,16 @@ def lower_prescaled_projection(multiply):
     else:
         return None
     matmul, reshape, bias = projection
-    if not _is_power_of_two(scale):
-        return declined(
-            f"the scale {scale:g} is not a power of two: scaling the input "
-            "instead would round differently"
-        )
     x = matmul.input_value(0)
     element_type = x.get_element_type()
     if (
-        not element_type.is_real()
+        element_type not in _NORMAL_EXPONENTS
         or multiply.get_output_element_type(0) != element_type
     ):
         return declined("the projection and its scale differ in type")
+    unsafe = _unsafe_scale(scale, element_type)
+    if unsafe is not None:
+        return declined(unsafe)
     factor = ov_opset.constant(scale, element_type).output(0)
     attributes = matmul.get_attributes()
     output = ov_opset.matmul(
@@ -147,6 +155,49 @@ def _is_power_of_two(scale):
         return False
     mantissa, _ = math.frexp(abs(scale))
     return mantissa == 0.5
+
+
+def _unsafe_scale(scale, element_type):
+    """Why scaling the input by ``scale`` might not give the scaled
+    product's numbers in ``element_type``, or None when it does.
+
+    ``scale`` is the constant as stored, before any Convert to the
+    computation type: a power of two there may be infinite or subnormal in
+    that type (2**16 is inf in float16), and an infinite scale on the input
+    gives NaN everywhere (inf * 0, inf - inf inside the sum) where stock's
+    scaled result is +-inf. Scaling by 2**k is exact only while no value
+    leaves the type's normal range: an input within 2**|k| of its largest
+    (smallest normal) magnitude overflows (turns subnormal) where the
+    scaled product, after a kernel that shrinks (grows) it, would not. No
+    input range is known here, so only scales within the square root of
+    the range are lowered: those move out of range only values already
+    beyond the square root of the type's limits.
+    """
+    type_name, smallest, largest = _NORMAL_EXPONENTS[element_type]
+    if not math.isfinite(scale):
+        return (
+            f"the scale {scale:g} is not finite: scaled first, the input "
+            "gives NaN (inf * 0, inf - inf) where the scaled result is +-inf"
+        )
+    if not _is_power_of_two(scale):
+        return (
+            f"the scale {scale:g} is not a power of two: scaling the input "
+            "instead would round differently"
+        )
+    exponent = math.frexp(abs(scale))[1] - 1
+    if not smallest <= exponent <= largest:
+        return (
+            f"the scale 2**{exponent} is not a normal {type_name} number "
+            "(infinite or subnormal there): scaling the input by it gives "
+            "NaN or zeros where stock's scaled result does not"
+        )
+    if not smallest // 2 <= exponent <= largest // 2:
+        return (
+            f"the scale 2**{exponent} can overflow or underflow {type_name} "
+            "on the input where the scaled result would not (only scales "
+            f"2**{smallest // 2} to 2**{largest // 2} are lowered)"
+        )
+    return None
 
 
 def rewrite_multiply(result, x1, x2):

@@ -135,7 +135,11 @@ def gpt2_causal_lm(
     """A small keras-hub GPT-2 with random weights (seed 0): 2 heads, 512
     tokens, greedy sampling, no preprocessor (``generate`` feeds token
     ids). ``quantize``: a mode for ``backbone.quantize`` first. The heads are
-    ``hidden_dim / 2`` wide, which decides the query scale."""
+    ``hidden_dim / 2`` wide, which decides the query scale.
+
+    The sampler is set in ``compile``: keras-hub's CausalLM takes no
+    ``sampler`` argument at construction (it ignored one and sampled top-k
+    at random, a new seed each generate())."""
     import keras
     import keras_hub
 
@@ -150,9 +154,11 @@ def gpt2_causal_lm(
     )
     if quantize:
         backbone.quantize(quantize)
-    return keras_hub.models.GPT2CausalLM(
-        backbone=backbone, preprocessor=None, sampler="greedy"
+    causal_lm = keras_hub.models.GPT2CausalLM(
+        backbone=backbone, preprocessor=None
     )
+    causal_lm.compile(sampler="greedy")
+    return causal_lm
 
 
 def gpt2_prompt():

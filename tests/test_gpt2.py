@@ -71,6 +71,24 @@ def test_generate_same_tokens_and_explained(causal_lm):
     assert all(d.reason == "no operand is a constant kernel" for d in attention)
 
 
+def test_generate_is_repeatable_in_one_process(causal_lm):
+    """Stock and fixed tokens are compared in one process: that holds only
+    if a generate() gives the same tokens whatever ran before it (here:
+    twice, then a prompt of another shape, then again)."""
+    import keras_hub
+
+    assert isinstance(causal_lm.sampler, keras_hub.samplers.GreedySampler)
+    first, _, _ = generate(causal_lm)
+    again, _, _ = generate(causal_lm)
+    causal_lm.ov_compiled_model = None
+    causal_lm.generate_function = None
+    shorter = {key: value[:1, :8] for key, value in gpt2_prompt().items()}
+    causal_lm.generate(shorter, stop_token_ids=None)
+    later, _, _ = generate(causal_lm)
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(later, first)
+
+
 def _logits_graph(causal_lm, fixed):
     import openvino as ov
     import openvino.opset13 as ov_opset

@@ -127,6 +127,64 @@ def test_lowered_graph_and_numbers(
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+# The unit roundoff of each inference precision the CPU plugin may choose:
+# a value rounded to it moves by at most this fraction of itself.
+UNIT_ROUNDOFF = {"f32": 2.0**-24, "bf16": 2.0**-8, "f16": 2.0**-11}
+
+
+@pytest.mark.parametrize(
+    "equation, input_shape, concrete, kernel_shape, kernel_first",
+    CASES,
+    ids=[row[0].replace(" ", "_") for row in CASES],
+)
+def test_stock_bits_under_f32_and_one_rounding_under_the_default_hint(
+    equation, input_shape, concrete, kernel_shape, kernel_first
+):
+    """The values contract: stock's bits under INFERENCE_PRECISION_HINT=f32.
+    Under the CPU's default hint (bfloat16 where the CPU has bfloat16 units)
+    the plugin rounds each layer's inputs and outputs to that precision, and
+    the lowered graph's layers are not stock's: a result may be rounded once
+    more or once less, |fixed - stock| <= u * |result| with u the unit
+    roundoff (bfloat16: 2**-8), plus the float32 sums' reordering,
+    K * 2**-24 * sum(|x| |w|) (summing K products in another order)."""
+    import openvino as ov
+
+    kernel = _kernel(kernel_shape)
+    graphs = [
+        build_einsum_graph(
+            equation, input_shape, kernel, fixed=fixed, kernel_first=first
+        ).model
+        for fixed, first in ((False, kernel_first), (True, kernel_first))
+    ]
+    x, _ = _operands(equation, concrete, kernel, kernel_first)
+    want, got = (run_model(model, x) for model in graphs)
+    np.testing.assert_array_equal(got, want)
+
+    compiled = ov.Core().compile_model(graphs[0], "CPU")
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    unit = UNIT_ROUNDOFF[precision.to_string()]
+    want, got = (run_model(model, x, config={}) for model in graphs)
+    if unit == UNIT_ROUNDOFF["f32"]:
+        # No bfloat16 or float16 units: the default is float32, and so are
+        # the bits.
+        np.testing.assert_array_equal(got, want)
+        return
+    operands = (
+        (np.abs(kernel), np.abs(x))
+        if kernel_first
+        else (
+            np.abs(x),
+            np.abs(kernel),
+        )
+    )
+    magnitude = np.einsum(equation, *(a.astype("float64") for a in operands))
+    # The kernel's size bounds K, the number of products in a sum.
+    bound = unit * np.maximum(np.abs(got), np.abs(want)) + (
+        kernel.size * UNIT_ROUNDOFF["f32"] * magnitude
+    )
+    assert np.all(np.abs(got.astype("float64") - want) <= bound)
+
+
 def _matmul_kernel_source(model):
     """Name of the Constant behind the MatMul's second input."""
     chain, constant = kernel_path(model)
@@ -178,6 +236,68 @@ def test_interleaved_kernel_transposed_once_and_shared():
         and node.input_value(0).get_node().get_type_name() == "Constant"
     ]
     assert len(transposes) == 1
+
+
+def _resident_bytes():
+    """This process's resident set, from the kernel's own counter (as
+    benchmarks/sampler.py reads it)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["stock", "fixed"])
+def test_dropped_models_free_their_interleaved_kernels(fixed):
+    """No memory outlives the graph that uses it: models built on an
+    interleaved kernel (which the lowering transposes) and dropped, one
+    after another, leave the resident set where it was. A cache holding
+    each kernel's nodes kept one 64 MB kernel per dropped model."""
+    import gc
+
+    import keras
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    import keras_ov_einsum
+    from graphs import patched
+
+    # 64 MB, above glibc's largest mmap threshold (32 MB): freeing it
+    # returns it to the system, so the resident set shows what is kept.
+    kernel_shape = (16, 1024, 1024)
+    kernel_bytes = 4 * int(np.prod(kernel_shape))
+
+    def build_and_drop():
+        kernel = keras.Variable(
+            np.ones(kernel_shape, np.float32), trainable=False
+        )
+        parameter = ov_opset.parameter([-1, 1024], ov.Type.f32)
+        x = OpenVINOKerasTensor(parameter.output(0))
+        y = keras.ops.einsum("th,ehi->eti", x, kernel)
+        model = ov.Model([y.output], [parameter])
+        assert ("Transpose" in op_types(model)) == fixed
+        del model, y, x, parameter, kernel
+        gc.collect()
+
+    # Enabled once around every model, as an application enables it: the
+    # models are dropped while the part stays on.
+    with patched(fixed):
+        build_and_drop()  # first use: allocator and import costs
+        before = _resident_bytes()
+        models = 5
+        for _ in range(models):
+            build_and_drop()
+        # Measured while still enabled: disable() may drop what a part kept.
+        growth = _resident_bytes() - before
+        if fixed:
+            decisions = keras_ov_einsum.explain()
+            assert all(decision.lowered for decision in decisions)
+    assert growth < kernel_bytes, (
+        f"{growth / 2**20:.0f} MB kept after {models} dropped models of a "
+        f"{kernel_bytes / 2**20:.0f} MB kernel"
+    )
 
 
 # Declined einsums: the reason is recorded and the graph is the stock one.

@@ -96,3 +96,46 @@ def test_the_switch_leaves_multiply_stock():
         assert not hasattr(
             backend_numpy.multiply, "__keras_ov_einsum_original__"
         )
+
+
+# Scales at or beyond the type's range: scaling the input first is not
+# the same product there. (dtype, scale, part of the reason)
+OUT_OF_RANGE_SCALES = [
+    ("float32", np.inf, "not finite"),
+    ("float32", -np.inf, "not finite"),
+    # A power of two as stored (a float32 constant), inf once converted to
+    # float16: scaled first, every output was NaN.
+    ("float16", 2.0**16, "not a normal float16"),
+    ("float16", 2.0**-30, "not a normal float16"),
+    # Finite and normal, but x * s overflows (underflows) for inputs whose
+    # scaled product need not.
+    ("float16", 2.0**12, "can overflow or underflow float16"),
+    ("float32", 2.0**100, "can overflow or underflow float32"),
+    ("float32", 2.0**-100, "can overflow or underflow float32"),
+]
+
+
+@pytest.mark.parametrize(
+    "dtype, scale, reason",
+    OUT_OF_RANGE_SCALES,
+    ids=[f"{row[0]}-{row[1]:g}" for row in OUT_OF_RANGE_SCALES],
+)
+def test_scales_out_of_the_exact_range_keep_stock_results(dtype, scale, reason):
+    stock, _, layer = scaled_projection(scale, fixed=False, dtype=dtype)
+    fixed, explanation, _ = scaled_projection(scale, fixed=True, dtype=dtype)
+    (decision,) = [d for d in explanation if d.equation == prescale_part.label]
+    assert not decision.lowered
+    assert reason in decision.reason
+    assert multiply_after_projection(fixed)
+    # Large enough that x * 2**12 overflows float16 (beyond 65504).
+    x = 20 * np.random.default_rng(3).standard_normal((2, 3, 8))
+    x = x.astype(dtype)
+    got, want = run_model(fixed, x), run_model(stock, x)
+    np.testing.assert_array_equal(got, want)  # NaN where stock has NaN
+    with np.errstate(all="ignore"):
+        expected = numpy_scaled_projection(layer, x, scale).astype(dtype)
+    # NumPy's infinities: stock's too, except where the CPU plugin, which
+    # fuses the Multiply into the layer, already gives NaN.
+    infinite = np.isinf(expected) & ~np.isnan(want)
+    assert infinite.any() or not np.isinf(scale)
+    np.testing.assert_array_equal(got[infinite], expected[infinite])
