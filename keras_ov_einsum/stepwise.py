@@ -14,9 +14,9 @@ This part does the same for keras-hub's greedy causal LMs: it traces
 outputs are the sampler's probabilities for the last position and the new
 cache, compiles it as ``ov_infer`` compiles stock's (same device, same
 ``INFERENCE_PRECISION_HINT``), and runs stock's algorithm in Python around
-it. Two infer requests take turns, each reading the cache the other wrote:
-the cache is never copied. The other parts apply inside the step model:
-they hook the backend ops the trace calls.
+it. Each inference reads the cache from one of two buffers and writes it
+into the other: the cache is never copied. The other parts apply inside
+the step model: they hook the backend ops the trace calls.
 
 Only the models whose ``generate_step``, ``call_with_cache`` and
 ``_build_cache`` are GPT-2's, Llama's or Gemma's (the ones the tests compare
@@ -103,9 +103,11 @@ class _StepwiseGenerate:
         if not _part_on():
             return self.stock(inputs, stop_token_ids=stop_token_ids)
         import numpy as np
-        from keras import ops, tree
+        from keras import tree
 
-        inputs = tree.map_structure(ops.convert_to_numpy, inputs)
+        # keras's convert_to_numpy compiles a model even for a NumPy array
+        # (~20 ms each on this project's machine): NumPy passes as it is.
+        inputs = tree.map_structure(_to_numpy, inputs)
         token_ids = np.array(inputs["token_ids"])
         mask = np.asarray(inputs["padding_mask"]).astype(bool)
         index = int(mask.sum(axis=-1).min()) if mask.size else 0
@@ -140,6 +142,15 @@ class _StepwiseGenerate:
             )
             self._compiled = (device, compiled, layout)
         return self._compiled[1:]
+
+
+def _to_numpy(value):
+    import numpy as np
+    from keras import ops
+
+    if isinstance(value, np.ndarray):
+        return value
+    return ops.convert_to_numpy(value)
 
 
 class _Captured(Exception):
@@ -183,11 +194,14 @@ def _trace(causal_lm):
     )
 
     layers, heads, head_dim, dtype = _cache_layout(causal_lm)
-    # Every size dynamic that stock's ov_infer makes dynamic: the same
-    # shapes for the compiler, the same kernels, the same numbers.
+    # The sizes stock's graph knows (its cache is zeros of a shape built
+    # from the model's config) stay static: the batch, the sequence and the
+    # cache length are dynamic, as they are in stock's graph.
     parameters = [
         ov_opset.parameter([-1, -1], ov.Type.i32),
-        ov_opset.parameter([-1] * 6, OPENVINO_DTYPES[dtype]),
+        ov_opset.parameter(
+            [-1, layers, 2, -1, heads, head_dim], OPENVINO_DTYPES[dtype]
+        ),
         ov_opset.parameter([], ov.Type.i32),
     ]
     token_ids, cache, index = (
@@ -202,18 +216,21 @@ def _trace(causal_lm):
     return ov.Model(results, parameters), (layers, heads, head_dim, dtype)
 
 
-def _zero_cache(batch, length, layout):
+def _cache_buffers(batch, length, layout):
+    """Two caches of ``[batch, layers, 2, length, heads, head_dim]``, the
+    first zeros, both owned here: each inference reads one and writes the
+    other."""
     import numpy as np
     import openvino as ov
     from keras.src.backend.openvino.core import OPENVINO_DTYPES
 
     layers, heads, head_dim, dtype = layout
     shape = [batch, layers, 2, length, heads, head_dim]
-    # An ov.Tensor of the cache's own type: NumPy has no bfloat16 that
+    # ov.Tensors of the cache's own type: NumPy has no bfloat16 that
     # OpenVINO reads as such, and zero bytes are zero in every float type.
-    tensor = ov.Tensor(OPENVINO_DTYPES[dtype], shape)
-    np.asarray(tensor.data).fill(0)
-    return tensor
+    buffers = [ov.Tensor(OPENVINO_DTYPES[dtype], shape) for _ in range(2)]
+    np.asarray(buffers[0].data).fill(0)
+    return buffers
 
 
 def _generate(compiled, layout, token_ids, mask, index, stop_token_ids):
@@ -223,36 +240,38 @@ def _generate(compiled, layout, token_ids, mask, index, stop_token_ids):
     import openvino as ov
 
     batch, length = token_ids.shape
-    requests = [compiled.create_infer_request() for _ in range(2)]
+    if index >= length:
+        return 0
+    request = compiled.create_infer_request()
+    # The cache goes back and forth between two buffers of ours, never
+    # copied. Not the output tensors the plugin allocates: an input bound
+    # to one of those outlived it, and the heap was corrupted later (seen
+    # with two infer requests taking turns, on OpenVINO 2026.4.1).
+    buffers = _cache_buffers(batch, length, layout)
 
-    def infer(request, tokens, cache, cache_index):
+    def infer(tokens, cache_index, step):
         request.set_input_tensor(0, ov.Tensor(tokens.astype(np.int32)))
-        request.set_input_tensor(1, cache)
+        request.set_input_tensor(1, buffers[step % 2])
+        request.set_output_tensor(1, buffers[(step + 1) % 2])
         request.set_input_tensor(2, ov.Tensor(np.array(cache_index, np.int32)))
         request.infer()
-        return request.get_output_tensor(0), request.get_output_tensor(1)
+        return request.get_output_tensor(0).data
 
-    steps = 0
-    if index >= length:
-        return steps
     # The prompt pass (stock's _build_cache); its probabilities are unused.
-    _, cache = infer(
-        requests[0], token_ids, _zero_cache(batch, length, layout), 0
-    )
+    infer(token_ids, 0, 0)
+    steps = 0
     while index < length:
-        # The cache the other request wrote, read where it lies.
-        probabilities, cache = infer(
-            requests[(steps + 1) % 2],
+        steps += 1
+        probabilities = infer(
             np.ascontiguousarray(token_ids[:, index - 1 : index]),
-            cache,
             index - 1,
+            steps,
         )
-        next_token = np.argmax(probabilities.data, axis=-1)
+        next_token = np.argmax(probabilities, axis=-1)
         token_ids[:, index] = np.where(
             mask[:, index], token_ids[:, index], next_token
         )
         index += 1
-        steps += 1
         # OpenVINO's Loop tests its condition after each iteration, never
         # before the first: stock always runs one step.
         if stop_token_ids is not None and _done(
