@@ -3,11 +3,12 @@ their greedy tokens as JSON, for comparisons in fresh processes.
 
 ``python tests/causal_lms.py FAMILY MODE DTYPE``: MODE ``stock`` (no part),
 ``parts`` (every default part but ``stepwise``) or ``stepwise`` (every
-default part). The script generates twice, on the same model: without stop
+default part). The script generates three times, on the same model: without stop
 tokens, then with two stop tokens (one the first call generated in each
-row), dropping the compiled generate function in between as a new model
-would not have one. It prints {"plain": ..., "stop": ..., "decisions":
-[...]} with each call's token ids and padding mask.
+row), then with the prompt's padding as the stop token, dropping the
+compiled generate function in between as a new model would not have one.
+It prints {"plain": ..., "stop": ..., "padding": ..., "decisions": [...]}
+with each call's token ids and padding mask.
 """
 
 import json
@@ -94,12 +95,24 @@ def main(family, mode, dtype):
     # Both rows stop early: generation ends before the sequence does.
     stop_token_ids = [plain["token_ids"][0][6], plain["token_ids"][1][8]]
     stop = _generate(model, stop_token_ids)
+    # The prompt's padding (0) is a stop token: every row is done before
+    # the first step, which OpenVINO's Loop runs all the same.
+    padding = _generate(model, [0])
     decisions = [
         {"lowered": decision.lowered, "reason": decision.reason}
         for decision in keras_ov_einsum.explain()
         if decision.equation == "CausalLM.generate"
     ]
-    print(json.dumps({"plain": plain, "stop": stop, "decisions": decisions}))
+    print(
+        json.dumps(
+            {
+                "plain": plain,
+                "stop": stop,
+                "padding": padding,
+                "decisions": decisions,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

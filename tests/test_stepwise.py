@@ -46,9 +46,15 @@ class TestSameTokensAsStock:
         stock = _run(family, "stock")
         ours = _run(family, "stepwise")
         # Both calls ran step by step: no fallback to stock hides here.
-        assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 2
+        assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
         assert ours["plain"] == stock["plain"]
         assert ours["stop"] == stock["stop"]
+        assert ours["padding"] == stock["padding"]
+        # One step ran: row 0 (3 prompt tokens) got one new token.
+        assert stock["padding"]["token_ids"][0][3:5] == [
+            stock["plain"]["token_ids"][0][3],
+            0,
+        ]
         # Every row stopped: generation ended before the last position,
         # which keeps the prompt's padding.
         assert [row[-1] for row in stock["stop"]["token_ids"]] == [0, 0]
@@ -57,9 +63,10 @@ class TestSameTokensAsStock:
     def test_gpt2_bfloat16(self):
         stock = _run("gpt2", "stock", "bfloat16")
         ours = _run("gpt2", "stepwise", "bfloat16")
-        assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 2
+        assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
         assert ours["plain"] == stock["plain"]
         assert ours["stop"] == stock["stop"]
+        assert ours["padding"] == stock["padding"]
 
 
 def _made_under(causal_lm, **switches):
