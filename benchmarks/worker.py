@@ -284,7 +284,11 @@ def _numpy(value):
 
 
 def _openvino_graph(causal_lm):
-    compiled = getattr(causal_lm, "ov_compiled_model", None)
+    # The stepwise part's generate function holds its step model; stock's
+    # whole-generate model is the causal LM's.
+    compiled = getattr(causal_lm.generate_function, "compiled_model", None)
+    if compiled is None:
+        compiled = getattr(causal_lm, "ov_compiled_model", None)
     if compiled is None:
         return None
     runtime = compiled.get_runtime_model()

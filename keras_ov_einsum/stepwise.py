@@ -129,6 +129,11 @@ class _StepwiseGenerate:
             "padding_mask": _padding_mask(token_ids, mask, stop_token_ids),
         }
 
+    @property
+    def compiled_model(self):
+        """The compiled step model; None until the first call."""
+        return None if self._compiled is None else self._compiled[1]
+
     def _compile(self):
         from keras_hub.src.utils import openvino_utils
 

@@ -179,6 +179,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "align_types": False,
         "int8": False,
         "preset_load": False,
+        "stepwise": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
     # tied-embedding logits once in each.
@@ -222,6 +223,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "prescale": True,
         "align_types": True,
         "preset_load": True,
+        "stepwise": True,
         "int8": True,
     }
     assert fixed["first_text"] == stock["first_text"]
