@@ -103,16 +103,16 @@ class _StepwiseGenerate:
         if not _part_on():
             return self.stock(inputs, stop_token_ids=stop_token_ids)
         import numpy as np
-        from keras import tree
+        from keras import ops, tree
 
-        # keras's convert_to_numpy compiles a model even for a NumPy array
-        # (~20 ms each on this project's machine): NumPy passes as it is.
-        inputs = tree.map_structure(_to_numpy, inputs)
+        inputs = tree.map_structure(ops.convert_to_numpy, inputs)
         token_ids = np.array(inputs["token_ids"])
         mask = np.asarray(inputs["padding_mask"]).astype(bool)
         index = int(mask.sum(axis=-1).min()) if mask.size else 0
-        if index == 0 or token_ids.ndim != 2:
-            # Stock's first step reads the token before index 0.
+        if token_ids.ndim != 2 or index == 0:
+            # Stock's first step would read the token before index 0.
+            reason = "a prompt row holds no token (stock: its first step reads"
+            _record(self.causal_lm, False, reason + " the token at index -1)")
             return self.stock(inputs, stop_token_ids=stop_token_ids)
         try:
             with self._lock:
@@ -147,15 +147,6 @@ class _StepwiseGenerate:
             )
             self._compiled = (device, compiled, layout)
         return self._compiled[1:]
-
-
-def _to_numpy(value):
-    import numpy as np
-    from keras import ops
-
-    if isinstance(value, np.ndarray):
-        return value
-    return ops.convert_to_numpy(value)
 
 
 class _Captured(Exception):

@@ -139,7 +139,11 @@ class TestDeclines:
             # fails, and so does this call, the same way.
             with pytest.raises(RuntimeError, match="Loop"):
                 causal_lm.generate(prompt, stop_token_ids=None)
+            explanation = keras_ov_einsum.explain()
         assert causal_lm.generate_function._compiled is None
+        made, call = [d for d in explanation if d.equation == LABEL]
+        assert made.lowered and not call.lowered
+        assert "a prompt row holds no token" in call.reason
 
 
 def _op_types(compiled):
