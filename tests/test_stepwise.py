@@ -203,6 +203,13 @@ class TestStepModel:
         # Prompt rows of 3 and 5 tokens in 16: steps from index 3 to 15.
         assert explanation.counts[stepwise.STEPS_LABEL] == 13
 
+    def test_the_other_parts_apply_inside_the_step_model(self, generated):
+        _, explanation, _ = generated
+        einsums = [d for d in explanation if "->" in d.equation and d.lowered]
+        # 2 layers x 4 EinsumDense, traced once (stock traces them twice:
+        # in the prompt pass and in the Loop body).
+        assert len(einsums) == 2 * 4
+
     @pytest.mark.parametrize(
         "family, layout",
         [
