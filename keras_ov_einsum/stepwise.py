@@ -97,7 +97,8 @@ class _StepwiseGenerate:
         self.causal_lm = causal_lm
         self.stock = stock
         self._lock = threading.Lock()
-        self._compiled = None  # (device, compiled model, cache layout)
+        # (device, compiled model, cache layout, infer request)
+        self._compiled = None
 
     def __call__(self, inputs, stop_token_ids=None):
         if not _part_on():
@@ -116,9 +117,9 @@ class _StepwiseGenerate:
             return self.stock(inputs, stop_token_ids=stop_token_ids)
         try:
             with self._lock:
-                compiled, layout = self._compile()
+                request, layout = self._compile()
                 steps = _generate(
-                    compiled, layout, token_ids, mask, index, stop_token_ids
+                    request, layout, token_ids, mask, index, stop_token_ids
                 )
         except Exception as error:  # Never let the part break a model.
             _record(self.causal_lm, False, f"internal error: {error!r}")
@@ -145,8 +146,10 @@ class _StepwiseGenerate:
             compiled = openvino_utils.get_core().compile_model(
                 model, device, {"INFERENCE_PRECISION_HINT": hint}
             )
-            self._compiled = (device, compiled, layout)
-        return self._compiled[1:]
+            # One infer request, kept: it keeps its memory between calls.
+            request = compiled.create_infer_request()
+            self._compiled = (device, compiled, layout, request)
+        return self._compiled[3], self._compiled[2]
 
 
 class _Captured(Exception):
@@ -229,7 +232,7 @@ def _cache_buffers(batch, length, layout):
     return buffers
 
 
-def _generate(compiled, layout, token_ids, mask, index, stop_token_ids):
+def _generate(request, layout, token_ids, mask, index, stop_token_ids):
     """Stock's ``generate_step`` with greedy sampling, on ``token_ids`` in
     place; returns how many decoding steps ran."""
     import numpy as np
@@ -238,7 +241,6 @@ def _generate(compiled, layout, token_ids, mask, index, stop_token_ids):
     batch, length = token_ids.shape
     if index >= length:
         return 0
-    request = compiled.create_infer_request()
     # The cache goes back and forth between two buffers of ours, never
     # copied. Not the output tensors the plugin allocates: an input bound
     # to one of those outlived it, and the heap was corrupted later (seen

@@ -172,7 +172,7 @@ class TestStepModel:
 
     def test_one_forward_step_no_loop(self, generated):
         function, _, stock = generated
-        _, compiled, _ = function._compiled
+        compiled = function.compiled_model
         types = _op_types(compiled)
         assert "Loop" not in types and "TensorIterator" not in types
         assert "TensorIterator" in _op_types(stock)  # its Loop
@@ -192,7 +192,7 @@ class TestStepModel:
 
     def test_compiled_as_stock_compiles(self, generated):
         function, _, stock = generated
-        _, compiled, _ = function._compiled
+        compiled = function.compiled_model
         hint = "INFERENCE_PRECISION_HINT"
         assert compiled.get_property(hint) == stock.get_property(hint)
 
