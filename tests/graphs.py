@@ -133,9 +133,13 @@ def gpt2_causal_lm(
     *, layers=2, hidden_dim=64, intermediate_dim=128, quantize=None
 ):
     """A small keras-hub GPT-2 with random weights (seed 0): 2 heads, 512
-    tokens, greedy sampling, no preprocessor (``generate`` feeds token
-    ids). ``quantize``: a mode for ``backbone.quantize`` first. The heads are
-    ``hidden_dim / 2`` wide, which decides the query scale."""
+    tokens, no preprocessor (``generate`` feeds token ids). ``quantize``: a
+    mode for ``backbone.quantize`` first. The heads are ``hidden_dim / 2``
+    wide, which decides the query scale.
+
+    It samples top-k, keras-hub's default: the constructor ignores its
+    ``sampler`` argument (``compile(sampler="greedy")`` would take it), so
+    the stepwise part leaves its generate function to stock."""
     import keras
     import keras_hub
 
@@ -164,7 +168,7 @@ def gpt2_prompt():
 
 
 def generate(causal_lm, parts=None):
-    """A keras-hub causal LM's greedy tokens for ``gpt2_prompt()``, traced
+    """A keras-hub causal LM's tokens for ``gpt2_prompt()``, traced
     and compiled afresh under ``enable(**parts)`` (None: stock).
 
     Returns (token ids, explain() or (), the compiled OpenVINO model).

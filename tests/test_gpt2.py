@@ -17,6 +17,7 @@ from graphs import (
 from keras_ov_einsum.matmul import PART as matmul_part
 from keras_ov_einsum.prescale import PART as prescale_part
 from keras_ov_einsum.slice_update import PART as slice_update_part
+from keras_ov_einsum.stepwise import LABEL
 
 LAYERS = 2
 # Per layer: query, key, value and output projections; two attention einsums.
@@ -43,10 +44,15 @@ def test_generate_same_tokens_and_explained(causal_lm):
     ]
     writes = [d for d in explanation if d.equation == slice_update_part.label]
     scalings = [d for d in explanation if d.equation == prescale_part.label]
+    # (The stepwise part's decision: this model samples top-k, so stock's
+    # generate function traced what follows.)
+    (generate_function,) = [d for d in explanation if d.equation == LABEL]
+    assert not generate_function.lowered
     attention = [
         d
         for d in explanation
         if d not in projections + logits + writes + scalings
+        and d is not generate_function
     ]
     # This GPT-2's heads are 32 wide: its query scale, 1/sqrt(32), is not a
     # power of two, so the scaling stays after the projection.
