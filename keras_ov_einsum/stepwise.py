@@ -141,15 +141,22 @@ class _StepwiseGenerate:
         device = openvino_utils.get_device()
         if self._compiled is None or self._compiled[0] != device:
             model, layout = _trace(self.causal_lm)
-            dtype = self.causal_lm.dtype
-            hint = "f16" if dtype in ("float16", "bfloat16") else "f32"
-            compiled = openvino_utils.get_core().compile_model(
-                model, device, {"INFERENCE_PRECISION_HINT": hint}
-            )
+            compiled = _compile_step_model(model, device, self.causal_lm.dtype)
             # One infer request, kept: it keeps its memory between calls.
             request = compiled.create_infer_request()
             self._compiled = (device, compiled, layout, request)
         return self._compiled[3], self._compiled[2]
+
+
+def _compile_step_model(model, device, dtype):
+    """Compiled as keras-hub's ``ov_infer`` compiles stock's model: its
+    core, its precision hint for the model's dtype."""
+    from keras_hub.src.utils import openvino_utils
+
+    hint = "f16" if dtype in ("float16", "bfloat16") else "f32"
+    return openvino_utils.get_core().compile_model(
+        model, device, {"INFERENCE_PRECISION_HINT": hint}
+    )
 
 
 class _Captured(Exception):
