@@ -463,6 +463,10 @@ def main(argv=None):
     from benchmarks.worker import load_causal_lm
 
     parts = FIX_PARTS[args.fix]
+    if parts:
+        # This tool replays stock's Loop, which the stepwise part replaces
+        # by one step model run from Python: profile the Loop's step.
+        parts = {**parts, "stepwise": False}
     # Enabled for this call only: a second main() in the same process
     # (tests) gets its own parts, or the stock backend.
     patched = keras_ov_einsum.enabled(**parts) if parts else _stock()

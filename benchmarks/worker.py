@@ -163,25 +163,37 @@ def measure(preset, fix, max_length, dtype="float32"):
 def _mark_compile(sampler, marks):
     """Time and RSS where keras-hub's first OpenVINO call moves from tracing
     generate() into an ov.Model to compiling it, and from compiling to
-    running it: keras-hub's compile_model() is wrapped for the first call.
+    running it: keras-hub's compile_model() (and the stepwise part's, which
+    compiles its step model instead) is wrapped for the first call.
     Returns the function that unwraps it."""
     try:
         from keras_hub.src.utils import openvino_utils
 
-        original = openvino_utils.compile_model
+        targets = [(openvino_utils, "compile_model")]
     except (ImportError, AttributeError):  # another keras-hub layout
         return None
+    from keras_ov_einsum import stepwise
 
-    def compile_model(*args, **kwargs):
-        marks.setdefault("traced", (time.perf_counter(), sampler.sample()))
-        compiled = original(*args, **kwargs)
-        marks.setdefault("compiled", (time.perf_counter(), sampler.sample()))
-        return compiled
+    targets.append((stepwise, "_compile_step_model"))
+    originals = [getattr(owner, name) for owner, name in targets]
 
-    openvino_utils.compile_model = compile_model
+    def marked(original):
+        def compile_model(*args, **kwargs):
+            marks.setdefault("traced", (time.perf_counter(), sampler.sample()))
+            compiled = original(*args, **kwargs)
+            marks.setdefault(
+                "compiled", (time.perf_counter(), sampler.sample())
+            )
+            return compiled
+
+        return compile_model
+
+    for (owner, name), original in zip(targets, originals):
+        setattr(owner, name, marked(original))
 
     def restore():
-        openvino_utils.compile_model = original
+        for (owner, name), original in zip(targets, originals):
+            setattr(owner, name, original)
 
     return restore
 
@@ -285,7 +297,11 @@ def _numpy(value):
 
 
 def _openvino_graph(causal_lm):
-    compiled = getattr(causal_lm, "ov_compiled_model", None)
+    # The stepwise part's generate function holds its step model; stock's
+    # whole-generate model is the causal LM's.
+    compiled = getattr(causal_lm.generate_function, "compiled_model", None)
+    if compiled is None:
+        compiled = getattr(causal_lm, "ov_compiled_model", None)
     if compiled is None:
         return None
     runtime = compiled.get_runtime_model()

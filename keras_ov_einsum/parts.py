@@ -21,6 +21,7 @@ PARTS = tuple(
         "prescale",
         "align_types",
         "preset_load",
+        "stepwise",
     )
 )
 

@@ -170,7 +170,7 @@ def gpt2_prompt():
 
 
 def generate(causal_lm, parts=None):
-    """A keras-hub causal LM's greedy tokens for ``gpt2_prompt()``, traced
+    """A keras-hub causal LM's tokens for ``gpt2_prompt()``, traced
     and compiled afresh under ``enable(**parts)`` (None: stock).
 
     Returns (token ids, explain() or (), the compiled OpenVINO model).

@@ -17,6 +17,7 @@ from graphs import (
 from keras_ov_einsum.matmul import PART as matmul_part
 from keras_ov_einsum.prescale import PART as prescale_part
 from keras_ov_einsum.slice_update import PART as slice_update_part
+from keras_ov_einsum.stepwise import LABEL
 
 LAYERS = 2
 # Per layer: query, key, value and output projections; two attention einsums.
@@ -31,10 +32,12 @@ def causal_lm():
 
 def test_generate_same_tokens_and_explained(causal_lm):
     stock_tokens, _, _ = generate(causal_lm)
-    fixed_tokens, explanation, _ = generate(causal_lm, {})
+    # keras-hub's own generate graph (the stepwise part, which replaces it
+    # by one step model, has its own tests in test_stepwise.py): it traces
+    # the layers for the prompt and for the cached decoding step, every
+    # projection lowered, every attention not.
+    fixed_tokens, explanation, _ = generate(causal_lm, {"stepwise": False})
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
-    # The generate graph traces the layers for the prompt and for the
-    # cached decoding step: every projection lowered, every attention not.
     logits = [d for d in explanation if d.equation == matmul_part.label]
     projections = [
         d
@@ -43,6 +46,7 @@ def test_generate_same_tokens_and_explained(causal_lm):
     ]
     writes = [d for d in explanation if d.equation == slice_update_part.label]
     scalings = [d for d in explanation if d.equation == prescale_part.label]
+    assert not [d for d in explanation if d.equation == LABEL]
     attention = [
         d
         for d in explanation

@@ -1,0 +1,376 @@
+"""Generate with one compiled step model, as OpenVINO's own pipeline does.
+
+On the OpenVINO backend keras-hub compiles a causal LM's whole
+``generate_step`` as one model: the prompt pass, then a Loop whose body
+holds every layer a second time. Compiling the doubled graph is most of the
+first call, and the Loop costs ~3.6 ms an iteration outside its layers
+(GPT-2 Medium, ``docs/``). openvino-genai compiles one forward step with a
+key/value cache instead, and runs the prompt and each decoding step as
+separate inferences of it.
+
+This part does the same for keras-hub's greedy causal LMs: it traces
+``call_with_cache`` once, on Parameters (token ids ``[B, S]``, the cache
+``[B, layers, 2, L, heads, head_dim]``, the cache index), into a model whose
+outputs are the sampler's probabilities for the last position and the new
+cache, compiles it as ``ov_infer`` compiles stock's (same device, same
+``INFERENCE_PRECISION_HINT``), and runs stock's algorithm in Python around
+it. Each inference reads the cache from one of two buffers and writes it
+into the other: the cache is never copied. The other parts apply inside
+the step model: they hook the backend ops the trace calls.
+
+Only float32 models whose ``generate_step``, ``call_with_cache`` and
+``_build_cache`` are GPT-2's, Llama's or Gemma's (the ones the tests compare
+with stock, token for token) and keras-hub's ``GreedySampler`` itself are
+run this way; anything else keeps stock's generate function, with the
+reason in ``explain()``.
+"""
+
+import functools
+import threading
+
+from . import decisions
+from .part import Hook, Part
+
+__all__ = ["LABEL", "PART", "STEPS_LABEL", "decline_reason"]
+
+LABEL = "CausalLM.generate"
+STEPS_LABEL = "stepwise: decoding steps run as inferences of the step model"
+_CAUSAL_LM = "keras_hub.src.models.causal_lm"
+# (module, class): causal LMs whose generate_step, call_with_cache and
+# _build_cache this part reproduces (the tests compare their tokens).
+_SUPPORTED = (
+    ("keras_hub.src.models.gpt2.gpt2_causal_lm", "GPT2CausalLM"),
+    ("keras_hub.src.models.llama.llama_causal_lm", "LlamaCausalLM"),
+    ("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM"),
+)
+_METHODS = ("generate_step", "call_with_cache", "_build_cache")
+_LOW_PRECISION = {"float16", "bfloat16"}
+
+
+def decline_reason(causal_lm):
+    """Why ``causal_lm`` keeps stock's generate function; None: it need
+    not."""
+    import importlib
+
+    import keras
+    from keras_hub.src.samplers.greedy_sampler import GreedySampler
+
+    backend = keras.config.backend()
+    if backend != "openvino":
+        return f"the backend is {backend!r}, not 'openvino'"
+    # The exact class: a subclass may pick its tokens otherwise.
+    if type(causal_lm.sampler) is not GreedySampler:
+        return (
+            f"sampler {type(causal_lm.sampler).__name__} (only keras-hub's "
+            "GreedySampler is run step by step)"
+        )
+    # Under the f16 precision hint the step model and stock's Loop body
+    # compile to different numerics: a 2-layer Llama in bfloat16 picked
+    # another token at a near tie (tests/test_stepwise.py).
+    low = {causal_lm.dtype, causal_lm.compute_dtype} & _LOW_PRECISION
+    if low:
+        return (
+            f"a {sorted(low)[0]} model: its tokens are not stock's for "
+            "sure (compiled with the f16 hint, the step model rounds "
+            "otherwise than stock's Loop)"
+        )
+    model_class = type(causal_lm)
+    for module, name in _SUPPORTED:
+        supported = getattr(importlib.import_module(module), name)
+        if all(
+            getattr(model_class, method, None) is getattr(supported, method)
+            for method in _METHODS
+        ):
+            return None
+    return (
+        f"{model_class.__name__}'s {', '.join(_METHODS)} are not those of "
+        f"{', '.join(name for _, name in _SUPPORTED)}"
+    )
+
+
+def _part_on():
+    from . import patch
+
+    with patch._lock:
+        return bool(patch._switches and patch._switches.get("stepwise"))
+
+
+class _StepwiseGenerate:
+    """A causal LM's generate function: ``(inputs, stop_token_ids=None)``
+    -> ``{"token_ids", "padding_mask"}``, as stock's ``generate_step``.
+
+    Falls back to ``stock`` when the part was disabled since it was made.
+    The step model is traced and compiled on the first call and kept here
+    (the model keeps this function, as it keeps stock's compiled model).
+    """
+
+    def __init__(self, causal_lm, stock):
+        self.causal_lm = causal_lm
+        self.stock = stock
+        self._lock = threading.Lock()
+        # (device, compiled model, cache layout, infer request)
+        self._compiled = None
+
+    def __call__(self, inputs, stop_token_ids=None):
+        if not _part_on():
+            return self.stock(inputs, stop_token_ids=stop_token_ids)
+        import numpy as np
+        from keras import ops, tree
+
+        inputs = tree.map_structure(ops.convert_to_numpy, inputs)
+        token_ids = np.array(inputs["token_ids"])
+        mask = np.asarray(inputs["padding_mask"]).astype(bool)
+        index = int(mask.sum(axis=-1).min()) if mask.size else 0
+        if token_ids.ndim != 2 or index == 0:
+            # Stock's first step would read the token before index 0.
+            reason = "a prompt row holds no token (stock: its first step reads"
+            _record(self.causal_lm, False, reason + " the token at index -1)")
+            return self.stock(inputs, stop_token_ids=stop_token_ids)
+        try:
+            with self._lock:
+                request, layout = self._compile()
+                steps = _generate(
+                    request, layout, token_ids, mask, index, stop_token_ids
+                )
+        except Exception as error:  # Never let the part break a model.
+            _record(self.causal_lm, False, f"internal error: {error!r}")
+            return self.stock(inputs, stop_token_ids=stop_token_ids)
+        decisions.count(STEPS_LABEL, steps)
+        return {
+            "token_ids": token_ids,
+            "padding_mask": _padding_mask(token_ids, mask, stop_token_ids),
+        }
+
+    @property
+    def compiled_model(self):
+        """The compiled step model; None until the first call."""
+        return None if self._compiled is None else self._compiled[1]
+
+    def _compile(self):
+        from keras_hub.src.utils import openvino_utils
+
+        device = openvino_utils.get_device()
+        if self._compiled is None or self._compiled[0] != device:
+            model, layout = _trace(self.causal_lm)
+            compiled = _compile_step_model(model, device, self.causal_lm.dtype)
+            # One infer request, kept: it keeps its memory between calls.
+            request = compiled.create_infer_request()
+            self._compiled = (device, compiled, layout, request)
+        return self._compiled[3], self._compiled[2]
+
+
+def _compile_step_model(model, device, dtype):
+    """Compiled as keras-hub's ``ov_infer`` compiles stock's model: its
+    core, its precision hint for the model's dtype."""
+    from keras_hub.src.utils import openvino_utils
+
+    hint = "f16" if dtype in ("float16", "bfloat16") else "f32"
+    return openvino_utils.get_core().compile_model(
+        model, device, {"INFERENCE_PRECISION_HINT": hint}
+    )
+
+
+class _Captured(Exception):
+    pass
+
+
+def _cache_layout(causal_lm):
+    """(layers, heads, head_dim, dtype) of the cache ``_build_cache``
+    makes, read from the zeros it would hand to ``call_with_cache`` for a
+    one-token prompt (the call itself is cut short)."""
+    import numpy as np
+
+    captured = []
+
+    def capture(token_ids, cache, cache_update_index):
+        captured.append((tuple(cache.shape), str(cache.dtype)))
+        raise _Captured
+
+    # An instance attribute, bypassing Keras's tracking, shadows the method.
+    object.__setattr__(causal_lm, "call_with_cache", capture)
+    try:
+        causal_lm._build_cache(np.zeros((1, 1), "int32"))
+    except _Captured:
+        pass
+    finally:
+        object.__delattr__(causal_lm, "call_with_cache")
+    ((shape, dtype),) = captured
+    if len(shape) != 6 or shape[:4] != (1, shape[1], 2, 1):
+        raise ValueError(f"unexpected cache shape {shape}")
+    return shape[1], shape[4], shape[5], dtype
+
+
+def _trace(causal_lm):
+    """The step model: (token ids, cache, cache index) -> (the sampler's
+    probabilities for the last position, the new cache)."""
+    import openvino as ov
+    import openvino.opset14 as ov_opset
+    from keras.src.backend.openvino.core import (
+        OPENVINO_DTYPES,
+        OpenVINOKerasTensor,
+    )
+
+    layers, heads, head_dim, dtype = _cache_layout(causal_lm)
+    # The sizes stock's graph knows (its cache is zeros of a shape built
+    # from the model's config) stay static: the batch, the sequence and the
+    # cache length are dynamic, as they are in stock's graph.
+    parameters = [
+        ov_opset.parameter([-1, -1], ov.Type.i32),
+        ov_opset.parameter(
+            [-1, layers, 2, -1, heads, head_dim], OPENVINO_DTYPES[dtype]
+        ),
+        ov_opset.parameter([], ov.Type.i32),
+    ]
+    token_ids, cache, index = (
+        OpenVINOKerasTensor(parameter.output(0)) for parameter in parameters
+    )
+    logits, _, cache = causal_lm.call_with_cache(token_ids, cache, index)
+    probabilities = causal_lm.sampler.compute_probabilities(logits[:, -1, :])
+    results = [
+        ov_opset.result(probabilities.output),
+        ov_opset.result(cache.output),
+    ]
+    return ov.Model(results, parameters), (layers, heads, head_dim, dtype)
+
+
+def _cache_buffers(batch, length, layout):
+    """Two caches of ``[batch, layers, 2, length, heads, head_dim]``, the
+    first zeros, both owned here: each inference reads one and writes the
+    other."""
+    import numpy as np
+    import openvino as ov
+    from keras.src.backend.openvino.core import OPENVINO_DTYPES
+
+    layers, heads, head_dim, dtype = layout
+    shape = [batch, layers, 2, length, heads, head_dim]
+    # ov.Tensors of the cache's own type: NumPy has no bfloat16 that
+    # OpenVINO reads as such, and zero bytes are zero in every float type.
+    buffers = [ov.Tensor(OPENVINO_DTYPES[dtype], shape) for _ in range(2)]
+    np.asarray(buffers[0].data).fill(0)
+    return buffers
+
+
+def _generate(request, layout, token_ids, mask, index, stop_token_ids):
+    """Stock's ``generate_step`` with greedy sampling, on ``token_ids`` in
+    place; returns how many decoding steps ran."""
+    import numpy as np
+    import openvino as ov
+
+    batch, length = token_ids.shape
+    if index >= length:
+        return 0
+    # The cache goes back and forth between two buffers of ours, never
+    # copied. Not the output tensors the plugin allocates: an input bound
+    # to one of those outlived it, and the heap was corrupted later (seen
+    # with two infer requests taking turns, on OpenVINO 2026.4.1).
+    buffers = _cache_buffers(batch, length, layout)
+
+    def infer(tokens, cache_index, step):
+        request.set_input_tensor(0, ov.Tensor(tokens.astype(np.int32)))
+        request.set_input_tensor(1, buffers[step % 2])
+        request.set_output_tensor(1, buffers[(step + 1) % 2])
+        request.set_input_tensor(2, ov.Tensor(np.array(cache_index, np.int32)))
+        request.infer()
+        return request.get_output_tensor(0).data
+
+    # The prompt pass (stock's _build_cache); its probabilities are unused.
+    infer(token_ids, 0, 0)
+    steps = 0
+    while index < length:
+        steps += 1
+        probabilities = infer(
+            np.ascontiguousarray(token_ids[:, index - 1 : index]),
+            index - 1,
+            steps,
+        )
+        next_token = np.argmax(probabilities, axis=-1)
+        token_ids[:, index] = np.where(
+            mask[:, index], token_ids[:, index], next_token
+        )
+        index += 1
+        # OpenVINO's Loop tests its condition after each iteration, never
+        # before the first: stock always runs one step.
+        if stop_token_ids is not None and _done(
+            token_ids, mask, stop_token_ids
+        ):
+            break
+    return steps
+
+
+def _stop_locations(token_ids, mask, stop_token_ids):
+    """keras-hub's ``any_equal(token_ids, stop_token_ids, ~mask)``."""
+    import numpy as np
+
+    return np.isin(token_ids, np.asarray(stop_token_ids)) & ~mask
+
+
+def _done(token_ids, mask, stop_token_ids):
+    """Every row has produced a stop token outside its prompt."""
+    return bool(_stop_locations(token_ids, mask, stop_token_ids).any(-1).all())
+
+
+def _padding_mask(token_ids, mask, stop_token_ids):
+    """Stock's output padding mask: everything up to and including each
+    row's first new stop token."""
+    import numpy as np
+
+    if stop_token_ids is None:
+        return np.ones_like(token_ids, dtype=bool)
+    end_locations = _stop_locations(token_ids, mask, stop_token_ids)
+    end_locations = end_locations.astype(np.int32)
+    overflow = np.cumsum(end_locations, axis=-1) - end_locations
+    return ~overflow.astype(bool)
+
+
+def _record(causal_lm, lowered, reason):
+    decisions.record(
+        decisions.Decision(
+            equation=LABEL,
+            shapes=(),
+            dtypes=(type(causal_lm).__name__,),
+            lowered=lowered,
+            reason=reason,
+        )
+    )
+
+
+def _make_generate_function_wrapper(stock_make_generate_function):
+    """``CausalLM.make_generate_function``: the stepwise generate function
+    where it applies, stock's otherwise; one decision per function made."""
+
+    @functools.wraps(stock_make_generate_function)
+    def make_generate_function(self):
+        if self.generate_function is not None:
+            return self.generate_function
+        stock = stock_make_generate_function(self)
+        try:
+            reason = decline_reason(self)
+        except Exception as error:  # Never let the part break a model.
+            reason = f"internal error: {error!r}"
+        if reason is None:
+            self.generate_function = _StepwiseGenerate(self, stock)
+            description = (
+                "one step model; the prompt and each decoding step run as "
+                "its inferences"
+            )
+        else:
+            description = reason
+        _record(self, reason is None, description)
+        return self.generate_function
+
+    return make_generate_function
+
+
+PART = Part(
+    name="stepwise",
+    summary="keras-hub greedy generate(): one compiled step model with a "
+    "key/value cache, the prompt and each decoding step run as its "
+    "inferences (as openvino-genai does), instead of one model holding the "
+    "prompt pass and a Loop of steps",
+    wraps=(
+        (
+            Hook(_CAUSAL_LM, "CausalLM.make_generate_function"),
+            _make_generate_function_wrapper,
+        ),
+    ),
+)

@@ -1,0 +1,120 @@
+"""Tiny keras-hub causal LMs (random weights) and a script that prints
+their greedy tokens as JSON, for comparisons in fresh processes.
+
+``python tests/causal_lms.py FAMILY MODE DTYPE``: MODE ``stock`` (no part),
+``parts`` (every default part but ``stepwise``) or ``stepwise`` (every
+default part). The script generates three times, on the same model: without stop
+tokens, then with two stop tokens (one the first call generated in each
+row), then with the prompt's padding as the stop token, dropping the
+compiled generate function in between as a new model would not have one.
+It prints {"plain": ..., "stop": ..., "padding": ..., "decisions": [...]}
+with each call's token ids and padding mask.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["FAMILIES", "causal_lm", "prompt"]
+
+FAMILIES = ("gpt2", "llama", "gemma")
+
+
+def causal_lm(family, dtype="float32"):
+    """A 2-layer ``family`` causal LM, vocabulary 512, seed 0, greedy
+    sampling, no preprocessor. Llama and Gemma have fewer key/value heads
+    than query heads (the cache holds the key/value heads)."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    common = dict(vocabulary_size=512, num_layers=2, dtype=dtype)
+    if family == "gpt2":
+        backbone = keras_hub.models.GPT2Backbone(
+            num_heads=2,
+            hidden_dim=64,
+            intermediate_dim=128,
+            max_sequence_length=32,
+            **common,
+        )
+        model_class = keras_hub.models.GPT2CausalLM
+    elif family == "llama":
+        backbone = keras_hub.models.LlamaBackbone(
+            num_query_heads=4,
+            num_key_value_heads=2,
+            hidden_dim=64,
+            intermediate_dim=128,
+            **common,
+        )
+        model_class = keras_hub.models.LlamaCausalLM
+    elif family == "gemma":
+        backbone = keras_hub.models.GemmaBackbone(
+            num_query_heads=4,
+            num_key_value_heads=2,
+            hidden_dim=64,
+            intermediate_dim=128,
+            head_dim=16,
+            **common,
+        )
+        model_class = keras_hub.models.GemmaCausalLM
+    else:
+        raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+    model = model_class(backbone=backbone, preprocessor=None)
+    # The constructor compiles with keras-hub's default, top-k sampling.
+    model.compile(sampler="greedy")
+    return model
+
+
+def prompt():
+    """Two rows of different lengths (3 and 5 tokens), padded to 16."""
+    token_ids = np.zeros((2, 16), "int32")
+    token_ids[0, :3] = [5, 17, 42]
+    token_ids[1, :5] = [7, 7, 300, 1, 99]
+    return {"token_ids": token_ids, "padding_mask": token_ids != 0}
+
+
+def _generate(model, stop_token_ids):
+    model.generate_function = None
+    model.ov_compiled_model = None
+    out = model.generate(prompt(), stop_token_ids=stop_token_ids)
+    return {
+        "token_ids": np.asarray(out["token_ids"]).tolist(),
+        "padding_mask": np.asarray(out["padding_mask"]).tolist(),
+    }
+
+
+def main(family, mode, dtype):
+    import keras_ov_einsum
+
+    if mode != "stock":
+        keras_ov_einsum.enable(stepwise=mode == "stepwise")
+    model = causal_lm(family, dtype)
+    plain = _generate(model, None)
+    # Both rows stop early: generation ends before the sequence does.
+    stop_token_ids = [plain["token_ids"][0][6], plain["token_ids"][1][8]]
+    stop = _generate(model, stop_token_ids)
+    # The prompt's padding (0) is a stop token: every row is done before
+    # the first step, which OpenVINO's Loop runs all the same.
+    padding = _generate(model, [0])
+    decisions = [
+        {"lowered": decision.lowered, "reason": decision.reason}
+        for decision in keras_ov_einsum.explain()
+        if decision.equation == "CausalLM.generate"
+    ]
+    print(
+        json.dumps(
+            {
+                "plain": plain,
+                "stop": stop,
+                "padding": padding,
+                "decisions": decisions,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KERAS_BACKEND", "openvino")
+    main(*sys.argv[1:])

@@ -1,0 +1,267 @@
+"""The stepwise part: keras-hub's greedy generate() as inferences of one
+compiled step model.
+
+Its tokens are compared with stock's in fresh processes (``causal_lms.py``):
+stock keras-hub compiles its generate graph once per model, stop tokens
+included, so one process cannot run both cleanly.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import causal_lms
+import keras_hub
+import numpy as np
+import pytest
+from keras_hub.src.samplers.greedy_sampler import GreedySampler
+
+import keras_ov_einsum
+from keras_ov_einsum import stepwise
+from keras_ov_einsum.stepwise import LABEL
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOWERED = (
+    "one step model; the prompt and each decoding step run as its inferences"
+)
+
+
+def _run(family, mode, dtype="float32"):
+    env = dict(os.environ, KERAS_BACKEND="openvino", PYTHONPATH=ROOT)
+    completed = subprocess.run(
+        [sys.executable, causal_lms.__file__, family, mode, dtype],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+class TestSameTokensAsStock:
+    @pytest.mark.parametrize("family", causal_lms.FAMILIES)
+    def test_float32(self, family):
+        stock = _run(family, "stock")
+        ours = _run(family, "stepwise")
+        # Both calls ran step by step: no fallback to stock hides here.
+        assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
+        assert ours["plain"] == stock["plain"]
+        assert ours["stop"] == stock["stop"]
+        assert ours["padding"] == stock["padding"]
+        # One step ran: row 0 (3 prompt tokens) got one new token.
+        assert stock["padding"]["token_ids"][0][3:5] == [
+            stock["plain"]["token_ids"][0][3],
+            0,
+        ]
+        # Every row stopped: generation ended before the last position,
+        # which keeps the prompt's padding.
+        assert [row[-1] for row in stock["stop"]["token_ids"]] == [0, 0]
+        assert [row[-1] for row in stock["stop"]["padding_mask"]] == [0, 0]
+
+    def test_llama_bfloat16_is_declined(self):
+        # Run step by step, this model's row 1 differed from stock's at
+        # position 11 (another token at a near tie): the step model and
+        # stock's Loop body round otherwise under the f16 hint.
+        stock = _run("llama", "stock", "bfloat16")
+        ours = _run("llama", "stepwise", "bfloat16")
+        assert len(ours["decisions"]) == 3
+        for decision in ours["decisions"]:
+            assert not decision["lowered"]
+            assert decision["reason"].startswith("a bfloat16 model")
+        assert ours["plain"] == stock["plain"]
+        assert ours["stop"] == stock["stop"]
+
+
+def _made_under(causal_lm, **switches):
+    """``causal_lm``'s generate function made under ``enable(**switches)``,
+    and the decisions about it."""
+    causal_lm.generate_function = None
+    with keras_ov_einsum.enabled(**switches):
+        function = causal_lm.make_generate_function()
+        explanation = keras_ov_einsum.explain()
+    return function, [d for d in explanation if d.equation == LABEL]
+
+
+class TestDeclines:
+    def test_a_top_k_sampler_keeps_stock(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        causal_lm.compile(sampler="top_k")
+        function, (decision,) = _made_under(causal_lm)
+        assert not isinstance(function, stepwise._StepwiseGenerate)
+        assert not decision.lowered
+        assert "sampler TopKSampler" in decision.reason
+
+    def test_a_greedy_subclass_keeps_stock(self):
+        class Greedier(GreedySampler):
+            pass
+
+        causal_lm = causal_lms.causal_lm("gpt2")
+        causal_lm.compile(sampler=Greedier())
+        function, (decision,) = _made_under(causal_lm)
+        assert not isinstance(function, stepwise._StepwiseGenerate)
+        assert "sampler Greedier" in decision.reason
+
+    def test_a_model_with_its_own_call_with_cache_keeps_stock(self):
+        class Other(keras_hub.models.GPT2CausalLM):
+            def call_with_cache(self, token_ids, cache, cache_update_index):
+                return super().call_with_cache(
+                    token_ids, cache, cache_update_index
+                )
+
+        gpt2 = causal_lms.causal_lm("gpt2")
+        causal_lm = Other(backbone=gpt2.backbone, preprocessor=None)
+        causal_lm.compile(sampler="greedy")
+        function, (decision,) = _made_under(causal_lm)
+        assert not isinstance(function, stepwise._StepwiseGenerate)
+        assert "Other's generate_step, call_with_cache" in decision.reason
+
+    def test_switched_off_nothing_is_recorded(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        function, decisions = _made_under(causal_lm, stepwise=False)
+        assert not isinstance(function, stepwise._StepwiseGenerate)
+        assert decisions == []
+
+    def test_disabled_after_it_was_made_it_runs_stock(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        function, _ = _made_under(causal_lm)
+        assert isinstance(function, stepwise._StepwiseGenerate)
+        causal_lm.ov_compiled_model = None
+        function(causal_lms.prompt())
+        # Stock's function compiled its whole-generate model.
+        assert causal_lm.ov_compiled_model is not None
+        assert function._compiled is None
+
+    def test_a_row_without_prompt_runs_stock(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        prompt = causal_lms.prompt()
+        prompt["padding_mask"][1] = False
+        causal_lm.ov_compiled_model = None
+        with keras_ov_einsum.enabled():
+            causal_lm.generate_function = None
+            # Stock's first step reads the token before index 0: its Loop
+            # fails, and so does this call, the same way.
+            with pytest.raises(RuntimeError, match="Loop"):
+                causal_lm.generate(prompt, stop_token_ids=None)
+            explanation = keras_ov_einsum.explain()
+        assert causal_lm.generate_function._compiled is None
+        made, call = [d for d in explanation if d.equation == LABEL]
+        assert made.lowered and not call.lowered
+        assert "a prompt row holds no token" in call.reason
+
+
+def _op_types(compiled):
+    """The compiled model's layer types (the plugin's, after its fusions)."""
+    return [
+        node.get_rt_info()["layerType"].astype(str)
+        for node in compiled.get_runtime_model().get_ops()
+    ]
+
+
+class TestStepModel:
+    @pytest.fixture(scope="class")
+    def generated(self):
+        """A GPT-2's stepwise generate function after one call, the call's
+        explanation, and stock's compiled model for the same prompt."""
+        causal_lm = causal_lms.causal_lm("gpt2")
+        causal_lm.generate_function = None
+        causal_lm.ov_compiled_model = None
+        causal_lm.generate(causal_lms.prompt(), stop_token_ids=None)
+        stock = causal_lm.ov_compiled_model
+        with keras_ov_einsum.enabled():
+            causal_lm.generate_function = None
+            causal_lm.generate(causal_lms.prompt(), stop_token_ids=None)
+            explanation = keras_ov_einsum.explain()
+        return causal_lm.generate_function, explanation, stock
+
+    def test_one_forward_step_no_loop(self, generated):
+        function, _, stock = generated
+        compiled = function.compiled_model
+        types = _op_types(compiled)
+        assert "Loop" not in types and "TensorIterator" not in types
+        assert "TensorIterator" in _op_types(stock)  # its Loop
+        # Every layer once (stock: in the prompt pass and the Loop body):
+        # 2 layers of q, k, v, output and two feed-forward projections, the
+        # logits; each layer's attention softmax and the sampler's.
+        assert types.count("FullyConnected") == 2 * 6 + 1
+        assert types.count("Softmax") == 2 + 1
+        assert [
+            str(output.get_partial_shape()) for output in compiled.inputs
+        ] == [
+            "[?,?]",
+            "[?,2,2,?,2,32]",
+            "[]",
+        ]
+        assert len(compiled.outputs) == 2
+
+    def test_compiled_as_stock_compiles(self, generated):
+        function, _, stock = generated
+        compiled = function.compiled_model
+        hint = "INFERENCE_PRECISION_HINT"
+        assert compiled.get_property(hint) == stock.get_property(hint)
+
+    def test_explain_counts_the_steps(self, generated):
+        _, explanation, _ = generated
+        (decision,) = [d for d in explanation if d.equation == LABEL]
+        assert decision.lowered
+        # Prompt rows of 3 and 5 tokens in 16: steps from index 3 to 15.
+        assert explanation.counts[stepwise.STEPS_LABEL] == 13
+
+    def test_the_other_parts_apply_inside_the_step_model(self, generated):
+        _, explanation, _ = generated
+        einsums = [d for d in explanation if "->" in d.equation and d.lowered]
+        # 2 layers x 4 EinsumDense, traced once (stock traces them twice:
+        # in the prompt pass and in the Loop body).
+        assert len(einsums) == 2 * 4
+
+    @pytest.mark.parametrize(
+        "family, layout",
+        [
+            ("gpt2", (2, 2, 32, "float32")),
+            # The cache holds the key/value heads, not the query heads.
+            ("llama", (2, 2, 16, "float32")),
+            ("gemma", (2, 2, 16, "float32")),
+        ],
+    )
+    def test_cache_layout(self, family, layout):
+        causal_lm = causal_lms.causal_lm(family)
+        assert stepwise._cache_layout(causal_lm) == layout
+        # The method the layout is read through is the class's again.
+        assert "call_with_cache" not in vars(causal_lm)
+
+
+# Stock's output padding mask, by hand: prompt (1), new tokens (.), stop
+# token 9 outside the prompt ends a row (the stop is kept, what follows
+# is masked).
+PADDING_MASKS = [
+    # token ids        prompt mask   stop ids  padding mask
+    ([[1, 2, 3, 4]], [[1, 0, 0, 0]], None, [[1, 1, 1, 1]]),
+    ([[1, 9, 3, 4]], [[1, 0, 0, 0]], [9], [[1, 1, 0, 0]]),
+    # A stop token in the prompt does not end it.
+    ([[9, 2, 9, 4]], [[1, 0, 0, 0]], [9], [[1, 1, 1, 0]]),
+    ([[1, 2, 3, 4]], [[1, 0, 0, 0]], [9], [[1, 1, 1, 1]]),
+    ([[1, 5, 9, 4], [1, 9, 5, 9]], [[1, 0, 0, 0]] * 2, [5, 9], None),
+]
+
+
+@pytest.mark.parametrize(
+    "token_ids, mask, stop_token_ids, expected", PADDING_MASKS
+)
+def test_padding_mask_is_stocks(token_ids, mask, stop_token_ids, expected):
+    from keras import ops
+    from keras_hub.src.utils.tensor_utils import any_equal
+
+    token_ids = np.array(token_ids, "int32")
+    mask = np.array(mask, bool)
+    ours = stepwise._padding_mask(token_ids, mask, stop_token_ids)
+    if expected is not None:
+        np.testing.assert_array_equal(ours, np.array(expected, bool))
+    if stop_token_ids is not None:
+        # keras-hub's own expression, as generate_step computes it.
+        ends = ops.cast(any_equal(token_ids, stop_token_ids, ~mask), "int32")
+        overflow = ops.cumsum(ends, axis=-1) - ends
+        stock = ops.convert_to_numpy(
+            ops.logical_not(ops.cast(overflow, "bool"))
+        )
+        np.testing.assert_array_equal(ours, stock)
