@@ -71,7 +71,7 @@ def main(argv=None):
         type=_list,
         default=["float32"],
         help=f"weight formats, comma-separated, from {','.join(runner.DTYPES)}"
-        " (int8: the float32 preset, then backbone.quantize('int8'))",
+        " (int8: the preset saved after backbone.quantize('int8'))",
     )
     compare.add_argument(
         "--repeats",
