@@ -17,6 +17,7 @@ __all__ = ["render", "summarize"]
 COLUMNS = [
     ("weight_mb", "weights MB", 0),
     ("load_mb", "load MB", 0),
+    ("load_s", "load s", 2),
     ("compile_mb", "first-call growth MB", 0),
     ("growth_mb", "peak growth MB", 0),
     ("peak_rss_mb", "peak RSS MB", 0),

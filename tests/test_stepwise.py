@@ -75,10 +75,11 @@ class TestSameTokensAsStock:
 
 
 def _made_under(causal_lm, **switches):
-    """``causal_lm``'s generate function made under ``enable(**switches)``,
-    and the decisions about it."""
+    """``causal_lm``'s generate function made under ``enable(**switches)``
+    (the opt-in stepwise part on unless switched off), and the decisions
+    about it."""
     causal_lm.generate_function = None
-    with keras_ov_einsum.enabled(**switches):
+    with keras_ov_einsum.enabled(**{"stepwise": True, **switches}):
         function = causal_lm.make_generate_function()
         explanation = keras_ov_einsum.explain()
     return function, [d for d in explanation if d.equation == LABEL]
@@ -138,7 +139,7 @@ class TestDeclines:
         prompt = causal_lms.prompt()
         prompt["padding_mask"][1] = False
         causal_lm.ov_compiled_model = None
-        with keras_ov_einsum.enabled():
+        with keras_ov_einsum.enabled(stepwise=True):
             causal_lm.generate_function = None
             # Stock's first step reads the token before index 0: its Loop
             # fails, and so does this call, the same way.
@@ -169,7 +170,7 @@ class TestStepModel:
         causal_lm.ov_compiled_model = None
         causal_lm.generate(causal_lms.prompt(), stop_token_ids=None)
         stock = causal_lm.ov_compiled_model
-        with keras_ov_einsum.enabled():
+        with keras_ov_einsum.enabled(stepwise=True):
             causal_lm.generate_function = None
             causal_lm.generate(causal_lms.prompt(), stop_token_ids=None)
             explanation = keras_ov_einsum.explain()
