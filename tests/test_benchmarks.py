@@ -288,6 +288,7 @@ def _run(label, repeat, ok=True, **values):
             dict(
                 weight_mb=90,
                 load_mb=100,
+                load_s=1.0,
                 compile_mb=50,
                 growth_mb=60,
                 peak_rss_mb=200,
@@ -327,7 +328,7 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     path.write_text(json.dumps(_results(runs)))
     text = report.render(path).read_text()
     # median [min-max] over the two good stock runs
-    assert "| openvino 1 stock | 90 | 100 | 110 [100-120] |" in text
+    assert "| openvino 1 stock | 90 | 100 | 1.00 | 110 [100-120] |" in text
     # the machine's load before each run, median [min-max]
     assert "| 9.0 | 2.0 [1.5-2.5] | ? |\n" in text
     # the improvement table: median stock 110 -> fix 80
