@@ -10,7 +10,6 @@ new tokens (no end-of-sequence stops them), as the Keras rows generate.
 """
 
 import argparse
-import gc
 import json
 import pathlib
 import sys
@@ -124,17 +123,7 @@ def measure(model_dir, backend, device, hint, prompt, new_tokens):
     with MemorySampler() as sampler:
 
         def stage(name):
-            gc.collect()
-            rss = sampler.sample()
-            record["stages"].append(
-                {
-                    "stage": len(record["stages"]),
-                    "name": name,
-                    "t": sampler.timeline[-1][0],
-                    "rss_mb": round(rss / MB, 1),
-                }
-            )
-            return rss
+            return sampler.stage(record["stages"], name)
 
         stage("start")
         if backend == "openvino-genai":

@@ -78,6 +78,23 @@ class MemorySampler:
         )
         return rss
 
+    def stage(self, stages, name):
+        """Append stage ``name`` to ``stages`` (RSS after a gc, and when)
+        and return that RSS in bytes: the workers' stages 0-5."""
+        import gc
+
+        gc.collect()
+        rss = self.sample()
+        stages.append(
+            {
+                "stage": len(stages),
+                "name": name,
+                "t": self.timeline[-1][0],
+                "rss_mb": round(rss / MB, 1),
+            }
+        )
+        return rss
+
     def reset_peak(self):
         """Start a new running maximum from the current value."""
         self.peak_rss = 0

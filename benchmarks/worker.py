@@ -8,7 +8,6 @@ Writes one JSON record to ``--result``.
 """
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -53,17 +52,7 @@ def measure(preset, fix, max_length, dtype="float32"):
     with MemorySampler() as sampler:
 
         def stage(name):
-            gc.collect()
-            rss = sampler.sample()
-            record["stages"].append(
-                {
-                    "stage": len(record["stages"]),
-                    "name": name,
-                    "t": sampler.timeline[-1][0],
-                    "rss_mb": round(rss / MB, 1),
-                }
-            )
-            return rss
+            return sampler.stage(record["stages"], name)
 
         stage("start")
         import keras
