@@ -13,10 +13,14 @@ This part does the same for keras-hub's greedy causal LMs: it traces
 ``[B, layers, 2, L, heads, head_dim]``, the cache index), into a model whose
 outputs are the sampler's probabilities for the last position and the new
 cache, compiles it as ``ov_infer`` compiles stock's (same device, same
-``INFERENCE_PRECISION_HINT``), and runs stock's algorithm in Python around
-it. Each inference reads the cache from one of two buffers and writes it
-into the other: the cache is never copied. The other parts apply inside
-the step model: they hook the backend ops the trace calls.
+``INFERENCE_PRECISION_HINT``), and runs greedy decoding in Python around
+it as genai does: the prompt pass covers only the prompt (stock's covers
+every padded position) and gives the first new token (stock recomputes
+the prompt's last token in a first step: 9 passes over the weights for 8
+new tokens, genai's 8). Each inference reads the cache from one of two
+buffers and writes it into the other: the cache is never copied. The other
+parts apply inside the step model: they hook the backend ops the trace
+calls.
 
 Only float32 models whose ``generate_step``, ``call_with_cache`` and
 ``_build_cache`` are GPT-2's, Llama's or Gemma's (the ones the tests compare
@@ -34,7 +38,7 @@ from .part import Hook, Part
 __all__ = ["LABEL", "PART", "STEPS_LABEL", "decline_reason"]
 
 LABEL = "CausalLM.generate"
-STEPS_LABEL = "stepwise: decoding steps run as inferences of the step model"
+STEPS_LABEL = "stepwise: inferences of the step model (the prompt, then a token each)"
 _CAUSAL_LM = "keras_hub.src.models.causal_lm"
 # (module, class): causal LMs whose generate_step, call_with_cache and
 # _build_cache this part reproduces (the tests compare their tokens).
@@ -252,7 +256,7 @@ def _cache_buffers(batch, length, layout):
 
 def _generate(request, layout, token_ids, mask, index, stop_token_ids):
     """Stock's ``generate_step`` with greedy sampling, on ``token_ids`` in
-    place; returns how many decoding steps ran."""
+    place; returns how many inferences ran."""
     import numpy as np
     import openvino as ov
 
@@ -273,28 +277,34 @@ def _generate(request, layout, token_ids, mask, index, stop_token_ids):
         request.infer()
         return request.get_output_tensor(0).data
 
-    # The prompt pass (stock's _build_cache); its probabilities are unused.
-    infer(token_ids, 0, 0)
-    steps = 0
-    while index < length:
-        steps += 1
-        probabilities = infer(
-            np.ascontiguousarray(token_ids[:, index - 1 : index]),
-            index - 1,
-            steps,
-        )
+    # The prompt pass, as genai's: only the tokens every row holds, [0,
+    # index), and its last position's probabilities give the first new
+    # token. Stock runs the whole padded sequence (max_length tokens) to
+    # fill the cache, then a first step that recomputes the token at
+    # index - 1 through every layer: one more pass over the weights. The
+    # cache past index - 1 is written by the step that reaches it before
+    # any step reads it (the causal mask).
+    probabilities = infer(np.ascontiguousarray(token_ids[:, :index]), 0, 0)
+    steps = 1
+    while True:
         next_token = np.argmax(probabilities, axis=-1)
         token_ids[:, index] = np.where(
             mask[:, index], token_ids[:, index], next_token
         )
         index += 1
         # OpenVINO's Loop tests its condition after each iteration, never
-        # before the first: stock always runs one step.
-        if stop_token_ids is not None and _done(
-            token_ids, mask, stop_token_ids
+        # before the first: stock always makes one token.
+        if index >= length or (
+            stop_token_ids is not None
+            and _done(token_ids, mask, stop_token_ids)
         ):
-            break
-    return steps
+            return steps
+        probabilities = infer(
+            np.ascontiguousarray(token_ids[:, index - 1 : index]),
+            index - 1,
+            steps,
+        )
+        steps += 1
 
 
 def _stop_locations(token_ids, mask, stop_token_ids):

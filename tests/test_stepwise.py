@@ -206,7 +206,8 @@ class TestStepModel:
         _, explanation, _ = generated
         (decision,) = [d for d in explanation if d.equation == LABEL]
         assert decision.lowered
-        # Prompt rows of 3 and 5 tokens in 16: steps from index 3 to 15.
+        # Prompt rows of 3 and 5 tokens in 16: the prompt pass makes the
+        # token at index 3, twelve steps those from 4 to 15.
         assert explanation.counts[stepwise.STEPS_LABEL] == 13
 
     def test_the_other_parts_apply_inside_the_step_model(self, generated):
