@@ -38,7 +38,7 @@ from .part import Hook, Part
 __all__ = ["LABEL", "PART", "STEPS_LABEL", "decline_reason"]
 
 LABEL = "CausalLM.generate"
-STEPS_LABEL = "stepwise: inferences of the step model (the prompt, then a token each)"
+STEPS_LABEL = "stepwise: inferences of the step model (prompt, then per token)"
 _CAUSAL_LM = "keras_hub.src.models.causal_lm"
 # (module, class): causal LMs whose generate_step, call_with_cache and
 # _build_cache this part reproduces (the tests compare their tokens).
