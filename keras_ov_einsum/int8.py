@@ -31,9 +31,19 @@ K <= 1024), when two things hold:
   cannot carry them (``COMPILE_OPTIONS_WARNING``).
 
 Keras's quantized ``Dense`` computes ``matmul(x, kernel)`` the same way and
-is lowered the same way. Int8 einsums that are batched MatMuls (not a
-FullyConnected layer) or sum an operand first get the ordinary lowering (an
-int32 MatMul), with the reason recorded.
+is lowered the same way.
+
+Weights-only int8 (``quantize("int8", config=Int8QuantizationConfig(
+activation_quantizer=None))``, what OpenVINO's own int8 IRs hold) multiplies
+float32 inputs by the int8 kernel: stock promotes the kernel to float32 and
+OpenVINO folds that into a float32 copy. Here the kernel stays int8 behind
+the same decompression pattern and the product is stock's float32 MatMul,
+summed by the plugin's int8-weight kernel: equal to stock within float32
+rounding (not bit for bit). A weights-only ``ReversibleEmbedding``'s logits,
+``matmul(x, transpose(embeddings))``, get it on the untransposed table.
+
+Int8 einsums that are batched MatMuls (not a FullyConnected layer) or sum an
+operand first get the ordinary lowering, with the reason recorded.
 """
 
 import functools
@@ -44,6 +54,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 
+from .kernel import constant_source, has_matrix_view
 from .lowering import (
     EINSUM,
     build_matmul,
@@ -51,7 +62,7 @@ from .lowering import (
     lay_out_kernel,
     plan_einsum,
 )
-from .matmul import MATMUL
+from .matmul import MATMUL, transpose_order
 from .outcome import declined, lowered
 from .part import Hook, Part, keras_result, stock_node
 
@@ -96,30 +107,83 @@ _MARK = "keras_ov_einsum_int8"
 
 
 def lower_int8(planned):
-    """Build a ``Planned`` int8 x int8 einsum in the int8 form.
+    """Build a ``Planned`` einsum with an int8 kernel in the int8 form.
 
-    Returns ``None`` when its operands are not stock's int8 -> int32
-    promotion of an int8 input and an int8 kernel (nothing to add), else an
-    ``Outcome``: lowered in the int8 form, or declined with the reason the
-    int8 form does not apply (the einsum part then lowers it as usual).
+    Returns ``None`` when its kernel is not an int8 kernel promoted by stock
+    (nothing to add), else an ``Outcome``: lowered in the int8 form, or
+    declined with the reason the int8 form does not apply (the einsum part
+    then lowers it as usual). Two products qualify: int8 x int8 (keras's
+    default int8 layers quantize their inputs; stock promotes both to
+    int32) and float32 x int8 (``Int8QuantizationConfig(
+    activation_quantizer=None)``, int8 weights only; stock promotes the
+    kernel to float32).
     """
-    variable_source = _int8_source(planned.variable)
-    kernel_source = _int8_source(planned.kernel)
-    if variable_source is None or kernel_source is None:
-        return None
-    plan = planned.plan
+    variable_source = _int8_source(planned.variable, ov.Type.i32)
+    kernel_source = _int8_source(planned.kernel, ov.Type.i32)
+    if variable_source is not None and kernel_source is not None:
+        return _lower_int8_product(planned, variable_source, kernel_source)
+    kernel_source = _int8_source(planned.kernel, ov.Type.f32)
+    if (
+        kernel_source is not None
+        and planned.variable.get_element_type() == ov.Type.f32
+    ):
+        return _lower_int8_weights(planned, kernel_source)
+    return None
+
+
+def _fully_connected_plan(plan):
+    """Why ``plan`` is no FullyConnected layer, or None."""
     if plan.batch:
-        return declined("a batched MatMul is not a FullyConnected layer")
+        return "a batched MatMul is not a FullyConnected layer"
     if plan.variable_summed_axes or plan.kernel_summed_axes:
-        return declined("an operand is summed over before the MatMul")
-    variable = ov_opset.convert(variable_source, ov.Type.f32)
-    kernel = lay_out_kernel(kernel_source, plan)
-    # Read at call time, so that tests can make the parts small.
-    parts = _split_sizes(plan.contracted_size, MAX_EXACT_CONTRACTION)
+        return "an operand is summed over before the MatMul"
+    return None
+
+
+def _decompressed(kernel, plan):
+    """``Convert(kernel) * ones``: the weight decompression pattern the CPU
+    plugin keeps int8 (a scale of ones: exact); with no Multiply it folds
+    the Convert into a float32 copy, four bytes a weight."""
     ones = np.ones(plan.columns_size, np.float32)
     scale = ov_opset.constant(
         ones.reshape((-1, 1) if plan.transpose_b else (1, -1))
     )
+    weights = ov_opset.multiply(ov_opset.convert(kernel, ov.Type.f32), scale)
+    weights.get_rt_info()[_MARK] = True
+    return weights
+
+
+def _lower_int8_weights(planned, kernel_source):
+    """float32 x int8 kernel: stock's float32 MatMul, on the int8 kernel
+    decompressed inside the layer instead of a float32 copy of it."""
+    plan = planned.plan
+    reason = _fully_connected_plan(plan)
+    if reason:
+        return declined(reason)
+    kernel = lay_out_kernel(kernel_source, plan)
+
+    def product(x, kernel, transpose_b):
+        weights = _decompressed(kernel, plan)
+        return ov_opset.matmul(x, weights, False, transpose_b).output(0)
+
+    output = build_matmul(plan, planned.variable, kernel, product)
+    warnings.warn(COMPILE_OPTIONS_WARNING, UserWarning, stacklevel=2)
+    return lowered(
+        output, f"{plan.describe()}, int8 kernel kept int8 (weights only)"
+    )
+
+
+def _lower_int8_product(planned, variable_source, kernel_source):
+    """int8 x int8: the exact integer product, in float32 MatMuls on the
+    int8 kernel (parts of K at most ``MAX_EXACT_CONTRACTION``)."""
+    plan = planned.plan
+    reason = _fully_connected_plan(plan)
+    if reason:
+        return declined(reason)
+    variable = ov_opset.convert(variable_source, ov.Type.f32)
+    kernel = lay_out_kernel(kernel_source, plan)
+    # Read at call time, so that tests can make the parts small.
+    parts = _split_sizes(plan.contracted_size, MAX_EXACT_CONTRACTION)
 
     def exact_product(x, kernel, transpose_b):
         """sum over parts of K of int32(x_part @ kernel_part), each part a
@@ -137,13 +201,7 @@ def lower_int8(planned):
             ).outputs()
         total = None
         for x_part, kernel_part in zip(x_parts, kernel_parts):
-            # Constant -> Convert -> Multiply -> MatMul is the decompression
-            # pattern the plugin keeps int8 (a scale of ones: exact); with
-            # no Multiply it folds the Convert into a float32 copy.
-            weights = ov_opset.multiply(
-                ov_opset.convert(kernel_part, ov.Type.f32), scale
-            )
-            weights.get_rt_info()[_MARK] = True
+            weights = _decompressed(kernel_part, plan)
             y = ov_opset.matmul(x_part, weights, False, transpose_b)
             y = ov_opset.convert(y, ov.Type.i32).output(0)
             total = y if total is None else ov_opset.add(total, y).output(0)
@@ -168,7 +226,10 @@ def _split_sizes(size, largest):
 
 def lower_int8_matmul(matmul):
     """``lower_int8`` for keras's ``matmul(x, kernel)`` (a quantized
-    ``Dense``): the same product as the einsum ``...k,kn->...n``."""
+    ``Dense``): the same product as the einsum ``...k,kn->...n``; and for
+    ``matmul(x, transpose(kernel))`` with float32 ``x`` (a weights-only
+    int8 ``ReversibleEmbedding``'s logits) the einsum ``...k,nk->...n`` on
+    the untransposed kernel, as the matmul part builds it."""
     attributes = matmul.get_attributes()
     if attributes["transpose_a"] or attributes["transpose_b"]:
         return None
@@ -179,10 +240,48 @@ def lower_int8_matmul(matmul):
     rows = "abcdefgh"[: x_rank.get_length() - 1]
     if len(rows) != x_rank.get_length() - 1:
         return None
-    planned = plan_einsum(f"{rows}k,kn->{rows}n", [x, kernel])
+    untransposed = _transposed_int8_kernel(x, kernel)
+    if untransposed is None:
+        planned = plan_einsum(f"{rows}k,kn->{rows}n", [x, kernel])
+    else:
+        promoted = ov_opset.convert(untransposed, ov.Type.f32).output(0)
+        planned = plan_einsum(f"{rows}k,nk->{rows}n", [x, promoted])
     if not planned:
         return None  # stock's MatMul stays, as without the int8 part
     return lower_int8(planned)
+
+
+def _transposed_int8_kernel(x, kernel):
+    """The int8 [N, K] Constant behind ``kernel`` = float32(transpose(it))
+    when ``x`` is float32, else None. A square kernel is left to the
+    matmul part, which declines it (its reason)."""
+    node = kernel.get_node()
+    if (
+        x.get_element_type() != ov.Type.f32
+        or node.get_type_name() != "Convert"
+        or kernel.get_element_type() != ov.Type.f32
+    ):
+        return None
+    transposed = node.input_value(0)
+    transpose = transposed.get_node()
+    if (
+        transposed.get_element_type() != ov.Type.i8
+        or transpose.get_type_name() != "Transpose"
+    ):
+        return None
+    data = transpose.input_value(0)
+    shape = data.get_partial_shape()
+    if (
+        constant_source(data) is None
+        or shape.is_dynamic
+        or shape.rank.get_length() != 2
+        or transpose_order(transpose, 2) != [1, 0]
+    ):
+        return None
+    rows, columns = shape.to_shape()
+    if has_matrix_view((rows, columns), columns, rows):
+        return None
+    return data
 
 
 def compile_options(model, device_name, config):
@@ -292,13 +391,15 @@ def _constant_behind_views(value):
     return node if node.get_type_name() == "Constant" else None
 
 
-def _int8_source(value):
-    """The int8 tensor behind stock's int8 -> int32 promotion, or None.
+def _int8_source(value, promoted):
+    """The int8 tensor behind stock's promotion of it to ``promoted``
+    (int32 beside another int8 operand, float32 beside a float32 one), or
+    None.
 
-    keras's ``matmul`` may add an int32 -> int32 Convert after it (it
+    keras's ``matmul`` may add a Convert to the same type after it (it
     aligns the operand types once more): looked through.
     """
-    if value.get_element_type() != ov.Type.i32:
+    if value.get_element_type() != promoted:
         return None
     for _ in range(3):
         node = value.get_node()
@@ -307,7 +408,7 @@ def _int8_source(value):
         value = node.input_value(0)
         if value.get_element_type() == ov.Type.i8:
             return value
-        if value.get_element_type() != ov.Type.i32:
+        if value.get_element_type() != promoted:
             return None
     return None
 
@@ -356,6 +457,7 @@ PART = Part(
     name="int8",
     summary="opt-in: lower int8 x int8 einsums and matmuls (quantize('int8') "
     "EinsumDense and Dense) as exact float32 MatMuls on the int8 kernel, "
+    "and weights-only int8 ones (float32 x int8) as float32 MatMuls on it, "
     "which the CPU plugin keeps int8; models holding one compile in f32 "
     "without dynamic quantization",
     # Tried before the einsum and matmul parts, which build the other form.

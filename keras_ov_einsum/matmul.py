@@ -20,7 +20,13 @@ from .kernel import (
 from .outcome import declined, lowered
 from .part import NUMPY, Hook, Part, keras_result, stock_node
 
-__all__ = ["MATMUL", "PART", "lower_transposed_matmul", "rewrite_matmul"]
+__all__ = [
+    "MATMUL",
+    "PART",
+    "lower_transposed_matmul",
+    "rewrite_matmul",
+    "transpose_order",
+]
 
 
 def lower_transposed_matmul(matmul):
@@ -47,7 +53,7 @@ def lower_transposed_matmul(matmul):
     if shape.rank.is_dynamic or shape.rank.get_length() < 2:
         return declined("the transposed kernel has fewer than two axes")
     rank = shape.rank.get_length()
-    order = _transpose_order(transpose, rank)
+    order = transpose_order(transpose, rank)
     swap_last_two = list(range(rank - 2)) + [rank - 1, rank - 2]
     if order != swap_last_two:
         return declined(
@@ -81,7 +87,7 @@ def lower_transposed_matmul(matmul):
     )
 
 
-def _transpose_order(transpose, rank):
+def transpose_order(transpose, rank):
     """The axis order of a Transpose, or None when it is not known here."""
     order = transpose.input_value(1).get_node()
     if order.get_type_name() == "Constant":

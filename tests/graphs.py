@@ -130,11 +130,17 @@ def keras_parameter(shape, dtype="float32"):
 
 
 def gpt2_causal_lm(
-    *, layers=2, hidden_dim=64, intermediate_dim=128, quantize=None
+    *,
+    layers=2,
+    hidden_dim=64,
+    intermediate_dim=128,
+    quantize=None,
+    quantize_config=None,
 ):
     """A small keras-hub GPT-2 with random weights (seed 0): 2 heads, 512
     tokens, greedy sampling, no preprocessor (``generate`` feeds token
-    ids). ``quantize``: a mode for ``backbone.quantize`` first. The heads are
+    ids). ``quantize``: a mode for ``backbone.quantize`` first (with
+    ``quantize_config``, a ``keras.quantizers`` config). The heads are
     ``hidden_dim / 2`` wide, which decides the query scale.
 
     The sampler is set in ``compile``: keras-hub's CausalLM takes no
@@ -153,7 +159,7 @@ def gpt2_causal_lm(
         max_sequence_length=32,
     )
     if quantize:
-        backbone.quantize(quantize)
+        backbone.quantize(quantize, config=quantize_config)
     causal_lm = keras_hub.models.GPT2CausalLM(
         backbone=backbone, preprocessor=None
     )

@@ -28,7 +28,16 @@ LAYERS = [
 ]
 
 
-def _quantized_layer(equation, output_shape, bias_axes, input_tail):
+def _weights_only():
+    """keras's int8 config that quantizes the weights, not the inputs."""
+    import keras
+
+    return keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
+
+
+def _quantized_layer(
+    equation, output_shape, bias_axes, input_tail, config=None
+):
     import keras
 
     keras.utils.set_random_seed(0)
@@ -40,7 +49,7 @@ def _quantized_layer(equation, output_shape, bias_axes, input_tail):
         )
     tail = input_tail if isinstance(input_tail, tuple) else (input_tail,)
     layer.build((None, None) + tail)
-    layer.quantize("int8")
+    layer.quantize("int8", config=config)
     return layer, tail
 
 
@@ -105,6 +114,51 @@ def test_quantized_layer_equals_stock_and_stays_int8(
     # Stock's int32 MatMul runs as a float32 FullyConnected on a float32
     # copy of the kernel: four bytes a weight.
     assert _fully_connected_weight_types(stock) == [ov.Type.f32]
+
+
+@pytest.mark.parametrize(
+    "equation, output_shape, bias_axes, input_tail",
+    LAYERS,
+    ids=["query", "attention-output", "dense-up", "dense-down"],
+)
+def test_weights_only_layer_equals_stock_and_stays_int8(
+    equation, output_shape, bias_axes, input_tail
+):
+    """``Int8QuantizationConfig(activation_quantizer=None)``: float32 inputs
+    times the int8 kernel. Stock folds the kernel into a float32 copy; the
+    int8 part keeps it int8 and computes stock's float32 product."""
+    layer, tail = _quantized_layer(
+        equation, output_shape, bias_axes, input_tail, _weights_only()
+    )
+    assert layer.inputs_quantizer is None
+    x = _activations(tail)
+    stock, _ = _compiled(layer, tail, None)
+    fixed, decisions = _compiled(layer, tail, {"int8": True})
+    want, got = stock(x)[0], fixed(x)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    # The same float32 products, summed by another kernel of the plugin
+    # (int8 weights decompressed inside the layer): float32 rounding only.
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    (decision,) = decisions
+    assert decision.lowered, decision.reason
+    assert decision.reason.endswith("int8 kernel kept int8 (weights only)")
+    assert _fully_connected_weight_types(fixed) == [ov.Type.i8]
+    assert _fully_connected_weight_types(stock) == [ov.Type.f32]
+
+
+def test_weights_only_gpt2_generates_stock_tokens_with_int8_weights():
+    """A weights-only int8 GPT-2: stock's tokens, and every FullyConnected
+    layer int8, the tied embedding's logits too (stock: all float32)."""
+    causal_lm = gpt2_causal_lm(quantize="int8", quantize_config=_weights_only())
+    stock_tokens, _, stock = generate(causal_lm)
+    tokens, decisions, fixed = generate(causal_lm, {"int8": True})
+    np.testing.assert_array_equal(tokens, stock_tokens)
+    kept = [d for d in decisions if "(weights only)" in d.reason]
+    # q, k, v, output, up, down per layer and the logits, traced for the
+    # prompt and the cached decoding step (keras-hub's Loop graph).
+    assert len(kept) == 2 * (2 * 6 + 1)
+    assert set(_fully_connected_weight_types(stock)) == {ov.Type.f32}
+    assert set(_fully_connected_weight_types(fixed)) == {ov.Type.i8}
 
 
 def test_a_longer_contraction_is_summed_in_exact_parts():
