@@ -373,15 +373,14 @@ def _make_generate_function_wrapper(stock_make_generate_function):
 
 PART = Part(
     name="stepwise",
-    summary="opt-in: keras-hub greedy generate() as one compiled step model "
-    "with a key/value cache, the prompt and each decoding step run as its "
-    "inferences (as openvino-genai does), instead of one model holding the "
-    "prompt pass and a Loop of steps: a first call ~40% shorter, each "
-    "decoding step slower (docs/performance.md)",
-    # Opt-in: measured on GPT-2 Medium (docs/results/gpt2_medium), the
-    # step model compiles in 2.8 s against 4.7 s but decodes at 13.8
-    # tokens/s against 16.3 for keras-hub's Loop.
-    default=False,
+    summary="keras-hub greedy generate() as one compiled step model with a "
+    "key/value cache, the prompt and each new token run as its inferences "
+    "(as openvino-genai does), instead of one model holding a pass over "
+    "the padded prompt and a Loop of steps: a shorter compile, one pass "
+    "over the weights less",
+    # On since the prompt pass makes the first token (23624b2): GPT-2
+    # Medium's first call 6.89 -> 4.30 s, tokens/s 14.9 -> 15.5 (harness,
+    # same run; docs/performance.md for the committed run).
     wraps=(
         (
             Hook(_CAUSAL_LM, "CausalLM.make_generate_function"),
