@@ -63,8 +63,11 @@ _FIX_MODES = _fix_modes()
 FIX_PARTS = {mode: parts for mode, (parts, _) in _FIX_MODES.items()}
 _FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
 # Weight formats: a keras dtype policy given to from_preset, or int8: a
-# preset saved after ``backbone.quantize("int8")`` (models.quantized_preset).
-DTYPES = ("float32", "float16", "bfloat16", "int8")
+# preset saved after ``backbone.quantize("int8")`` (models.quantized_preset);
+# int8_weights: the float32 preset quantized weights-only in the measured load
+# (``Int8QuantizationConfig(activation_quantizer=None)``, what an int8 IR
+# holds; keras-hub's presets do not keep that config, so it cannot be saved).
+DTYPES = ("float32", "float16", "bfloat16", "int8", "int8_weights")
 
 
 @dataclasses.dataclass(frozen=True)

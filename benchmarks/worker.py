@@ -210,10 +210,19 @@ def _split(marks, start, loaded, first_s, after_first):
 def load_causal_lm(keras_hub, preset, dtype):
     """The preset under a weight format (DTYPES); int8 loads the preset
     saved after ``quantize("int8")`` (built beside ``preset`` once, before
-    any measured run, by the runner)."""
+    any measured run, by the runner); int8_weights quantizes here."""
     if dtype == "int8":
         quantized = models.quantized_preset(preset)
         return keras_hub.models.CausalLM.from_preset(str(quantized))
+    if dtype == "int8_weights":
+        import keras
+
+        causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+        config = keras.quantizers.Int8QuantizationConfig(
+            activation_quantizer=None
+        )
+        causal_lm.backbone.quantize("int8", config=config)
+        return causal_lm
     if dtype == "float32":  # the preset's own policy, as the report loads
         return keras_hub.models.CausalLM.from_preset(preset)
     return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)

@@ -229,9 +229,32 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
     assert fixed["first_text"] == stock["first_text"]
     # int32 copies of the int8 kernels (4 bytes a weight) are gone: the
     # same step model's constants, without the int8 part and with it.
-    assert (
-        fixed["graph"]["constant_mb"] < without_int8["graph"]["constant_mb"]
+    assert fixed["graph"]["constant_mb"] < without_int8["graph"]["constant_mb"]
+
+
+def test_weights_only_int8_rows_quantize_while_loading(presets, tmp_path):
+    """--dtype int8_weights: the float32 preset quantized weights-only in
+    the load; the int8 part keeps those kernels int8 (smaller constants
+    than the same step model without it), the text the same."""
+    completed = _compare(
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--fix",
+        "on,int8",
+        "--dtype",
+        "int8_weights",
+        "--repeats",
+        "1",
     )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    without_int8, fixed = runs
+    current = environments.current_openvino()
+    assert fixed["label"] == f"openvino {current} fix + int8, int8_weights"
+    assert all(run["ok"] for run in runs), [run["error"] for run in runs]
+    assert fixed["first_text"] == without_int8["first_text"]
+    assert fixed["graph"]["constant_mb"] < without_int8["graph"]["constant_mb"]
 
 
 def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
