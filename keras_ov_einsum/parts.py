@@ -20,6 +20,7 @@ PARTS = tuple(
         "slice_update",
         "prescale",
         "align_types",
+        "attention",
         "preset_load",
         "stepwise",
     )

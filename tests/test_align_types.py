@@ -15,6 +15,7 @@ from binary_ops import (
 )
 from graphs import generate, gpt2_causal_lm, patched, run_model
 from keras_ov_einsum.align_types import PART as align_types_part
+from keras_ov_einsum.parts import default_switches
 
 
 @pytest.mark.parametrize(
@@ -98,8 +99,9 @@ def test_stock_errors_are_kept():
 def test_gpt2_generates_stock_tokens_and_compiles_to_the_same_layers():
     causal_lm = gpt2_causal_lm()
     stock_tokens, _, stock = generate(causal_lm)
-    parts = {"align_types": True, "einsum": False, "matmul": False}
-    parts.update(slice_update=False, prescale=False)
+    # align_types alone: every other part off.
+    parts = dict.fromkeys(default_switches(), False)
+    parts["align_types"] = True
     fixed_tokens, explanation, fixed = generate(causal_lm, parts)
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
     # Hundreds of Converts left out (280 in this 2-layer model), and

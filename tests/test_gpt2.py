@@ -35,8 +35,10 @@ def test_generate_same_tokens_and_explained(causal_lm):
     # keras-hub's own generate graph (the stepwise part, which replaces it
     # by one step model, has its own tests in test_stepwise.py): it traces
     # the layers for the prompt and for the cached decoding step, every
-    # projection lowered, every attention not.
-    fixed_tokens, explanation, _ = generate(causal_lm, {"stepwise": False})
+    # projection lowered, every attention not. keras's explicit attention
+    # path (the attention part fuses it at inference: test_attention.py).
+    parts = {"stepwise": False, "attention": False}
+    fixed_tokens, explanation, _ = generate(causal_lm, parts)
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
     logits = [d for d in explanation if d.equation == matmul_part.label]
     projections = [

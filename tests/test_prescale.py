@@ -75,10 +75,13 @@ def test_a_projection_read_elsewhere_is_left_alone():
 
 def test_gpt2_with_64_wide_heads_generates_stock_tokens():
     # keras-hub's GPT-2 scales each query by 1/sqrt(64) = 0.125 (GPT-2
-    # Medium's heads are 64 wide too), in the prompt pass and the loop.
+    # Medium's heads are 64 wide too), in the prompt pass and the loop of
+    # keras-hub's own generate graph, when keras's explicit attention path
+    # runs (the attention part hands the scale to the fused attention).
     causal_lm = gpt2_causal_lm(hidden_dim=128)
     stock_tokens, _, _ = generate(causal_lm)
-    fixed_tokens, explanation, _ = generate(causal_lm, {})
+    parts = {"attention": False, "stepwise": False}
+    fixed_tokens, explanation, _ = generate(causal_lm, parts)
     np.testing.assert_array_equal(fixed_tokens, stock_tokens)
     scalings = [d for d in explanation if d.equation == prescale_part.label]
     assert len(scalings) == 4 and all(d.lowered for d in scalings)
