@@ -1,27 +1,36 @@
 """The pages whose numbers come from committed results: docs/performance.md
-is ``python -m benchmarks report`` of docs/results/*/results.json, byte for
-byte, and the README's targets table is the one that report renders."""
+(GPT-2 Medium) and docs/performance-llama.md (Llama-small) are ``python -m
+benchmarks report`` of docs/results/*/results.json, byte for byte, and the
+README's targets tables are the ones those reports render."""
 
 import pathlib
+
+import pytest
 
 from benchmarks import report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "docs" / "results" / "gpt2_medium" / "results.json"
-PAGE = ROOT / "docs" / "performance.md"
+PAGES = {
+    "gpt2_medium": ROOT / "docs" / "performance.md",
+    "llama_small": ROOT / "docs" / "performance-llama.md",
+}
 
 
-def test_performance_page_is_the_committed_results_rendered(tmp_path):
-    rendered = report.render(RESULTS, tmp_path / "performance.md", False)
-    assert rendered.read_text() == PAGE.read_text(), (
+@pytest.mark.parametrize("model", sorted(PAGES))
+def test_performance_page_is_the_committed_results_rendered(model, tmp_path):
+    page = PAGES[model]
+    results = ROOT / "docs" / "results" / model / "results.json"
+    rendered = report.render(results, tmp_path / page.name, False)
+    assert rendered.read_text() == page.read_text(), (
         "regenerate it: python -m benchmarks report "
-        "docs/results/gpt2_medium/results.json --out docs/performance.md "
+        f"docs/results/{model}/results.json --out docs/{page.name} "
         "--no-charts"
     )
 
 
-def test_readme_targets_table_is_the_rendered_one():
-    page = PAGE.read_text()
+@pytest.mark.parametrize("model", sorted(PAGES))
+def test_readme_targets_table_is_the_rendered_one(model):
+    page = PAGES[model].read_text()
     heading = "### Targets: Keras + fix over openvino-genai"
     table = page.split(heading)[1].split("\n\n")[2]
     assert table.startswith("| Keras row |")
