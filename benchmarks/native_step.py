@@ -15,12 +15,12 @@ and per FullyConnected kernel.
 
 import argparse
 import collections
-import statistics
 import time
 
 import numpy as np
 
 from benchmarks import models, native
+from benchmarks.step import _median_range
 
 __all__ = ["main", "profile"]
 
@@ -80,19 +80,20 @@ def _table(title, rows, total, top):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt2_medium")
-    parser.add_argument("--dtype", choices=["float32", "int8"])
+    parser.add_argument(
+        "--dtype", choices=["float32", "int8"], default="float32"
+    )
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args(argv)
-    dtype = args.dtype or "float32"
+    dtype = args.dtype
     preset = models.build_preset(args.model)
     ir, prompt = native.export(preset, dtype)
     step_ms, layers, kernels = profile(ir, prompt, args.steps)
     total = sum(ms for _, ms in layers.values())
     print(
         f"{args.model} {dtype} IR ({ir}), plain OpenVINO, f32 hint: "
-        f"{args.steps} decoding steps x 3; a step "
-        f"{statistics.median(step_ms):.1f} [{min(step_ms):.1f}-"
-        f"{max(step_ms):.1f}] ms; a step profiled: {total:.1f} ms"
+        f"{args.steps} decoding steps x 3; a step {_median_range(step_ms)} "
+        f"ms; a step profiled: {total:.1f} ms"
     )
     print()
     print("\n".join(_table("layer type", layers, total, 12)))

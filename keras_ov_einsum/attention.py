@@ -29,7 +29,7 @@ import inspect
 import threading
 
 from . import decisions
-from .part import Hook, Part
+from .part import Hook, Part, scoped
 
 __all__ = ["LABEL", "PART"]
 
@@ -50,12 +50,8 @@ def _generate_wrapper(stock_generate):
 
     @functools.wraps(stock_generate)
     def generate(self, *args, **kwargs):
-        outer = getattr(_scope, "generating", False)
-        _scope.generating = True
-        try:
+        with scoped(_scope, "generating", True):
             return stock_generate(self, *args, **kwargs)
-        finally:
-            _scope.generating = outer
 
     return generate
 

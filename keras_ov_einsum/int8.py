@@ -54,7 +54,6 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 
-from .kernel import constant_source, has_matrix_view
 from .lowering import (
     EINSUM,
     build_matmul,
@@ -62,7 +61,7 @@ from .lowering import (
     lay_out_kernel,
     plan_einsum,
 )
-from .matmul import MATMUL, transpose_order
+from .matmul import MATMUL, transposed_constant, untransposed_decline
 from .outcome import declined, lowered
 from .part import Hook, Part, keras_result, stock_node
 
@@ -253,33 +252,18 @@ def lower_int8_matmul(matmul):
 
 def _transposed_int8_kernel(x, kernel):
     """The int8 [N, K] Constant behind ``kernel`` = float32(transpose(it))
-    when ``x`` is float32, else None. A square kernel is left to the
-    matmul part, which declines it (its reason)."""
-    node = kernel.get_node()
-    if (
-        x.get_element_type() != ov.Type.f32
-        or node.get_type_name() != "Convert"
-        or kernel.get_element_type() != ov.Type.f32
-    ):
+    when ``x`` is float32, else None: the form the matmul part would feed
+    untransposed (a kernel it declines, a square one, is left to it)."""
+    found = transposed_constant(kernel)
+    if x.get_element_type() != ov.Type.f32 or found is None:
         return None
-    transposed = node.input_value(0)
-    transpose = transposed.get_node()
+    convert, transpose, data = found
     if (
-        transposed.get_element_type() != ov.Type.i8
-        or transpose.get_type_name() != "Transpose"
+        convert is None
+        or convert.get_output_element_type(0) != ov.Type.f32
+        or data.get_element_type() != ov.Type.i8
+        or untransposed_decline(transpose, data)
     ):
-        return None
-    data = transpose.input_value(0)
-    shape = data.get_partial_shape()
-    if (
-        constant_source(data) is None
-        or shape.is_dynamic
-        or shape.rank.get_length() != 2
-        or transpose_order(transpose, 2) != [1, 0]
-    ):
-        return None
-    rows, columns = shape.to_shape()
-    if has_matrix_view((rows, columns), columns, rows):
         return None
     return data
 

@@ -25,7 +25,8 @@ __all__ = [
     "PART",
     "lower_transposed_matmul",
     "rewrite_matmul",
-    "transpose_order",
+    "transposed_constant",
+    "untransposed_decline",
 ]
 
 
@@ -36,40 +37,16 @@ def lower_transposed_matmul(matmul):
     common case, not worth recording), else an ``Outcome``: declined when
     the rewrite is not proven equal.
     """
-    kernel = matmul.input_value(1)
-    convert = None
-    if kernel.get_node().get_type_name() == "Convert":
-        convert = kernel.get_node()
-        kernel = convert.input_value(0)
-    transpose = kernel.get_node()
-    if transpose.get_type_name() != "Transpose":
+    found = transposed_constant(matmul.input_value(1))
+    if found is None:
         return None
-    data = transpose.input_value(0)
-    if constant_source(data) is None:
-        return None
+    convert, transpose, data = found
     if is_constant_expression(matmul.input_value(0)):
         return declined("both operands are computed from constants")
-    shape = data.get_partial_shape()
-    if shape.rank.is_dynamic or shape.rank.get_length() < 2:
-        return declined("the transposed kernel has fewer than two axes")
-    rank = shape.rank.get_length()
-    order = transpose_order(transpose, rank)
-    swap_last_two = list(range(rank - 2)) + [rank - 1, rank - 2]
-    if order != swap_last_two:
-        return declined(
-            f"the kernel's transpose order {order} is not a swap of its "
-            "last two axes"
-        )
-    dims = tuple(shape.to_shape())
-    if has_matrix_view(dims, dims[-1], math.prod(dims[:-1])):
-        # Found by the equivalence suite: the CPU plugin keeps one packed
-        # copy per buffer and [K, N], so with a plain matmul of the same
-        # weights (a tied encoder and decoder) both read one layout.
-        return declined(
-            f"the kernel {list(dims)} also reads as the [K, N] matrix of "
-            "its transpose (square): OpenVINO's CPU plugin would share "
-            "one packed copy between the two"
-        )
+    reason = untransposed_decline(transpose, data)
+    if reason:
+        return declined(reason)
+    dims = list(data.get_partial_shape().to_shape())
     attributes = matmul.get_attributes()
     if convert is not None:
         data = ov_opset.convert(data, convert.get_output_element_type(0))
@@ -82,12 +59,55 @@ def lower_transposed_matmul(matmul):
     ).output(0)
     return lowered(
         output,
-        f"MatMul(transpose_b=True) on the untransposed kernel {list(dims)} "
-        "(no copy)",
+        f"MatMul(transpose_b=True) on the untransposed kernel {dims} (no copy)",
     )
 
 
-def transpose_order(transpose, rank):
+def transposed_constant(kernel):
+    """(the Convert after it or None, the Transpose, the constant's output)
+    when ``kernel`` is a Transpose of a constant, maybe behind a Convert;
+    else None."""
+    convert = None
+    if kernel.get_node().get_type_name() == "Convert":
+        convert = kernel.get_node()
+        kernel = convert.input_value(0)
+    transpose = kernel.get_node()
+    if transpose.get_type_name() != "Transpose":
+        return None
+    data = transpose.input_value(0)
+    if constant_source(data) is None:
+        return None
+    return convert, transpose, data
+
+
+def untransposed_decline(transpose, data):
+    """Why a MatMul with ``transpose_b`` may not read the constant ``data``
+    in place of ``transpose(data)``; None when it may."""
+    shape = data.get_partial_shape()
+    if shape.rank.is_dynamic or shape.rank.get_length() < 2:
+        return "the transposed kernel has fewer than two axes"
+    rank = shape.rank.get_length()
+    order = _transpose_order(transpose, rank)
+    swap_last_two = list(range(rank - 2)) + [rank - 1, rank - 2]
+    if order != swap_last_two:
+        return (
+            f"the kernel's transpose order {order} is not a swap of its "
+            "last two axes"
+        )
+    dims = tuple(shape.to_shape())
+    if has_matrix_view(dims, dims[-1], math.prod(dims[:-1])):
+        # Found by the equivalence suite: the CPU plugin keeps one packed
+        # copy per buffer and [K, N], so with a plain matmul of the same
+        # weights (a tied encoder and decoder) both read one layout.
+        return (
+            f"the kernel {list(dims)} also reads as the [K, N] matrix of "
+            "its transpose (square): OpenVINO's CPU plugin would share "
+            "one packed copy between the two"
+        )
+    return None
+
+
+def _transpose_order(transpose, rank):
     """The axis order of a Transpose, or None when it is not known here."""
     order = transpose.input_value(1).get_node()
     if order.get_type_name() == "Constant":

@@ -10,12 +10,21 @@ case. ``patch.py`` installs the parts listed in ``parts.py`` and does the
 rest (stock first, fall back on any error, record for ``explain()``).
 """
 
+import contextlib
 import dataclasses
 import importlib
 
 from .outcome import Outcome
 
-__all__ = ["CORE", "Hook", "NUMPY", "Part", "keras_result", "stock_node"]
+__all__ = [
+    "CORE",
+    "Hook",
+    "NUMPY",
+    "Part",
+    "keras_result",
+    "scoped",
+    "stock_node",
+]
 
 NUMPY = "keras.src.backend.openvino.numpy"
 CORE = "keras.src.backend.openvino.core"
@@ -115,3 +124,16 @@ def keras_result(outcome, convert_to=None):
     if convert_to is not None:
         output = ov_opset.convert(output, convert_to).output(0)
     return Outcome(OpenVINOKerasTensor(output), outcome.description)
+
+
+@contextlib.contextmanager
+def scoped(scope, name, value):
+    """``scope.name`` (a thread-local flag, False when unset) is ``value``
+    inside the block and its outer value again after it: how a wrapped
+    function tells the functions it calls that they run inside it."""
+    outer = getattr(scope, name, False)
+    setattr(scope, name, value)
+    try:
+        yield
+    finally:
+        setattr(scope, name, outer)

@@ -27,7 +27,7 @@ import functools
 import threading
 
 from . import decisions
-from .part import Hook, Part
+from .part import Hook, Part, scoped
 
 __all__ = ["PART", "SHARED_LABEL", "VARIABLES_LABEL"]
 
@@ -45,12 +45,8 @@ def _loader_wrapper(stock_load):
 
     @functools.wraps(stock_load)
     def load(self, cls, load_weights, *args, **kwargs):
-        outer = getattr(_scope, "weights_follow", False)
-        _scope.weights_follow = bool(load_weights)
-        try:
+        with scoped(_scope, "weights_follow", bool(load_weights)):
             return stock_load(self, cls, load_weights, *args, **kwargs)
-        finally:
-            _scope.weights_follow = outer
 
     return load
 
@@ -61,12 +57,8 @@ def _load_weights_wrapper(stock_load_weights):
 
     @functools.wraps(stock_load_weights)
     def load_backbone_weights(self, backbone):
-        outer = getattr(_scope, "assigning_weights", False)
-        _scope.assigning_weights = True
-        try:
+        with scoped(_scope, "assigning_weights", True):
             return stock_load_weights(self, backbone)
-        finally:
-            _scope.assigning_weights = outer
 
     return load_backbone_weights
 
@@ -112,12 +104,9 @@ def _from_config_wrapper(stock_from_config):
 
     @functools.wraps(function)
     def from_config(cls, config):
-        outer = getattr(_scope, "in_backbone", False)
-        _scope.in_backbone = getattr(_scope, "weights_follow", False)
-        try:
+        weights_follow = getattr(_scope, "weights_follow", False)
+        with scoped(_scope, "in_backbone", weights_follow):
             return function(cls, config)
-        finally:
-            _scope.in_backbone = outer
 
     return classmethod(from_config)
 
