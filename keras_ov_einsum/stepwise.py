@@ -22,11 +22,20 @@ buffers and writes it into the other: the cache is never copied. The other
 parts apply inside the step model: they hook the backend ops the trace
 calls.
 
-Only float32 models whose ``generate_step``, ``call_with_cache`` and
+A float16 or bfloat16 model's cache crosses the step model's boundary in
+float32 (converted to the model's type inside). Stock's Loop keeps its cache
+inside the compiled graph, where the plugin holds it in its execution
+precision: float32 on a CPU without float16/bfloat16 units, whatever the f16
+hint asks. A cache Parameter of the model's own type would round it to that
+type between steps, and a 2-layer Llama in bfloat16 then picked another
+token at a near tie (tests/test_stepwise.py). Where the plugin does compute
+in the low type, the Convert inside rounds as the Loop's storage does.
+
+Only models whose ``generate_step``, ``call_with_cache`` and
 ``_build_cache`` are GPT-2's, Llama's or Gemma's (the ones the tests compare
-with stock, token for token) and keras-hub's ``GreedySampler`` itself are
-run this way; anything else keeps stock's generate function, with the
-reason in ``explain()``.
+with stock, token for token, in float32, float16 and bfloat16) and
+keras-hub's ``GreedySampler`` itself are run this way; anything else keeps
+stock's generate function, with the reason in ``explain()``.
 """
 
 import functools
@@ -48,7 +57,6 @@ _SUPPORTED = (
     ("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM"),
 )
 _METHODS = ("generate_step", "call_with_cache", "_build_cache")
-_LOW_PRECISION = {"float16", "bfloat16"}
 
 
 def decline_reason(causal_lm):
@@ -67,16 +75,6 @@ def decline_reason(causal_lm):
         return (
             f"sampler {type(causal_lm.sampler).__name__} (only keras-hub's "
             "GreedySampler is run step by step)"
-        )
-    # Under the f16 precision hint the step model and stock's Loop body
-    # compile to different numerics: a 2-layer Llama in bfloat16 picked
-    # another token at a near tie (tests/test_stepwise.py).
-    low = {causal_lm.dtype, causal_lm.compute_dtype} & _LOW_PRECISION
-    if low:
-        return (
-            f"a {sorted(low)[0]} model: its tokens are not stock's for "
-            "sure (compiled with the f16 hint, the step model rounds "
-            "otherwise than stock's Loop)"
         )
     model_class = type(causal_lm)
     for module, name in _SUPPORTED:
@@ -215,26 +213,36 @@ def _trace(causal_lm):
     )
 
     layers, heads, head_dim, dtype = _cache_layout(causal_lm)
+    # float16/bfloat16 caches cross the boundary in float32 (the module's
+    # docstring says why).
+    boundary = "float32" if dtype in ("float16", "bfloat16") else dtype
     # The sizes stock's graph knows (its cache is zeros of a shape built
     # from the model's config) stay static: the batch, the sequence and the
     # cache length are dynamic, as they are in stock's graph.
     parameters = [
         ov_opset.parameter([-1, -1], ov.Type.i32),
         ov_opset.parameter(
-            [-1, layers, 2, -1, heads, head_dim], OPENVINO_DTYPES[dtype]
+            [-1, layers, 2, -1, heads, head_dim], OPENVINO_DTYPES[boundary]
         ),
         ov_opset.parameter([], ov.Type.i32),
     ]
     token_ids, cache, index = (
         OpenVINOKerasTensor(parameter.output(0)) for parameter in parameters
     )
+    if boundary != dtype:
+        cache = OpenVINOKerasTensor(
+            ov_opset.convert(cache.output, OPENVINO_DTYPES[dtype]).output(0)
+        )
     logits, _, cache = causal_lm.call_with_cache(token_ids, cache, index)
     probabilities = causal_lm.sampler.compute_probabilities(logits[:, -1, :])
+    new_cache = cache.output
+    if boundary != dtype:
+        new_cache = ov_opset.convert(new_cache, OPENVINO_DTYPES[boundary])
     results = [
         ov_opset.result(probabilities.output),
-        ov_opset.result(cache.output),
+        ov_opset.result(new_cache),
     ]
-    return ov.Model(results, parameters), (layers, heads, head_dim, dtype)
+    return ov.Model(results, parameters), (layers, heads, head_dim, boundary)
 
 
 def _cache_buffers(batch, length, layout):
