@@ -42,8 +42,16 @@ BACKENDS = ("openvino-genai", "optimum-intel")
 # (bf16 on a CPU with AMX or AVX-512 BF16), a configuration of its own.
 HINTS = ("f32", "default")
 # --dtype -> optimum-cli's --weight-format
-# (int8_weights: keras's weights-only int8, which is what the int8 IR holds.)
-WEIGHT_FORMATS = {"float32": "fp32", "int8": "int8", "int8_weights": "int8"}
+# (int8_weights: keras's weights-only int8, which is what the int8 IR holds.
+# float16: the float32 preset's weights rounded to float16, as Keras's
+# float16 load rounds them. optimum-cli has no bfloat16 format: bfloat16
+# has no native row.)
+WEIGHT_FORMATS = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "int8": "int8",
+    "int8_weights": "int8",
+}
 # Part of every export's cache key: bump it when the export recipe changes.
 _EXPORT_REVISION = 1
 _EXPORTERS = ("keras-hub", "optimum-intel", "transformers", "openvino", "nncf")

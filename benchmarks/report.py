@@ -358,38 +358,47 @@ def _native_comparison(model, groups):
 
 # The issue's targets for Keras + fix against openvino-genai (f32 hint):
 # (title, NATIVE_RATIOS title, bound per dtype, "at least" or "at most").
+# float16 has no target of its own in the issue ("bring them to" the
+# native default-hint row): float32's bounds, against that row.
 TARGETS = [
     (
         "tokens/s",
         "tokens/s",
-        {"float32": 0.9, "int8": 0.8, "int8_weights": 0.8},
+        {"float32": 0.9, "float16": 0.9, "int8": 0.8, "int8_weights": 0.8},
         "at least",
     ),
     (
         "time to first token",
         "time to first token s (load + 1st call)",
-        {"float32": 2.0, "int8": 2.0, "int8_weights": 2.0},
+        dict.fromkeys(("float32", "float16", "int8", "int8_weights"), 2.0),
         "at most",
     ),
     (
         "peak RSS growth",
         "peak growth MB",
-        {"float32": 1.15, "int8": 1.15, "int8_weights": 1.15},
+        dict.fromkeys(("float32", "float16", "int8", "int8_weights"), 1.15),
         "at most",
     ),
 ]
+# The native row a Keras row of each dtype is held against: its hint.
+# Keras compiles float16 models with the f16 hint, which the plugin
+# follows only where the CPU has float16 units; the native pipeline's
+# counterpart is its default hint.
+_TARGET_HINTS = {"float16": "default"}
 
 
 def targets(model, groups):
     """The targets table: each Keras row with parts of the fix on beside
-    openvino-genai's f32-hint row of its weight format, Keras over native
-    (ratio of the medians) against each target, met or by how much not."""
+    openvino-genai's row of its weight format (f32 hint; float16: the
+    default hint), Keras over native (ratio of the medians) against each
+    target, met or by how much not."""
     native = {
         _dtype(group): group
         for (m, _), group in groups.items()
         if m == model
         and group["runs"][0]["backend"] == "openvino-genai"
-        and group["runs"][0].get("hint", "f32") == "f32"
+        and group["runs"][0].get("hint", "f32")
+        == _TARGET_HINTS.get(_dtype(group), "f32")
     }
     fixed = [
         (label, group)
@@ -404,8 +413,8 @@ def targets(model, groups):
     lines = [
         "### Targets: Keras + fix over openvino-genai",
         "",
-        "Keras over openvino-genai with the f32 hint, same weight format; "
-        "ratio of the medians.",
+        "Keras over openvino-genai with the f32 hint (float16: the default "
+        "hint), same weight format; ratio of the medians.",
         "",
         "| Keras row | " + " | ".join(title for title, *_ in TARGETS) + " |",
         "|---" * (len(TARGETS) + 1) + "|",

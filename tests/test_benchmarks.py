@@ -917,14 +917,25 @@ def test_report_states_each_target_met_or_missed(tmp_path):
     f32-hint row of the same weight format, against 0.9 / 0.8 x tokens/s,
     2 x time to first token and 1.15 x peak growth."""
 
-    def run(label, backend, fix, dtype, **values):
+    def run(label, backend, fix, dtype, hint="f32", **values):
         record = _run(label, 0, **values)
-        record.update(backend=backend, fix=fix, dtype=dtype, hint="f32")
+        record.update(backend=backend, fix=fix, dtype=dtype, hint=hint)
         return record
 
     runs = [
         run("genai", "openvino-genai", "off", "float32", tokens_per_s=10.0),
         run("genai int8", "openvino-genai", "off", "int8", tokens_per_s=20.0),
+        # float16 is held against the default hint's row, not the f32 one.
+        run("genai f16", "openvino-genai", "off", "float16", tokens_per_s=1.0),
+        run(
+            "genai f16 default",
+            "openvino-genai",
+            "off",
+            "float16",
+            "default",
+            tokens_per_s=8.0,
+        ),
+        run("fix f16", "openvino", "on", "float16", tokens_per_s=6.0),
         run("stock", "openvino", "off", "float32", tokens_per_s=1.0),
         # 9.5 / 10 tokens/s; (2 + 2) / (1 + 0.5) s to first token;
         # 70 / 60 MB of peak growth
@@ -952,4 +963,5 @@ def test_report_states_each_target_met_or_missed(tmp_path):
         "| 1.17 (at most 1.15: missed) |" in table
     )
     assert "| fix int8 | 0.75 (at least 0.8: missed) |" in table
+    assert "| fix f16 | 0.75 (at least 0.9: missed) |" in table
     assert "| stock |" not in table
