@@ -1,7 +1,7 @@
 """Profile one decoding step of the native IR, beside ``benchmarks.step``.
 
     python -m benchmarks.native_step [--model gpt2_medium]
-                                     [--dtype float32|int8] [--steps 8]
+                                     [--dtype float32|float16|int8] [--steps 8]
 
 The IR is the harness's own export of the preset (optimum-intel, cached
 beside it; ``benchmarks/native.py``), the model openvino-genai's
@@ -81,7 +81,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt2_medium")
     parser.add_argument(
-        "--dtype", choices=["float32", "int8"], default="float32"
+        "--dtype", choices=["float32", "float16", "int8"], default="float32"
     )
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args(argv)

@@ -965,3 +965,18 @@ def test_report_states_each_target_met_or_missed(tmp_path):
     assert "| fix int8 | 0.75 (at least 0.8: missed) |" in table
     assert "| fix f16 | 0.75 (at least 0.9: missed) |" in table
     assert "| stock |" not in table
+
+
+def test_a_dtype_without_a_native_export_says_so():
+    """bfloat16 has no optimum-cli weight format: its native row fails with
+    that reason, before any export is started."""
+    configuration = runner.Configuration(
+        "gpt2_tiny",
+        "openvino-genai",
+        "off",
+        environments.current_openvino(),
+        "bfloat16",
+        "default",
+    )
+    with pytest.raises(ValueError, match="no native row for bfloat16"):
+        runner._native_model(sys.executable, "no-preset", configuration, print)
