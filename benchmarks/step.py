@@ -125,13 +125,15 @@ class _LoopReplay:
 
         model, config = captured["model"], captured["config"]
         self.loop = loop = _the_loop(model)
-        self.body = loop.get_function()
+        self.body = _float32_boundary(loop.get_function().clone())
         iteration, self.condition = loop.get_special_body_ports()
         if iteration >= 0:
             raise RuntimeError("a Loop with an iteration input is not replayed")
         # Everything the Loop takes (trip count, first condition, first
         # values), computed by the graph before it from generate()'s inputs.
-        before = ov.Model(list(loop.input_values()), model.get_parameters())
+        before = _float32_boundary(
+            ov.Model(list(loop.input_values()), model.get_parameters()).clone()
+        )
         self.prefix = core.compile_model(before, captured["device"], config)
         self.first_inputs = [
             np.array(value)
@@ -179,6 +181,40 @@ class _LoopReplay:
         return steps, {
             d.output_index: results[d.body_value_index] for d in self.outputs
         }
+
+
+def _float32_boundary(model):
+    """``model`` with its float16/bfloat16 inputs and outputs in float32,
+    converted to their own type inside.
+
+    The Loop keeps the values it feeds back (the cache) inside the compiled
+    graph, in the plugin's execution precision: float32 on a CPU without
+    float16/bfloat16 units, whatever the f16 hint asks. A replay handing
+    them over in their own type rounds them between steps, and computes
+    something else: a bfloat16 GPT-2 Medium's replay did not end with
+    generate()'s tokens. (The stepwise part's step model crosses its
+    boundary in float32 for the same reason.)
+    """
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+
+    low = (ov.Type.f16, ov.Type.bf16)
+    for parameter in model.get_parameters():
+        element_type = parameter.get_element_type()
+        if element_type not in low:
+            continue
+        readers = list(parameter.output(0).get_target_inputs())
+        parameter.set_element_type(ov.Type.f32)
+        inside = ov_opset.convert(parameter.output(0), element_type).output(0)
+        for reader in readers:
+            reader.replace_source_output(inside)
+    for result in model.get_results():
+        value = result.input_value(0)
+        if value.get_element_type() in low:
+            outside = ov_opset.convert(value, ov.Type.f32).output(0)
+            result.input(0).replace_source_output(outside)
+    model.validate_nodes_and_infer_types()
+    return model
 
 
 def graph_operations(model):
