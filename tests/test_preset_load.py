@@ -6,7 +6,12 @@ import pytest
 
 import keras_ov_einsum
 from graphs import gpt2_causal_lm
-from keras_ov_einsum.preset_load import SHARED_LABEL, VARIABLES_LABEL
+from keras_ov_einsum.preset_load import (
+    BFLOAT16_LABEL,
+    SHARED_LABEL,
+    VARIABLES_LABEL,
+    bfloat16_bits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +151,66 @@ def test_weights_are_assigned_without_a_copy(preset, monkeypatch):
     assert counts[SHARED_LABEL] == len(_float_weights(backbone))
     for got, want in zip(_values(backbone), saved, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def _constant_bits(variable):
+    """The bytes of a variable's Constant as uint16 (bfloat16 bits)."""
+    node = variable.value.output.get_node()
+    assert node.get_type_name() == "Constant"
+    return np.asarray(node.get_data()).view(np.uint16)
+
+
+def test_bfloat16_weights_are_rounded_as_stock_rounds_them(preset):
+    """A float32 preset loaded as bfloat16: the part rounds in NumPy what
+    stock rounds through a Python list, to the same bits."""
+    path, _, keras_hub = preset
+    stock = keras_hub.models.Backbone.from_preset(path, dtype="bfloat16")
+    with keras_ov_einsum.enabled():
+        backbone = keras_hub.models.Backbone.from_preset(path, dtype="bfloat16")
+        counts = keras_ov_einsum.explain().counts
+    assert counts[BFLOAT16_LABEL] == len(_float_weights(backbone)) > 0
+    for got, want in zip(
+        _float_weights(backbone), _float_weights(stock), strict=True
+    ):
+        assert str(got.dtype) == "bfloat16"
+        np.testing.assert_array_equal(_constant_bits(got), _constant_bits(want))
+
+
+def test_bfloat16_bits_are_openvinos_at_the_edges():
+    """OpenVINO's float-to-bfloat16 rounding, not round-to-nearest-even:
+    ties, the values just below them, infinities, NaNs (signaling ones
+    too), subnormals, and the negative NaNs whose 32-bit sum wraps to
+    zero."""
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+
+    rng = np.random.default_rng(0)
+    edges = np.array(
+        [
+            0x3F808000,  # a tie, last kept bit 0
+            0x3F818000,  # a tie, last kept bit 1
+            0x3F807FFF,
+            0x3F80FFFF,
+            0x7F7FFFFF,  # the largest float32: rounds to infinity
+            0x7F800000,
+            0xFF800000,
+            0x7FC00000,
+            0x7F800001,  # a signaling NaN: stock's comes back quiet
+            0xFF810000,
+            0xFFFF8000,  # wraps to +0
+            0xFFFFFFFF,
+            0x00018000,
+            0x80000000,
+        ],
+        np.uint32,
+    )
+    values = np.concatenate(
+        [
+            edges,
+            rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32),
+        ]
+    ).view(np.float32)
+    stock = ov_opset.constant(values, ov.Type.bf16).get_data()
+    np.testing.assert_array_equal(
+        bfloat16_bits(values), np.asarray(stock).view(np.uint16)
+    )
