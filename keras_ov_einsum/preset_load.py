@@ -113,8 +113,9 @@ def bfloat16_bits(value):
     """The bfloat16 bits OpenVINO makes of float32 ``value`` (its
     ``bfloat16(float)``): half of the last kept bit's weight added to the
     float32 bits, in 32-bit arithmetic (it wraps, as OpenVINO's does), then
-    the low 16 bits dropped; NaNs quieted first. Not NumPy's or ml_dtypes' round-to-nearest-
-    even: ties and values below them round otherwise (a quarter of random
+    the low 16 bits dropped; NaNs quieted first. Not ml_dtypes'
+    round-to-nearest-even: where the last kept bit is 0 nothing is added,
+    so values past the halfway point round down (a quarter of random
     float32 values)."""
     import numpy as np
 
@@ -211,8 +212,9 @@ PART = Part(
     name="preset_load",
     summary="keras-hub from_preset: the backbone's variables, which the "
     "preset's weights replace, start as a zero Broadcast instead of random "
-    "values drawn and copied (two thirds of GPT-2 Medium's load), and the "
-    "weights read from the file are not copied again",
+    "values drawn and copied (two thirds of GPT-2 Medium's load), the "
+    "weights read from the file are not copied again, and float32 weights "
+    "loaded as bfloat16 are rounded in NumPy, not through a Python list",
     wraps=(
         (
             Hook(_PRESET_UTILS, "KerasPresetLoader.load_backbone"),

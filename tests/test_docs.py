@@ -1,7 +1,8 @@
 """The pages whose numbers come from committed results: docs/performance.md
-(GPT-2 Medium) and docs/performance-llama.md (Llama-small) are ``python -m
-benchmarks report`` of docs/results/*/results.json, byte for byte, and the
-README's targets tables are the ones those reports render."""
+(GPT-2 Medium), docs/performance-llama.md (Llama-small) and
+docs/performance-half.md (GPT-2 Medium in float16 and bfloat16) are
+``python -m benchmarks report`` of docs/results/*/results.json, byte for
+byte, and the README's targets tables are the ones those reports render."""
 
 import pathlib
 
@@ -13,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = {
     "gpt2_medium": ROOT / "docs" / "performance.md",
     "llama_small": ROOT / "docs" / "performance-llama.md",
+    "gpt2_medium_half": ROOT / "docs" / "performance-half.md",
 }
 
 
