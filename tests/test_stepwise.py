@@ -60,8 +60,12 @@ class TestSameTokensAsStock:
         assert [row[-1] for row in stock["stop"]["token_ids"]] == [0, 0]
         assert [row[-1] for row in stock["stop"]["padding_mask"]] == [0, 0]
 
-    @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-    @pytest.mark.parametrize("family", causal_lms.FAMILIES)
+    # Each family once, each type at least once (all six pairs passed
+    # during development; three keep the suite's time down).
+    @pytest.mark.parametrize(
+        "family, dtype",
+        [("gpt2", "float16"), ("llama", "bfloat16"), ("gemma", "bfloat16")],
+    )
     def test_low_precision(self, family, dtype):
         # With a cache Parameter of the model's own type (not float32),
         # the 2-layer Llama in bfloat16 picked another token at row 1,
