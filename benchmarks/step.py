@@ -324,7 +324,9 @@ def profile_steps(captured, repeats=3, unfused_gelu=False):
             ms = info.real_time.total_seconds() * 1e3
             layer_ms[info.node_type] += ms
             layer_count[info.node_type] += 1
-            if info.node_type == "FullyConnected":
+            # FullyConnectedCompressed: a layer on int8 weights (its
+            # runtime layer type is FullyConnected, as _weights finds it).
+            if info.node_type.startswith("FullyConnected"):
                 size, element_type = weights[info.node_name]
                 kernel_ms[info.exec_type] += ms
                 kernel_count[info.exec_type] += 1

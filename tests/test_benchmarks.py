@@ -597,6 +597,23 @@ def test_step_replays_the_decoding_loop_and_profiles_it(presets, tmp_path, fix):
     assert "gpt2_tiny float32, OpenVINO" in step.render(record)
 
 
+def test_step_counts_int8_weight_layers_in_its_kernel_table(presets, tmp_path):
+    """Layers on int8 weights profile as FullyConnectedCompressed: the
+    kernel table has them too, handed int8."""
+    out = tmp_path / "step.json"
+    arguments = ["--model", "gpt2_tiny", "--fix", "int8", "--repeats", "1"]
+    arguments += ["--dtype", "int8_weights", "--json", str(out)]
+    assert step.main(arguments) == 0
+    record = json.loads(out.read_text())
+    assert record["replay_matches_generate"] is True
+    compressed = record["layer_types"]["FullyConnectedCompressed"]
+    kernels = record["fully_connected"]
+    assert sum(row["layers"] for row in kernels.values()) == 13
+    assert compressed["layers"] == 13
+    for row in kernels.values():
+        assert row["weight_types"] == {"i8": row["layers"]}
+
+
 def test_step_what_if_unfused_gelu_moves_layers_off_the_fused_kernel(
     presets, tmp_path
 ):
