@@ -32,6 +32,7 @@ __all__ = [
     "main",
     "offline_environment",
     "prompt_ids",
+    "weight_format_of",
 ]
 
 # The native backends: openvino-genai's LLMPipeline and optimum-intel's
@@ -209,17 +210,25 @@ def _special_token_ids(tokenizer):
     return ids
 
 
+def weight_format_of(dtype):
+    """optimum-cli's ``--weight-format`` for ``dtype``; a ValueError saying
+    so when it has none (bfloat16)."""
+    if dtype not in WEIGHT_FORMATS:
+        raise ValueError(
+            f"no native row for {dtype}: optimum-cli exports "
+            f"{', '.join(sorted(set(WEIGHT_FORMATS.values())))} only"
+        )
+    return WEIGHT_FORMATS[dtype]
+
+
 def export(preset, dtype):
     """The IR folder of ``preset`` for ``dtype`` (built once) and the
     prompt's token ids."""
     import keras_hub
 
-    if dtype not in WEIGHT_FORMATS:
-        raise ValueError(
-            f"native rows run {', '.join(WEIGHT_FORMATS)}, not {dtype}"
-        )
+    weight_format = weight_format_of(dtype)
     folder = _native_dir(preset)
-    ir = folder / f"openvino-{WEIGHT_FORMATS[dtype]}"
+    ir = folder / f"openvino-{weight_format}"
     prompt_file = folder / "prompt_ids.json"
     if (ir / "openvino_model.xml").exists() and prompt_file.exists():
         return ir, json.loads(prompt_file.read_text())
@@ -236,7 +245,7 @@ def export(preset, dtype):
     del causal_lm
     partial = ir.with_name(ir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    export_openvino(checkpoint, partial, WEIGHT_FORMATS[dtype])
+    export_openvino(checkpoint, partial, weight_format)
     partial.rename(ir)  # complete exports only, even if interrupted
     prompt_file.write_text(json.dumps(ids))
     return ir, ids

@@ -235,11 +235,7 @@ def _error_tail(stderr, lines=8):
 
 def _native_model(python, preset, configuration, log):
     """Export (once) the preset for a native row: (IR folder, prompt ids)."""
-    if configuration.dtype not in native.WEIGHT_FORMATS:
-        raise ValueError(
-            f"no native row for {configuration.dtype}: optimum-cli exports "
-            f"{', '.join(sorted(set(native.WEIGHT_FORMATS.values())))} only"
-        )
+    native.weight_format_of(configuration.dtype)  # fails before exporting
     env = native.offline_environment()
     env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
     completed = subprocess.run(
