@@ -38,7 +38,7 @@ def main(argv=None):
         help=f"comma-separated, from {','.join(BACKENDS)} (Keras; default: "
         f"all of these) and {','.join(NATIVE_BACKENDS)} (native rows: the "
         "preset's weights exported by optimum-intel and run without Keras; "
-        "float32 and int8 only)",
+        "float32, float16 and int8: optimum exports no bfloat16)",
     )
     compare.add_argument(
         "--native-hint",
