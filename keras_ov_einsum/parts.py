@@ -22,7 +22,6 @@ PARTS = tuple(
         "align_types",
         "attention",
         "preset_load",
-        "small_pages",
         "stepwise",
     )
 )
