@@ -85,13 +85,12 @@ def main(argv=None):
     )
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args(argv)
-    dtype = args.dtype
     preset = models.build_preset(args.model)
-    ir, prompt = native.export(preset, dtype)
+    ir, prompt = native.export(preset, args.dtype)
     step_ms, layers, kernels = profile(ir, prompt, args.steps)
     total = sum(ms for _, ms in layers.values())
     print(
-        f"{args.model} {dtype} IR ({ir}), plain OpenVINO, f32 hint: "
+        f"{args.model} {args.dtype} IR ({ir}), plain OpenVINO, f32 hint: "
         f"{args.steps} decoding steps x 3; a step {_median_range(step_ms)} "
         f"ms; a step profiled: {total:.1f} ms"
     )

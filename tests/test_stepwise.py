@@ -43,13 +43,7 @@ def _run(family, mode, dtype="float32"):
 class TestSameTokensAsStock:
     @pytest.mark.parametrize("family", causal_lms.FAMILIES)
     def test_float32(self, family):
-        stock = _run(family, "stock")
-        ours = _run(family, "stepwise")
-        # Both calls ran step by step: no fallback to stock hides here.
-        assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
-        assert ours["plain"] == stock["plain"]
-        assert ours["stop"] == stock["stop"]
-        assert ours["padding"] == stock["padding"]
+        stock = _same_tokens_as_stock(family)
         # One step ran: row 0 (3 prompt tokens) got one new token.
         assert stock["padding"]["token_ids"][0][3:5] == [
             stock["plain"]["token_ids"][0][3],
@@ -71,12 +65,20 @@ class TestSameTokensAsStock:
         # the 2-layer Llama in bfloat16 picked another token at row 1,
         # position 11 (a near tie): the step model rounded the cache
         # between steps where stock's Loop kept the plugin's float32.
-        stock = _run(family, "stock", dtype)
-        ours = _run(family, "stepwise", dtype)
-        assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
-        assert ours["plain"] == stock["plain"]
-        assert ours["stop"] == stock["stop"]
-        assert ours["padding"] == stock["padding"]
+        _same_tokens_as_stock(family, dtype)
+
+
+def _same_tokens_as_stock(family, dtype="float32"):
+    """Runs the three calls stock and with the stepwise part; asserts the
+    part ran them step by step (no fallback to stock hides here) and gave
+    stock's tokens. Returns stock's record."""
+    stock = _run(family, "stock", dtype)
+    ours = _run(family, "stepwise", dtype)
+    assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
+    assert ours["plain"] == stock["plain"]
+    assert ours["stop"] == stock["stop"]
+    assert ours["padding"] == stock["padding"]
+    return stock
 
 
 def _made_under(causal_lm, **switches):
