@@ -22,6 +22,7 @@ PARTS = tuple(
         "align_types",
         "attention",
         "preset_load",
+        "mapped_weights",
         "stepwise",
     )
 )

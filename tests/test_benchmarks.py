@@ -180,6 +180,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "attention": False,
         "int8": False,
         "preset_load": False,
+        "mapped_weights": False,
         "stepwise": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
@@ -225,6 +226,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "align_types": True,
         "attention": True,
         "preset_load": True,
+        "mapped_weights": True,
         "stepwise": True,
         "int8": True,
     }

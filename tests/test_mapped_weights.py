@@ -1,0 +1,173 @@
+"""The mapped_weights part: a keras-hub preset's weights are views of the
+mapped weights file, equal to what stock reads, and saving over that file
+leaves the loaded model's weights alone."""
+
+import os
+
+import numpy as np
+import pytest
+
+import keras_ov_einsum
+from graphs import gpt2_causal_lm
+from keras_ov_einsum import mapped_weights
+from keras_ov_einsum.mapped_weights import MAPPED_LABEL, READ_LABEL
+
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def _save(path, seed_offset=0.0):
+    """A small GPT-2 backbone saved as a preset at ``path``; its weights
+    (shifted by ``seed_offset``, so that two saves differ)."""
+    causal_lm = gpt2_causal_lm()
+    backbone = causal_lm.backbone
+    if seed_offset:
+        for variable in backbone.weights:
+            variable.assign(np.asarray(variable) + seed_offset)
+    backbone.save_to_preset(str(path))
+    return [np.asarray(v) for v in backbone.weights]
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mapped") / "gpt2"
+    return str(path), _save(path)
+
+
+def _load(path):
+    import keras_hub
+
+    return keras_hub.models.Backbone.from_preset(path)
+
+
+def _mapping_of(path):
+    """The live mapping of ``path`` as a byte array (its address range)."""
+    status = os.stat(path)
+    mapping = mapped_weights._live[(status.st_dev, status.st_ino)]
+    return np.frombuffer(mapping, np.uint8)
+
+
+def test_the_weights_are_views_of_the_mapped_file(preset):
+    path, saved = preset
+    with keras_ov_einsum.enabled():
+        backbone = _load(path)
+        counts = keras_ov_einsum.explain().counts
+    assert counts[MAPPED_LABEL] == len(backbone.weights)
+    assert READ_LABEL not in counts
+    weights_file = os.path.join(path, WEIGHTS_FILE)
+    assert mapped_weights.is_mapped(weights_file)
+    mapping = _mapping_of(weights_file)
+    for variable, want in zip(backbone.weights, saved, strict=True):
+        node = variable.value.output.get_node()
+        assert node.get_type_name() == "Constant"
+        data = node.get_data()
+        # The Constant's bytes are the file's pages, not a copy of them.
+        assert np.shares_memory(data, mapping)
+        assert data.dtype == want.dtype and data.shape == want.shape
+        np.testing.assert_array_equal(data, want)
+
+
+def test_switched_off_the_weights_are_read(preset):
+    path, saved = preset
+    with keras_ov_einsum.enabled(mapped_weights=False):
+        backbone = _load(path)
+        counts = keras_ov_einsum.explain().counts
+    assert MAPPED_LABEL not in counts and READ_LABEL not in counts
+    for variable, want in zip(backbone.weights, saved, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), want)
+
+
+def test_saving_over_the_mapped_preset_keeps_the_loaded_weights(tmp_path):
+    """keras opens a weights file for writing by truncating it, which would
+    take the pages from under a model mapping it (SIGBUS on the next read).
+    The part makes the save write a new file instead."""
+    path = tmp_path / "gpt2"
+    first = _save(path)
+    weights_file = str(path / WEIGHTS_FILE)
+    with keras_ov_einsum.enabled():
+        loaded = _load(str(path))
+        inode = os.stat(weights_file).st_ino
+        second = _save(path, seed_offset=1.0)
+        # Checked before the loaded model reads its pages: had the save
+        # truncated the mapped file, reading them would kill the process.
+        assert os.stat(weights_file).st_ino != inode
+        for variable, want in zip(loaded.weights, first, strict=True):
+            np.testing.assert_array_equal(np.asarray(variable), want)
+        reloaded = _load(str(path))
+    for variable, want in zip(reloaded.weights, second, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), want)
+
+
+def test_appending_to_a_mapped_file_appends_to_a_copy(preset, tmp_path):
+    """keras's sharded store reopens its files to append: that must not
+    write into the pages a model maps either."""
+    import h5py
+    from keras.src.saving.saving_lib import H5IOStore
+
+    path, saved = preset
+    with keras_ov_einsum.enabled():
+        backbone = _load(path)
+        weights_file = os.path.join(path, WEIGHTS_FILE)
+        before = open(weights_file, "rb").read()
+        inode = os.stat(weights_file).st_ino
+        mapping = _mapping_of(weights_file)
+        store = H5IOStore(str(tmp_path / "other.weights.h5"), mode="w")
+        appended = store._get_h5_file(weights_file, mode="a")
+        appended.create_dataset("extra", data=np.ones(4))
+        appended.close()
+        store.close()
+    assert os.stat(weights_file).st_ino != inode
+    with h5py.File(weights_file, "r") as file:
+        np.testing.assert_array_equal(file["extra"][()], np.ones(4))
+    assert mapping.tobytes() == before
+    for variable, want in zip(backbone.weights, saved, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), want)
+    # The preset is shared by the module's tests: restore its file.
+    with open(weights_file, "wb") as file:
+        file.write(before)
+
+
+def _h5_file(path):
+    """A weights file holding one dataset of each kind the part must leave
+    to stock, and one it maps, under ``layer/vars``."""
+    import h5py
+
+    values = np.arange(4096, dtype=np.float32).reshape(64, 64)
+    with h5py.File(path, "w") as file:
+        group = file.create_group("layer/vars")
+        group["plain"] = values
+        group.create_dataset("chunked", data=values, chunks=(8, 64))
+        group.create_dataset("compressed", data=values, compression="gzip")
+        group["big_endian"] = values.astype(">f4")
+        marked = group.create_dataset("bfloat16", data=values.view(np.uint16))
+        marked.attrs["dtype"] = "bfloat16"
+        group["soft"] = h5py.SoftLink("/layer/vars/plain")
+        group["text"] = np.array([b"abc"])
+    return values
+
+
+@pytest.mark.parametrize(
+    "key, mapped",
+    [
+        ("plain", True),
+        ("chunked", False),
+        ("compressed", False),
+        ("big_endian", False),
+        ("bfloat16", False),
+        ("soft", False),
+        ("text", False),
+    ],
+)
+def test_only_plain_datasets_are_mapped(tmp_path, key, mapped):
+    from keras.src.saving.saving_lib import H5IOStore
+
+    values = _h5_file(tmp_path / "w.h5")
+    store = H5IOStore(str(tmp_path / "w.h5"), mode="r").get("layer")
+    try:
+        got = mapped_weights._mapped(store, key, {})
+        if mapped:
+            assert type(got) is np.ndarray and got.dtype == np.float32
+            np.testing.assert_array_equal(got, values)
+        else:
+            assert got is None
+    finally:
+        store.close()
