@@ -204,6 +204,35 @@ class TestStepModel:
         ]
         assert len(compiled.outputs) == 2
 
+    def test_one_batch_symbol_merges_the_layers_shape_arithmetic(
+        self, monkeypatch
+    ):
+        """The token ids and the cache share their batch's symbol: the
+        plugin then keeps one copy of the shape arithmetic every layer
+        repeats (a Range of each layer's causal mask and cache indices
+        among it), and the step computes the same bits as without."""
+        causal_lm = causal_lms.causal_lm("gpt2")
+        causal_lm.compile(sampler="greedy")
+        with keras_ov_einsum.enabled(stepwise=True):
+            shared, layout = stepwise._trace(causal_lm)
+            monkeypatch.setattr(stepwise, "_share_batch", lambda p: None)
+            apart, _ = stepwise._trace(causal_lm)
+        tokens = causal_lms.prompt()["token_ids"][:, :5]
+        cache = np.zeros((2, layout[0], 2, 16, *layout[1:3]), "float32")
+        types, outputs = [], []
+        for model in (shared, apart):
+            compiled = stepwise._compile_step_model(model, "CPU", "float32")
+            types.append(_op_types(compiled))
+            prompt_pass = compiled([tokens[:, :3], cache, np.int32(0)])
+            step = compiled(
+                [tokens[:, 3:4], prompt_pass[1].copy(), np.int32(3)]
+            )
+            outputs.append([prompt_pass[0], prompt_pass[1], step[0], step[1]])
+        assert len(types[0]) < len(types[1])
+        assert types[0].count("Range") < types[1].count("Range")
+        for got, want in zip(*outputs, strict=True):
+            np.testing.assert_array_equal(got, want)
+
     def test_compiled_as_stock_compiles(self, generated):
         function, _, stock = generated
         compiled = function.compiled_model
