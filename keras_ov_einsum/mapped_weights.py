@@ -28,6 +28,7 @@ must not run while the model lives; ``enable(mapped_weights=False)`` reads
 the weights as stock does.
 """
 
+import collections
 import functools
 import mmap
 import os
@@ -46,8 +47,9 @@ READ_LABEL = "mapped_weights: read as stock reads it"
 _PRESET_UTILS = "keras_hub.src.utils.preset_utils"
 _SAVING_LIB = "keras.src.saving.saving_lib"
 _scope = threading.local()  # .mappings: {file name: mmap} during one load
-# (st_dev, st_ino) -> the mmap of that file, while any array still uses it.
-_live = weakref.WeakValueDictionary()
+# (st_dev, st_ino) -> the mmaps of that file (one per load) that arrays
+# still use.
+_live = collections.defaultdict(weakref.WeakSet)
 _live_lock = threading.Lock()
 
 
@@ -136,7 +138,7 @@ def _map(filename):
         mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
         status = os.fstat(file.fileno())
     with _live_lock:
-        _live[(status.st_dev, status.st_ino)] = mapping
+        _live[(status.st_dev, status.st_ino)].add(mapping)
     return mapping
 
 
@@ -147,7 +149,8 @@ def is_mapped(path):
     except OSError:
         return False
     with _live_lock:
-        return (status.st_dev, status.st_ino) in _live
+        mappings = _live.get((status.st_dev, status.st_ino))
+        return bool(mappings)
 
 
 def _open_wrapper(stock_open):

@@ -39,11 +39,15 @@ def _load(path):
     return keras_hub.models.Backbone.from_preset(path)
 
 
-def _mapping_of(path):
-    """The live mapping of ``path`` as a byte array (its address range)."""
+def _mapping_behind(path, data):
+    """As bytes, the live mapping of ``path`` whose memory ``data`` is in
+    (other loads of the same file map it too)."""
     status = os.stat(path)
-    mapping = mapped_weights._live[(status.st_dev, status.st_ino)]
-    return np.frombuffer(mapping, np.uint8)
+    for mapping in mapped_weights._live[(status.st_dev, status.st_ino)]:
+        mapped = np.frombuffer(mapping, np.uint8)
+        if np.shares_memory(data, mapped):
+            return mapped
+    raise AssertionError(f"{path}: no live mapping holds these bytes")
 
 
 def test_the_weights_are_views_of_the_mapped_file(preset):
@@ -55,15 +59,33 @@ def test_the_weights_are_views_of_the_mapped_file(preset):
     assert READ_LABEL not in counts
     weights_file = os.path.join(path, WEIGHTS_FILE)
     assert mapped_weights.is_mapped(weights_file)
-    mapping = _mapping_of(weights_file)
     for variable, want in zip(backbone.weights, saved, strict=True):
         node = variable.value.output.get_node()
         assert node.get_type_name() == "Constant"
         data = node.get_data()
         # The Constant's bytes are the file's pages, not a copy of them.
-        assert np.shares_memory(data, mapping)
+        _mapping_behind(weights_file, data)
         assert data.dtype == want.dtype and data.shape == want.shape
         np.testing.assert_array_equal(data, want)
+
+
+def test_a_file_stays_guarded_while_any_model_maps_it(tmp_path):
+    """Two loads of one preset map its file twice; the first model keeps
+    the guard after the second is gone."""
+    import gc
+
+    path = tmp_path / "gpt2"
+    _save(path)
+    weights_file = str(path / WEIGHTS_FILE)
+    with keras_ov_einsum.enabled():
+        first = _load(str(path))
+        second = _load(str(path))
+        del second
+        gc.collect()
+        assert mapped_weights.is_mapped(weights_file)
+        del first
+        gc.collect()
+        assert not mapped_weights.is_mapped(weights_file)
 
 
 def test_switched_off_the_weights_are_read(preset):
@@ -109,7 +131,8 @@ def test_appending_to_a_mapped_file_appends_to_a_copy(preset, tmp_path):
         weights_file = os.path.join(path, WEIGHTS_FILE)
         before = open(weights_file, "rb").read()
         inode = os.stat(weights_file).st_ino
-        mapping = _mapping_of(weights_file)
+        first_weight = backbone.weights[0].value.output.get_node()
+        mapping = _mapping_behind(weights_file, first_weight.get_data())
         store = H5IOStore(str(tmp_path / "other.weights.h5"), mode="w")
         appended = store._get_h5_file(weights_file, mode="a")
         appended.create_dataset("extra", data=np.ones(4))
