@@ -97,8 +97,9 @@ def _mapped(store, key, mappings):
     if type(store) is not H5IOStore or store.archive or store.mode != "r":
         return None
     group = store._h5_entry_group
-    if not isinstance(group, h5py.Group) or key not in group:
+    if not isinstance(group, h5py.Group):
         return None
+    # None for a missing key; a soft or external link is not followed.
     if not isinstance(group.get(key, getlink=True), h5py.HardLink):
         return None
     dataset = group[key]

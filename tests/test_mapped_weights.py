@@ -15,14 +15,14 @@ from keras_ov_einsum.mapped_weights import MAPPED_LABEL, READ_LABEL
 WEIGHTS_FILE = "model.weights.h5"
 
 
-def _save(path, seed_offset=0.0):
+def _save(path, shift=0.0):
     """A small GPT-2 backbone saved as a preset at ``path``; its weights
-    (shifted by ``seed_offset``, so that two saves differ)."""
+    (each value plus ``shift``, so that two saves differ)."""
     causal_lm = gpt2_causal_lm()
     backbone = causal_lm.backbone
-    if seed_offset:
+    if shift:
         for variable in backbone.weights:
-            variable.assign(np.asarray(variable) + seed_offset)
+            variable.assign(np.asarray(variable) + shift)
     backbone.save_to_preset(str(path))
     return [np.asarray(v) for v in backbone.weights]
 
@@ -108,7 +108,7 @@ def test_saving_over_the_mapped_preset_keeps_the_loaded_weights(tmp_path):
     with keras_ov_einsum.enabled():
         loaded = _load(str(path))
         inode = os.stat(weights_file).st_ino
-        second = _save(path, seed_offset=1.0)
+        second = _save(path, shift=1.0)
         # Checked before the loaded model reads its pages: had the save
         # truncated the mapped file, reading them would kill the process.
         assert os.stat(weights_file).st_ino != inode
