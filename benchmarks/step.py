@@ -396,16 +396,31 @@ def _median_range(values):
     )
 
 
+def _step_model_operations(causal_lm):
+    """The operations of the stepwise part's step model as traced (the
+    part's generate() runs it instead of the Loop this tool replays)."""
+    from keras_ov_einsum import stepwise
+
+    model, _ = stepwise._trace(causal_lm)
+    return len(model.get_ordered_ops())
+
+
 def render_graph(record):
     parts = record["graph_operations"]
     total = sum(part["operations"] for part in parts.values())
     identity = sum(part["identity_converts"] for part in parts.values())
-    return (
+    line = (
         f"generate()'s graph as traced ({record['model']} {record['dtype']}, "
         f"OpenVINO {record['fix']}): {total} operations ("
         + ", ".join(f"{where} {p['operations']}" for where, p in parts.items())
         + f"), {identity} of them Converts to their input's own type"
     )
+    if record.get("step_model_operations"):
+        line += (
+            "; the stepwise part's step model as traced: "
+            f"{record['step_model_operations']} operations"
+        )
+    return line
 
 
 def render(record, top=12):
@@ -501,6 +516,7 @@ def main(argv=None):
     from benchmarks.worker import load_causal_lm
 
     parts = FIX_PARTS[args.fix]
+    stepwise_on = bool(parts and parts.get("stepwise"))
     if parts:
         # This tool replays stock's Loop, which the stepwise part replaces
         # by one step model run from Python: profile the Loop's step.
@@ -513,12 +529,14 @@ def main(argv=None):
         causal_lm = load_causal_lm(keras_hub, preset, args.dtype)
         causal_lm.compile(sampler="greedy")
         captured = capture_generate(causal_lm, args.max_length)
+        step_model = _step_model_operations(causal_lm) if stepwise_on else None
     record = dict(
         model=args.model,
         dtype=args.dtype,
         fix=args.fix,
         text=captured["text"],
         graph_operations=graph_operations(captured["model"]),
+        step_model_operations=step_model,
     )
     if not args.graph_only:
         record.update(profile_steps(captured, args.repeats, args.unfuse_gelu))

@@ -17,6 +17,7 @@ PARTS = tuple(
         "int8",
         "lowering",
         "matmul",
+        "shared_masks",
         "slice_update",
         "prescale",
         "align_types",

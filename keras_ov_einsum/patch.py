@@ -127,6 +127,12 @@ def is_enabled():
         return _switches is not None
 
 
+def part_on(name):
+    """Whether the part ``name`` is switched on now."""
+    with _lock:
+        return bool(_switches and _switches.get(name))
+
+
 @contextlib.contextmanager
 def enabled(**switches):
     """Enable with these switches for the block, then restore what was

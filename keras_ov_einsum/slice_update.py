@@ -27,13 +27,14 @@ __all__ = ["PART", "SLICE_UPDATE", "lower_slice_update", "rewrite_slice_update"]
 INDEX_TYPE = ov.Type.i32  # stock's: every start index is converted to i32
 
 
-def lower_slice_update(scatter, starts):
+def lower_slice_update(scatter, starts, slab_indices=None):
     """Rebuild stock's element-wise ScatterNDUpdate ``scatter`` on slabs.
 
     ``starts``: the start index of each axis as an ``ov.Output``, as given
-    to ``slice_update``. Returns None when stock built nothing to shrink (a
-    scalar update), else an ``Outcome``: declined when the rewrite is not
-    proven equal.
+    to ``slice_update``. ``slab_indices(updates, starts)`` builds the index
+    rows (``_slab_indices`` unless given). Returns None when stock built
+    nothing to shrink (a scalar update), else an ``Outcome``: declined when
+    the rewrite is not proven equal.
     """
     data = scatter.input_value(0)
     flat_updates = scatter.input_value(2).get_node()
@@ -53,7 +54,7 @@ def lower_slice_update(scatter, starts):
     if not all(start.get_element_type().is_integral() for start in starts):
         return declined("a start index is not an integer")
     row_axes = max(1, _first_whole_axis(data, updates, starts))
-    indices = _slab_indices(updates, starts[:row_axes])
+    indices = (slab_indices or _slab_indices)(updates, starts[:row_axes])
     output = _scatter_like(scatter, data, indices, updates)
     whole = rank - row_axes
     if not whole:
@@ -162,14 +163,16 @@ def _ints(values):
     return ov_opset.constant(values, INDEX_TYPE).output(0)
 
 
-def rewrite_slice_update(result, inputs, start_indices, updates):
+def rewrite_slice_update(
+    result, inputs, start_indices, updates, slab_indices=None
+):
     from keras.src.backend.openvino.core import get_ov_output
 
     scatter = result.output.get_node()
     if scatter.get_type_name() != "ScatterNDUpdate":
         return declined("the stock path built no ScatterNDUpdate")
     starts = [get_ov_output(start) for start in start_indices]
-    return keras_result(lower_slice_update(scatter, starts))
+    return keras_result(lower_slice_update(scatter, starts, slab_indices))
 
 
 def _data_and_updates(inputs, start_indices, updates):

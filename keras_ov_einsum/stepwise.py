@@ -90,13 +90,6 @@ def decline_reason(causal_lm):
     )
 
 
-def _part_on():
-    from . import patch
-
-    with patch._lock:
-        return bool(patch._switches and patch._switches.get("stepwise"))
-
-
 class _StepwiseGenerate:
     """A causal LM's generate function: ``(inputs, stop_token_ids=None)``
     -> ``{"token_ids", "padding_mask"}``, as stock's ``generate_step``.
@@ -114,7 +107,9 @@ class _StepwiseGenerate:
         self._compiled = None
 
     def __call__(self, inputs, stop_token_ids=None):
-        if not _part_on():
+        from . import patch
+
+        if not patch.part_on("stepwise"):
             return self.stock(inputs, stop_token_ids=stop_token_ids)
         import numpy as np
         from keras import ops, tree

@@ -174,6 +174,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
     assert einsum_only["decisions"]["parts"] == {
         "einsum": True,
         "matmul": False,
+        "shared_masks": False,
         "slice_update": False,
         "prescale": False,
         "align_types": False,
@@ -221,6 +222,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
     assert fixed["decisions"]["parts"] == {
         "einsum": True,
         "matmul": True,
+        "shared_masks": True,
         "slice_update": True,
         "prescale": True,
         "align_types": True,

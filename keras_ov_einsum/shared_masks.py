@@ -1,0 +1,243 @@
+"""Build each decoder layer's causal mask and rotary tables once a call.
+
+In keras-hub's ``call_with_cache`` every decoder layer computes its own
+causal mask (from its input's and its cache's shapes and the cache
+index), every rotary attention layer its own cos/sin tables (from the
+sequence length and the cache index; twice for a Llama layer: for its
+queries and for its keys), and every key or value cache write its own
+index rows (the ``slice_update`` part's slabs, with that part on). Within
+one call these are the same values: the layers see one residual stream of
+one shape, caches sliced from one stacked cache, one cache index. Traced
+on OpenVINO each copy is a subgraph of its own (Range, ShapeOf, Gather,
+Broadcast, Unsqueeze...: 25 operations a layer for GPT-2's mask, 28 for
+its two cache writes' rows), which keras traces and the plugin's compile
+passes walk before its common-subexpression pass merges them.
+
+While a GPT-2, Llama or Gemma causal LM's ``call_with_cache`` runs (the
+prompt pass and the step of stock's generate, and this package's
+``stepwise`` step model), this part hands a layer the tensor an earlier
+layer built when every input the computation reads is the same: the same
+tensors (padding mask, attention mask, cache index, positions, the input's
+Keras mask), the same static sizes and flags, the same layer
+configuration. The dynamic sizes (batch, sequence, cache length) are the
+same for every layer of one call by the structure of these models' own
+``call_with_cache``. The graph computes the same values; it holds one copy.
+"""
+
+import functools
+import inspect
+import threading
+
+from . import decisions, slice_update
+from .part import Hook, Part
+
+__all__ = ["PART", "SHARED_LABEL"]
+
+SHARED_LABEL = (
+    "shared_masks: a layer's mask, rotary tables or cache-write index rows "
+    "taken from an earlier layer"
+)
+_scope = threading.local()  # .memo: [(key, result)] during one call
+# The causal LMs whose call_with_cache runs one stack of these layers on one
+# residual stream and one stacked cache.
+_CAUSAL_LMS = (
+    ("keras_hub.src.models.gpt2.gpt2_causal_lm", "GPT2CausalLM"),
+    ("keras_hub.src.models.llama.llama_causal_lm", "LlamaCausalLM"),
+    ("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM"),
+)
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _call_wrapper(stock_call_with_cache):
+    """``call_with_cache``: the layers it calls share within the call."""
+
+    @functools.wraps(stock_call_with_cache)
+    def call_with_cache(self, *args, **kwargs):
+        outer = getattr(_scope, "memo", None)
+        _scope.memo = []
+        try:
+            return stock_call_with_cache(self, *args, **kwargs)
+        finally:
+            _scope.memo = outer
+
+    return call_with_cache
+
+
+def _shared(key, build):
+    """``build()``'s result, or the result an earlier call with an equal
+    ``key`` built within the current ``call_with_cache``."""
+    memo = getattr(_scope, "memo", None)
+    if memo is None:
+        return build()
+    for earlier, result in memo:
+        if _equal(earlier, key):
+            decisions.count(SHARED_LABEL)
+            return result
+    result = build()
+    memo.append((key, result))
+    return result
+
+
+def _equal(a, b):
+    """Keys are equal when their plain values are equal and their other
+    objects (tensors) are the same objects."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, _PLAIN) and isinstance(b, _PLAIN):
+        return type(a) is type(b) and a == b
+    return a is b
+
+
+def _static(tensor):
+    """The static sizes and rank of a tensor (None: dynamic)."""
+    return None if tensor is None else tuple(tensor.shape)
+
+
+def _keras_mask(tensor):
+    # merge_padding_and_attention_mask reads it when no padding mask is given
+    return getattr(tensor, "_keras_mask", None)
+
+
+def _mask_wrapper(sequence, cache, tensors, flags):
+    """A wrapper for a layer's mask method whose arguments named
+    ``sequence`` and ``cache`` are the layer's input and cache, ``tensors``
+    other tensor arguments and ``flags`` plain ones."""
+
+    def factory(stock_mask):
+        signature = inspect.signature(stock_mask)
+
+        @functools.wraps(stock_mask)
+        def compute_mask(self, *args, **kwargs):
+            arguments = signature.bind(self, *args, **kwargs)
+            arguments.apply_defaults()
+            named = arguments.arguments
+            key = (
+                stock_mask.__qualname__,
+                _static(named[sequence]),
+                _keras_mask(named[sequence]),
+                named[cache] is None,
+                _static(named[cache]),
+                tuple(named[name] for name in tensors),
+                tuple(named[name] for name in flags),
+            )
+            return _shared(key, lambda: stock_mask(self, *args, **kwargs))
+
+        return compute_mask
+
+    return factory
+
+
+def _rotary_wrapper(stock_cos_sin):
+    """``RotaryEmbedding._compute_cos_sin_embedding``: the tables depend on
+    the layer's configuration, the input's rank, feature size and sequence
+    length (not its heads: a Llama layer's keys share its queries'), the
+    start index and the positions."""
+    signature = inspect.signature(stock_cos_sin)
+
+    @functools.wraps(stock_cos_sin)
+    def cos_sin(self, *args, **kwargs):
+        arguments = signature.bind(self, *args, **kwargs)
+        arguments.apply_defaults()
+        named = arguments.arguments
+        shape = named["inputs"].shape
+        config = self.get_config()
+        config.pop("name", None)
+        key = (
+            "RotaryEmbedding",
+            repr(sorted(config.items())),
+            str(self.compute_dtype),
+            len(shape),
+            shape[-1],
+            named["start_index"],
+            named["positions"],
+        )
+        return _shared(key, lambda: stock_cos_sin(self, *args, **kwargs))
+
+    return cos_sin
+
+
+def _rewrite_slice_update(result, inputs, start_indices, updates):
+    """The cache writes' index rows (``slice_update``'s slabs): every
+    attention layer of one call writes its keys and values, of one shape,
+    at the same start indices."""
+    from . import patch
+
+    if getattr(_scope, "memo", None) is None or not patch.part_on(
+        "slice_update"
+    ):
+        return None  # the slice_update part's case
+
+    def slab_indices(updates_output, starts):
+        key = (
+            "slice_update",
+            _static(updates),
+            _static(inputs),
+            tuple(start_indices),
+            len(starts),
+        )
+        return _shared(
+            key, lambda: slice_update._slab_indices(updates_output, starts)
+        )
+
+    return slice_update.rewrite_slice_update(
+        result, inputs, start_indices, updates, slab_indices
+    )
+
+
+_DECODER = "keras_hub.src.layers.modeling.transformer_decoder"
+_LLAMA = "keras_hub.src.models.llama.llama_decoder"
+_GEMMA = "keras_hub.src.models.gemma.gemma_decoder_block"
+_ROTARY = "keras_hub.src.layers.modeling.rotary_embedding"
+_SELF_ATTENTION_MASK = "_compute_self_attention_mask"
+# The tensors (besides the input and the cache) that keras-hub's decoder
+# layers build their masks from.
+_DECODER_MASK_TENSORS = (
+    "decoder_padding_mask",
+    "decoder_attention_mask",
+    "self_attention_cache_update_index",
+)
+
+PART = Part(
+    name="shared_masks",
+    summary="keras-hub GPT-2/Llama/Gemma call_with_cache: the causal mask "
+    "and rotary tables each decoder layer builds for itself are built once "
+    "a call and shared, and so are the index rows of their cache writes "
+    "(fewer operations to trace and compile)",
+    hooks=(slice_update.SLICE_UPDATE,),
+    rewrite=_rewrite_slice_update,
+    label=slice_update.PART.label,
+    wraps=tuple(
+        (Hook(module, f"{name}.call_with_cache"), _call_wrapper)
+        for module, name in _CAUSAL_LMS
+    )
+    + (
+        (
+            Hook(_DECODER, f"TransformerDecoder.{_SELF_ATTENTION_MASK}"),
+            _mask_wrapper(
+                "decoder_sequence",
+                "self_attention_cache",
+                _DECODER_MASK_TENSORS,
+                ("use_causal_mask",),
+            ),
+        ),
+        (
+            Hook(_LLAMA, f"LlamaTransformerDecoder.{_SELF_ATTENTION_MASK}"),
+            _mask_wrapper(
+                "decoder_sequence",
+                "self_attention_cache",
+                _DECODER_MASK_TENSORS,
+                (),
+            ),
+        ),
+        (
+            Hook(_GEMMA, "GemmaDecoderBlock._compute_attention_mask"),
+            _mask_wrapper(
+                "x", "cache", ("padding_mask", "cache_update_index"), ()
+            ),
+        ),
+        (
+            Hook(_ROTARY, "RotaryEmbedding._compute_cos_sin_embedding"),
+            _rotary_wrapper,
+        ),
+    ),
+)
