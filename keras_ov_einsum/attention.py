@@ -22,6 +22,15 @@ and the fused layer's summation order: float32 rounding. So only inside
 generate(), whose results are token ids (the tests compare them with
 stock's); everything else (an encoder's outputs, a causal LM's logits)
 keeps stock's path and bits.
+
+keras-hub's Llama attention is a layer of its own with the same choice:
+it calls ``dot_product_attention`` where keras-hub's
+``fused_attention_op_available()`` says so (JAX and torch), and on
+OpenVINO builds two einsums, a scale, a masked Softmax and its casts
+around its repeated keys and values. Inside generate() the part answers
+yes for it, so keras-hub's own fused branch runs: one fused attention
+layer a decoder layer (docs/native-gap.md has the decoding step with and
+without it).
 """
 
 import functools
@@ -31,14 +40,19 @@ import threading
 from . import decisions
 from .part import Hook, Part, scoped
 
-__all__ = ["LABEL", "PART"]
+__all__ = ["LABEL", "LLAMA_LABEL", "PART"]
 
 LABEL = (
     "attention: MultiHeadAttention in generate() through "
     "dot_product_attention (its dropout runs only in training)"
 )
+LLAMA_LABEL = (
+    "attention: Llama attention in generate() through "
+    "dot_product_attention (keras-hub's own branch on JAX and torch)"
+)
 _MHA = "keras.src.layers.attention.multi_head_attention"
 _CAUSAL_LM = "keras_hub.src.models.causal_lm"
+_LLAMA_ATTENTION = "keras_hub.src.models.llama.llama_attention"
 # Held while a layer's dropout rate reads as 0: no other thread sees it.
 _lock = threading.RLock()
 _scope = threading.local()  # .generating: inside CausalLM.generate()
@@ -89,16 +103,35 @@ def _compute_attention_wrapper(stock_compute_attention):
     return compute_attention
 
 
+def _fused_available_wrapper(stock_available):
+    """``fused_attention_op_available`` as keras-hub's Llama attention
+    module sees it: yes inside generate()."""
+
+    @functools.wraps(stock_available)
+    def fused_attention_op_available():
+        if getattr(_scope, "generating", False):
+            decisions.count(LLAMA_LABEL)
+            return True
+        return stock_available()
+
+    return fused_attention_op_available
+
+
 PART = Part(
     name="attention",
     summary="inside keras-hub's generate(), keras MultiHeadAttention calls "
     "that run no dropout go through dot_product_attention, one fused "
     "ScaledDotProductAttention layer, as keras does for layers without "
-    "dropout (GPT-2's have 0.1)",
+    "dropout (GPT-2's have 0.1); keras-hub's Llama attention takes its "
+    "own dot_product_attention branch there too",
     wraps=(
         (
             Hook(_MHA, "MultiHeadAttention._compute_attention"),
             _compute_attention_wrapper,
+        ),
+        (
+            Hook(_LLAMA_ATTENTION, "fused_attention_op_available"),
+            _fused_available_wrapper,
         ),
         (Hook(_CAUSAL_LM, "CausalLM.generate"), _generate_wrapper),
     ),

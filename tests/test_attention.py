@@ -119,3 +119,57 @@ def test_gpt2_generates_stocks_tokens():
     np.testing.assert_array_equal(tokens, stock_tokens)
     # Two layers, traced once into the stepwise part's step model.
     assert explanation.counts[LABEL] == 2
+
+
+class TestLlama:
+    """keras-hub's Llama attention takes its own dot_product_attention
+    branch inside generate() (its fused_attention_op_available() answers
+    yes there), and its einsums elsewhere."""
+
+    def _step_model(self, **switches):
+        import causal_lms
+
+        from keras_ov_einsum import stepwise
+
+        causal_lm = causal_lms.causal_lm("llama")
+        causal_lm.compile(sampler="greedy")
+        with keras_ov_einsum.enabled(**switches):
+            model, layout = stepwise._trace(causal_lm)
+            counts = keras_ov_einsum.explain().counts
+        return model, layout, counts
+
+    def test_in_generate_one_fused_attention_a_layer(self, generating):
+        import causal_lms
+
+        from keras_ov_einsum import stepwise
+        from keras_ov_einsum.attention import LLAMA_LABEL
+
+        fused, layout, counts = self._step_model()
+        stock, _, stock_counts = self._step_model(attention=False)
+        types = [node.get_type_name() for node in fused.get_ordered_ops()]
+        stock_types = [n.get_type_name() for n in stock.get_ordered_ops()]
+        # 2 layers; the sampler's Softmax stays.
+        assert types.count("ScaledDotProductAttention") == 2
+        assert "ScaledDotProductAttention" not in stock_types
+        assert (types.count("Softmax"), stock_types.count("Softmax")) == (1, 3)
+        assert counts[LLAMA_LABEL] == 2 and LLAMA_LABEL not in stock_counts
+        tokens = causal_lms.prompt()["token_ids"][:, :5]
+        cache = np.zeros((2, layout[0], 2, 16, *layout[1:3]), "float32")
+        outputs = []
+        for model in (fused, stock):
+            compiled = stepwise._compile_step_model(model, "CPU", "float32")
+            prompt_pass = compiled([tokens[:, :3], cache, np.int32(0)])
+            step = compiled(
+                [tokens[:, 3:4], prompt_pass[1].copy(), np.int32(3)]
+            )
+            outputs.append([prompt_pass[0], step[0]])
+        for got, want in zip(*outputs, strict=True):  # probabilities
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+    def test_outside_generate_its_einsums(self):
+        from keras_ov_einsum.attention import LLAMA_LABEL
+
+        model, _, counts = self._step_model()
+        types = [node.get_type_name() for node in model.get_ordered_ops()]
+        assert "ScaledDotProductAttention" not in types
+        assert LLAMA_LABEL not in counts
