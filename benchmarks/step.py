@@ -398,10 +398,13 @@ def _median_range(values):
 
 def _step_model_operations(causal_lm):
     """The operations of the stepwise part's step model as traced (the
-    part's generate() runs it instead of the Loop this tool replays)."""
-    from keras_ov_einsum import stepwise
+    part's generate() runs it instead of the Loop this tool replays), as
+    inside generate(), where the attention part acts."""
+    from keras_ov_einsum import attention, stepwise
+    from keras_ov_einsum.part import scoped
 
-    model, _ = stepwise._trace(causal_lm)
+    with scoped(attention._scope, "generating", True):
+        model, _ = stepwise._trace(causal_lm)
     return len(model.get_ordered_ops())
 
 

@@ -669,6 +669,23 @@ def test_step_counts_the_traced_graph_and_its_identity_converts(
         )
 
 
+def test_step_counts_the_step_model(presets, tmp_path):
+    """With the stepwise part on, the record also counts the operations of
+    its step model as generate() traces it: fewer with shared_masks."""
+    counts = {}
+    for fix in ("off", "on", "no_shared_masks"):
+        out = tmp_path / f"step-{fix}.json"
+        arguments = ["--model", "gpt2_tiny", "--fix", fix, "--graph-only"]
+        assert step.main([*arguments, "--json", str(out)]) == 0
+        record = json.loads(out.read_text())
+        counts[fix] = record["step_model_operations"]
+    assert counts["off"] is None  # stock: no step model
+    assert 0 < counts["on"] < counts["no_shared_masks"]
+    assert f"step model as traced: {counts['on']} operations" in step.render(
+        record | {"step_model_operations": counts["on"]}
+    )
+
+
 def test_passes_sums_outermost_managers_and_each_pass(tmp_path):
     csv = tmp_path / "passes.csv"
     csv.write_text(
