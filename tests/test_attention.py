@@ -141,7 +141,6 @@ class TestLlama:
     def test_in_generate_one_fused_attention_a_layer(self, generating):
         import causal_lms
 
-        from keras_ov_einsum import stepwise
         from keras_ov_einsum.attention import LLAMA_LABEL
 
         fused, layout, counts = self._step_model()
@@ -153,18 +152,14 @@ class TestLlama:
         assert "ScaledDotProductAttention" not in stock_types
         assert (types.count("Softmax"), stock_types.count("Softmax")) == (1, 3)
         assert counts[LLAMA_LABEL] == 2 and LLAMA_LABEL not in stock_counts
-        tokens = causal_lms.prompt()["token_ids"][:, :5]
-        cache = np.zeros((2, layout[0], 2, 16, *layout[1:3]), "float32")
-        outputs = []
-        for model in (fused, stock):
-            compiled = stepwise._compile_step_model(model, "CPU", "float32")
-            prompt_pass = compiled([tokens[:, :3], cache, np.int32(0)])
-            step = compiled(
-                [tokens[:, 3:4], prompt_pass[1].copy(), np.int32(3)]
+        got, want = (
+            causal_lms.prompt_and_step(model, layout)
+            for model in (fused, stock)
+        )
+        for index in (0, 2):  # the prompt pass's and the step's probabilities
+            np.testing.assert_allclose(
+                got[index], want[index], rtol=1e-5, atol=1e-7
             )
-            outputs.append([prompt_pass[0], step[0]])
-        for got, want in zip(*outputs, strict=True):  # probabilities
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
     def test_outside_generate_its_einsums(self):
         from keras_ov_einsum.attention import LLAMA_LABEL

@@ -56,14 +56,7 @@ def test_the_layers_share_one_copy(family):
     )
     assert sum(types.values()) < sum(apart_types.values())
 
-    tokens = causal_lms.prompt()["token_ids"][:, :5]
-    cache = np.zeros((2, layout[0], 2, 16, *layout[1:3]), "float32")
-    outputs = []
-    for model in (shared, apart):
-        compiled = stepwise._compile_step_model(model, "CPU", "float32")
-        prompt_pass = compiled([tokens[:, :3], cache, np.int32(0)])
-        step = compiled([tokens[:, 3:4], prompt_pass[1].copy(), np.int32(3)])
-        outputs.append([prompt_pass[0], prompt_pass[1], step[0], step[1]])
+    outputs = [causal_lms.prompt_and_step(m, layout) for m in (shared, apart)]
     for got, want in zip(*outputs, strict=True):
         np.testing.assert_array_equal(got, want)
 

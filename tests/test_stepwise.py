@@ -219,17 +219,13 @@ class TestStepModel:
             shared, layout = stepwise._trace(causal_lm)
             monkeypatch.setattr(stepwise, "_share_batch", lambda p: None)
             apart, _ = stepwise._trace(causal_lm)
-        tokens = causal_lms.prompt()["token_ids"][:, :5]
-        cache = np.zeros((2, layout[0], 2, 16, *layout[1:3]), "float32")
-        types, outputs = [], []
-        for model in (shared, apart):
-            compiled = stepwise._compile_step_model(model, "CPU", "float32")
-            types.append(_op_types(compiled))
-            prompt_pass = compiled([tokens[:, :3], cache, np.int32(0)])
-            step = compiled(
-                [tokens[:, 3:4], prompt_pass[1].copy(), np.int32(3)]
-            )
-            outputs.append([prompt_pass[0], prompt_pass[1], step[0], step[1]])
+        types = [
+            _op_types(stepwise._compile_step_model(model, "CPU", "float32"))
+            for model in (shared, apart)
+        ]
+        outputs = [
+            causal_lms.prompt_and_step(m, layout) for m in (shared, apart)
+        ]
         assert len(types[0]) < len(types[1])
         assert types[0].count("Range") < types[1].count("Range")
         for got, want in zip(*outputs, strict=True):
