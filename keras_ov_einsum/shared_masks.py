@@ -21,9 +21,12 @@ tensors (padding mask, attention mask, cache index, positions, the input's
 Keras mask), the same static sizes and flags, the same layer
 configuration. The dynamic sizes (batch, sequence, cache length) are the
 same for every layer of one call by the structure of these models' own
-``call_with_cache``. The graph computes the same values; it holds one copy.
+``call_with_cache``, so a subclass that overrides it, or a backbone from
+outside keras-hub, shares nothing. The graph computes the same values; it
+holds one copy.
 """
 
+import contextlib
 import functools
 import inspect
 import threading
@@ -49,18 +52,31 @@ _PLAIN = (int, float, bool, str, type(None))
 
 
 def _call_wrapper(stock_call_with_cache):
-    """``call_with_cache``: the layers it calls share within the call."""
+    """``call_with_cache``: the layers it calls share within the call, when
+    it is keras-hub's own: not overridden by a subclass (which may call it
+    around other computations) and running a keras-hub backbone."""
 
     @functools.wraps(stock_call_with_cache)
     def call_with_cache(self, *args, **kwargs):
-        outer = getattr(_scope, "memo", None)
-        _scope.memo = []
-        try:
+        if getattr(type(self), "call_with_cache", None) is not (
+            call_with_cache
+        ) or not type(self.backbone).__module__.startswith("keras_hub."):
             return stock_call_with_cache(self, *args, **kwargs)
-        finally:
-            _scope.memo = outer
+        with _sharing():
+            return stock_call_with_cache(self, *args, **kwargs)
 
     return call_with_cache
+
+
+@contextlib.contextmanager
+def _sharing():
+    """Inside the block, ``_shared`` hands out one result per key."""
+    outer = getattr(_scope, "memo", None)
+    _scope.memo = []
+    try:
+        yield
+    finally:
+        _scope.memo = outer
 
 
 def _shared(key, build):

@@ -74,6 +74,23 @@ def test_nothing_is_shared_outside_call_with_cache():
         assert _reused() == before > 0
 
 
+def test_an_overridden_call_with_cache_shares_nothing():
+    import keras_hub
+
+    class Other(keras_hub.models.GPT2CausalLM):
+        def call_with_cache(self, token_ids, cache, cache_update_index):
+            return super().call_with_cache(token_ids, cache, cache_update_index)
+
+    gpt2 = causal_lms.causal_lm("gpt2")
+    causal_lm = Other(backbone=gpt2.backbone, preprocessor=None)
+    causal_lm.compile(sampler="greedy")
+    with keras_ov_einsum.enabled():
+        stepwise._trace(causal_lm)
+        assert _reused() == 0
+        stepwise._trace(gpt2)
+        assert _reused() > 0
+
+
 def _reused():
     return keras_ov_einsum.explain().counts.get(SHARED_LABEL, 0)
 
@@ -84,14 +101,12 @@ class TestKeys:
 
     def _within_a_call(self, keys):
         built = []
-
-        def body(_):
-            return [
+        with shared_masks._sharing():
+            results = [
                 shared_masks._shared(key, lambda: built.append(key) or key)
                 for key in keys
             ]
-
-        return shared_masks._call_wrapper(body)(None), built
+        return results, built
 
     def test_equal_plain_values_share(self):
         results, built = self._within_a_call([("mask", 3), ("mask", 3)])
@@ -119,18 +134,15 @@ class TestKeys:
 
         inputs = keras.ops.ones((1, 4, 2, 8))
 
-        def body(_):
-            return [
+        with keras_ov_einsum.enabled(), shared_masks._sharing():
+            first, second, other = (
                 layer._compute_cos_sin_embedding(inputs, start_index=2)
                 for layer in (
                     RotaryEmbedding(max_wavelength=10000),
                     RotaryEmbedding(max_wavelength=10000),
                     RotaryEmbedding(max_wavelength=100),
                 )
-            ]
-
-        with keras_ov_einsum.enabled():
-            first, second, other = shared_masks._call_wrapper(body)(None)
+            )
         assert second[0] is first[0]
         assert not np.allclose(
             keras.ops.convert_to_numpy(first[0]),
