@@ -114,62 +114,60 @@ def _keras_mask(tensor):
     return getattr(tensor, "_keras_mask", None)
 
 
+def _memoized(stock, key_of):
+    """The layer method ``stock`` with its result shared within a call
+    under the key ``key_of(layer, {argument name: value})``."""
+    signature = inspect.signature(stock)
+
+    @functools.wraps(stock)
+    def method(self, *args, **kwargs):
+        if getattr(_scope, "memo", None) is None:
+            return stock(self, *args, **kwargs)
+        try:
+            arguments = signature.bind(self, *args, **kwargs)
+            arguments.apply_defaults()
+            key = (stock.__qualname__, key_of(self, arguments.arguments))
+        except Exception:  # Never let the fast path break a model.
+            return stock(self, *args, **kwargs)
+        return _shared(key, lambda: stock(self, *args, **kwargs))
+
+    return method
+
+
 def _mask_wrapper(sequence, cache, tensors, flags):
     """A wrapper for a layer's mask method whose arguments named
     ``sequence`` and ``cache`` are the layer's input and cache, ``tensors``
     other tensor arguments and ``flags`` plain ones."""
 
-    def factory(stock_mask):
-        signature = inspect.signature(stock_mask)
+    def key_of(layer, named):
+        return (
+            _static(named[sequence]),
+            _keras_mask(named[sequence]),
+            named[cache] is None,
+            _static(named[cache]),
+            tuple(named[name] for name in tensors),
+            tuple(named[name] for name in flags),
+        )
 
-        @functools.wraps(stock_mask)
-        def compute_mask(self, *args, **kwargs):
-            arguments = signature.bind(self, *args, **kwargs)
-            arguments.apply_defaults()
-            named = arguments.arguments
-            key = (
-                stock_mask.__qualname__,
-                _static(named[sequence]),
-                _keras_mask(named[sequence]),
-                named[cache] is None,
-                _static(named[cache]),
-                tuple(named[name] for name in tensors),
-                tuple(named[name] for name in flags),
-            )
-            return _shared(key, lambda: stock_mask(self, *args, **kwargs))
-
-        return compute_mask
-
-    return factory
+    return lambda stock_mask: _memoized(stock_mask, key_of)
 
 
-def _rotary_wrapper(stock_cos_sin):
-    """``RotaryEmbedding._compute_cos_sin_embedding``: the tables depend on
+def _rotary_key(layer, named):
+    """``RotaryEmbedding._compute_cos_sin_embedding``'s tables depend on
     the layer's configuration, the input's rank, feature size and sequence
     length (not its heads: a Llama layer's keys share its queries'), the
     start index and the positions."""
-    signature = inspect.signature(stock_cos_sin)
-
-    @functools.wraps(stock_cos_sin)
-    def cos_sin(self, *args, **kwargs):
-        arguments = signature.bind(self, *args, **kwargs)
-        arguments.apply_defaults()
-        named = arguments.arguments
-        shape = named["inputs"].shape
-        config = self.get_config()
-        config.pop("name", None)
-        key = (
-            "RotaryEmbedding",
-            repr(sorted(config.items())),
-            str(self.compute_dtype),
-            len(shape),
-            shape[-1],
-            named["start_index"],
-            named["positions"],
-        )
-        return _shared(key, lambda: stock_cos_sin(self, *args, **kwargs))
-
-    return cos_sin
+    shape = named["inputs"].shape
+    config = layer.get_config()
+    config.pop("name", None)
+    return (
+        repr(sorted(config.items())),
+        str(layer.compute_dtype),
+        len(shape),
+        shape[-1],
+        named["start_index"],
+        named["positions"],
+    )
 
 
 def _rewrite_slice_update(result, inputs, start_indices, updates):
@@ -253,7 +251,7 @@ PART = Part(
         ),
         (
             Hook(_ROTARY, "RotaryEmbedding._compute_cos_sin_embedding"),
-            _rotary_wrapper,
+            lambda stock_cos_sin: _memoized(stock_cos_sin, _rotary_key),
         ),
     ),
 )

@@ -121,6 +121,17 @@ class TestKeys:
         _, built = self._within_a_call([("mask", 1), ("mask", True)])
         assert len(built) == 2
 
+    def test_a_key_that_cannot_be_made_runs_stock(self):
+        def stock(layer, x):
+            return ("stock", x)
+
+        def broken_key(layer, named):
+            return named["no such argument"]
+
+        method = shared_masks._memoized(stock, broken_key)
+        with shared_masks._sharing():
+            assert method(None, 3) == ("stock", 3)
+
     def test_outside_a_call_each_builds(self):
         built = []
         for _ in range(2):
