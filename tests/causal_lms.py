@@ -17,7 +17,13 @@ import sys
 
 import numpy as np
 
-__all__ = ["FAMILIES", "causal_lm", "prompt", "prompt_and_step"]
+__all__ = [
+    "FAMILIES",
+    "causal_lm",
+    "compile_step_model",
+    "prompt",
+    "prompt_and_step",
+]
 
 FAMILIES = ("gpt2", "llama", "gemma")
 
@@ -75,16 +81,20 @@ def prompt():
     return {"token_ids": token_ids, "padding_mask": token_ids != 0}
 
 
-def prompt_and_step(model, layout):
-    """The stepwise part's step ``model`` (cache ``layout`` as ``_trace``
-    gives it) compiled, run on the first 3 tokens of both prompt rows with
-    a cache of 16, then on their 4th: [the prompt pass's probabilities, its
-    cache, the step's probabilities, its cache]."""
+def compile_step_model(model):
+    """The stepwise part's float32 step ``model`` compiled for the CPU."""
     from keras_ov_einsum import stepwise
 
+    return stepwise._compile_step_model(model, "CPU", "float32")
+
+
+def prompt_and_step(compiled, layout):
+    """A ``compiled`` step model (cache ``layout`` as ``_trace`` gives it)
+    run on the first 3 tokens of both prompt rows with a cache of 16, then
+    on their 4th: [the prompt pass's probabilities, its cache, the step's
+    probabilities, its cache]."""
     tokens = prompt()["token_ids"][:, :5]
     cache = np.zeros((2, layout[0], 2, 16, *layout[1:3]), "float32")
-    compiled = stepwise._compile_step_model(model, "CPU", "float32")
     prompt_pass = compiled([tokens[:, :3], cache, np.int32(0)])
     step = compiled([tokens[:, 3:4], prompt_pass[1].copy(), np.int32(3)])
     return [prompt_pass[0], prompt_pass[1], step[0], step[1]]

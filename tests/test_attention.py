@@ -153,8 +153,8 @@ class TestLlama:
         assert (types.count("Softmax"), stock_types.count("Softmax")) == (1, 3)
         assert counts[LLAMA_LABEL] == 2 and LLAMA_LABEL not in stock_counts
         got, want = (
-            causal_lms.prompt_and_step(model, layout)
-            for model in (fused, stock)
+            causal_lms.prompt_and_step(causal_lms.compile_step_model(m), layout)
+            for m in (fused, stock)
         )
         for index in (0, 2):  # the prompt pass's and the step's probabilities
             np.testing.assert_allclose(

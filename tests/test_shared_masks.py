@@ -56,7 +56,10 @@ def test_the_layers_share_one_copy(family):
     )
     assert sum(types.values()) < sum(apart_types.values())
 
-    outputs = [causal_lms.prompt_and_step(m, layout) for m in (shared, apart)]
+    outputs = [
+        causal_lms.prompt_and_step(causal_lms.compile_step_model(m), layout)
+        for m in (shared, apart)
+    ]
     for got, want in zip(*outputs, strict=True):
         np.testing.assert_array_equal(got, want)
 

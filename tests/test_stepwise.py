@@ -219,13 +219,11 @@ class TestStepModel:
             shared, layout = stepwise._trace(causal_lm)
             monkeypatch.setattr(stepwise, "_share_batch", lambda p: None)
             apart, _ = stepwise._trace(causal_lm)
-        types = [
-            _op_types(stepwise._compile_step_model(model, "CPU", "float32"))
-            for model in (shared, apart)
+        compiled = [
+            causal_lms.compile_step_model(model) for model in (shared, apart)
         ]
-        outputs = [
-            causal_lms.prompt_and_step(m, layout) for m in (shared, apart)
-        ]
+        types = [_op_types(model) for model in compiled]
+        outputs = [causal_lms.prompt_and_step(m, layout) for m in compiled]
         assert len(types[0]) < len(types[1])
         assert types[0].count("Range") < types[1].count("Range")
         for got, want in zip(*outputs, strict=True):
