@@ -1018,3 +1018,43 @@ def test_a_dtype_without_a_native_export_says_so():
     )
     with pytest.raises(ValueError, match="no native row for bfloat16"):
         runner._native_model(sys.executable, "no-preset", configuration, print)
+
+
+def _twins(backbone):
+    """Groups of two or more weights with the same bytes, by path."""
+    import collections
+
+    groups = collections.defaultdict(list)
+    for weight in backbone.weights:
+        groups[np.asarray(weight.numpy()).tobytes()].append(weight.path)
+    return [paths for paths in groups.values() if len(paths) > 1]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_benchmark_weights_have_no_twins(family):
+    """A fresh keras-hub Llama or Gemma has bitwise-equal kernels (its
+    projections clone one seeded initializer), which a native export
+    would store and pack once: the harness's presets get distinct ones,
+    drawn from each weight's own values."""
+    backbone = _tiny_causal_lm(family).backbone
+    before = {w.path: np.asarray(w.numpy()) for w in backbone.weights}
+    kernels = [p for g in _twins(backbone) for p in g if "kernel" in p]
+    assert kernels, "keras-hub no longer makes twins: drop _distinct_weights"
+    changed = models._distinct_weights(backbone)
+    assert changed > 0
+    # What stays twinned is one repeated value (fresh norm scales).
+    for paths in _twins(backbone):
+        for path in paths:
+            (weight,) = [w for w in backbone.weights if w.path == path]
+            assert np.unique(np.asarray(weight.numpy())).size == 1, path
+    # Each changed weight holds its own values, reordered.
+    moved = 0
+    for weight in backbone.weights:
+        values, old = np.asarray(weight.numpy()), before[weight.path]
+        if not np.array_equal(values, old):
+            np.testing.assert_array_equal(
+                np.sort(values, None), np.sort(old, None)
+            )
+            moved += 1
+    assert moved == changed
+    assert models._distinct_weights(backbone) == 0
