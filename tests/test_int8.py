@@ -146,6 +146,39 @@ def test_weights_only_layer_equals_stock_and_stays_int8(
     assert _fully_connected_weight_types(stock) == [ov.Type.f32]
 
 
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_tied_logits_equal_stock_and_stay_int8(weights_only):
+    """An int8 ``ReversibleEmbedding``'s logits, ``matmul(x,
+    transpose(table))`` (keras-hub's tied GPT-2 and Gemma heads): the
+    product on the untransposed int8 table, where stock folds the table
+    into a transposed float32 copy. keras's default int8 quantizes x as
+    well (an exact integer product, stock's bits); weights-only multiplies
+    float32 x (float32 rounding)."""
+    import functools
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.ReversibleEmbedding(300, 64)
+    layer.build((None, None))
+    layer.quantize("int8", config=_weights_only() if weights_only else None)
+    logits = functools.partial(layer, reverse=True)
+    x = _activations((64,))
+    stock, _ = _compiled(logits, (64,), None)
+    fixed, decisions = _compiled(logits, (64,), {"int8": True})
+    want, got = stock(x)[0], fixed(x)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if weights_only:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(got, want)
+    (decision,) = [d for d in decisions if d.equation.startswith("matmul")]
+    assert decision.lowered, decision.reason
+    assert "MatMul(transpose_b=True), kernel [300, 64]" in decision.reason
+    assert _fully_connected_weight_types(fixed) == [ov.Type.i8]
+    assert _fully_connected_weight_types(stock) == [ov.Type.f32]
+
+
 def test_weights_only_gpt2_generates_stock_tokens_with_int8_weights():
     """A weights-only int8 GPT-2: stock's tokens, and every FullyConnected
     layer int8, the tied embedding's logits too (stock: all float32)."""
@@ -352,9 +385,13 @@ def test_quantized_gpt2_generates_stock_tokens_with_int8_weights():
     )
     np.testing.assert_array_equal(tokens, stock_tokens)
     kept = [d for d in decisions if "int8 kernel kept int8" in d.reason]
-    # q, k, v, output, up, down per layer, traced for the prompt and the
-    # cached decoding step.
-    assert len(kept) == 2 * 2 * 6
+    # q, k, v, output, up, down per layer and the tied logits, traced for
+    # the prompt and the cached decoding step.
+    assert len(kept) == 2 * 2 * 6 + 2
+    # The logits on the untransposed [vocabulary, hidden] int8 table.
+    logits = [d for d in kept if "MatMul(transpose_b=True)" in d.reason]
+    assert len(logits) == 2
+    assert all("kernel [512, 64]" in d.reason for d in logits)
     split = [d for d in kept if "in 2 exact parts" in d.reason]
     assert len(split) == 2 * 2 and all(
         d.shapes[1] == (MAX_EXACT_CONTRACTION + 76, 64) for d in split
