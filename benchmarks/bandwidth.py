@@ -21,6 +21,14 @@ bandwidth).
 type, as a float16/bfloat16 Keras model does, compiled with the precision
 hint keras-hub gives such a model (``f16``; ``--hint`` overrides it): how
 many bytes the CPU plugin keeps for them, and the bandwidth and ceiling.
+``--weights f16-decompressed`` keeps float32 layers on float16 weights
+behind a Convert marked as weight decompression, as an fp16 IR holds them.
+
+``--stateful`` adds a small attention on a state variable beside the
+layers: the CPU plugin treats a model holding a ScaledDotProductAttention
+and a variable as an LLM (as it does genai's IRs, and not keras-hub's
+graphs, which keep no state), which changes the kernels it runs some
+weight types with.
 """
 
 import argparse
@@ -61,7 +69,12 @@ WEIGHTS = {
     "bf16": (2, "f16"),
     "i8": (1, "f32"),
     "i8-dequantized": (1, "f32"),
+    "f16-decompressed": (2, "f32"),
 }
+# The rt_info key that marks a Convert as weight decompression (OpenVINO's
+# ``mark_as_decompression``, which Python cannot call): the CPU plugin keeps
+# the Constant behind such a Convert in its own type.
+DECOMPRESSION = "decompression_0"
 
 
 # --fused -> the operation after each layer.
@@ -79,6 +92,7 @@ def fully_connected_bandwidth(
     hint=None,
     config=None,
     fused="none",
+    stateful=False,
 ):
     """Bytes per step, [GB/s per repeat], compile seconds, growth bytes,
     {FullyConnected kernel: layers}."""
@@ -99,7 +113,13 @@ def fully_connected_bandwidth(
         y = _projection(parameter, kernel, transpose_b, weights_type)
         results.append(FUSED[fused](y))
         del weights, kernel
-    model = ov.Model([r.output(0) for r in results], parameters)
+    outputs, sinks = [r.output(0) for r in results], []
+    if stateful:
+        state_input, output, sink = _stateful_attention()
+        parameters.append(state_input)
+        outputs.append(output)
+        sinks.append(sink)
+    model = ov.Model(outputs, sinks, parameters)
     process = psutil.Process()
     before = process.memory_info().rss
     start = time.perf_counter()
@@ -110,15 +130,37 @@ def fully_connected_bandwidth(
     )
     request = compiled.create_infer_request()
     inputs = [np.ones((1, rows), np.float32) for rows, _ in shapes]
+    if stateful:
+        inputs.append(np.ones((1, 1, 1, 64), np.float32))
     request.infer(inputs)  # first run: weights packed
     compile_s = time.perf_counter() - start
     growth = process.memory_info().rss - before
     rates = []
     for _ in range(repeats):
+        request.reset_state()  # a state of one row, not a growing one
         start = time.perf_counter()
         request.infer(inputs)
         rates.append(total / (time.perf_counter() - start) / GB)
     return total, rates, compile_s, growth, _kernels(compiled)
+
+
+def _stateful_attention():
+    """(its input, its output, its Assign): one query row attending to a
+    state variable that each inference extends by that row."""
+    info = ov.op.util.VariableInfo()
+    info.data_shape = ov.PartialShape([1, 1, -1, 64])
+    info.data_type = ov.Type.f32
+    info.variable_id = "bandwidth_state"
+    variable = ov.op.util.Variable(info)
+    row = ov_opset.parameter([1, 1, 1, 64], ov.Type.f32)
+    empty = ov_opset.broadcast(
+        ov_opset.constant(np.float32(0)),
+        ov_opset.constant(np.array([1, 1, 0, 64], np.int64)),
+    )
+    state = ov_opset.read_value(empty, variable)
+    keys = ov_opset.concat([state, row], 2)
+    attention = ov_opset.scaled_dot_product_attention(row, keys, keys)
+    return row, attention.output(0), ov_opset.assign(keys, variable)
 
 
 def fully_connected_layers(compiled):
@@ -138,6 +180,11 @@ def _kernels(compiled):
 
 def _projection(parameter, kernel, transpose_b, weights_type):
     """``parameter @ kernel`` with the kernel stored as ``weights_type``."""
+    if weights_type == "f16-decompressed":
+        constant = ov_opset.constant(kernel, dtype=ov.Type.f16)
+        weights = ov_opset.convert(constant, ov.Type.f32)
+        weights.get_rt_info()[DECOMPRESSION] = ""
+        return ov_opset.matmul(parameter, weights, False, transpose_b)
     if weights_type in ("f32", "f16", "bf16"):
         element_type = getattr(ov.Type, weights_type)
         x = parameter
@@ -186,6 +233,12 @@ def main(argv=None):
         "DYNAMIC_QUANTIZATION_GROUP_SIZE=0",
     )
     parser.add_argument(
+        "--stateful",
+        action="store_true",
+        help="add an attention on a state variable: the CPU plugin then "
+        "treats the model as an LLM, as it does genai's IRs",
+    )
+    parser.add_argument(
         "--hint",
         choices=["f32", "f16", "bf16"],
         default=None,
@@ -203,12 +256,14 @@ def main(argv=None):
             hint,
             dict(args.config),
             args.fused,
+            args.stateful,
         )
         median = statistics.median(rates)
         print(
             f"{args.model}, layout {layout}: {total / GB:.2f} GB of "
             f"{args.weights} projection weights (hint {hint}"
             + "".join(f", {key}={value}" for key, value in args.config)
+            + (", stateful" if args.stateful else "")
             + "); compile + "
             f"first run {compile_s:.2f} s, RSS growth {growth / 2**20:.0f} MB"
         )
