@@ -75,6 +75,8 @@ WEIGHTS = {
 # ``mark_as_decompression``, which Python cannot call): the CPU plugin keeps
 # the Constant behind such a Convert in its own type.
 DECOMPRESSION = "decompression_0"
+# --stateful: one query row of this many features a step.
+STATE_ROW = (1, 1, 1, 64)
 
 
 # --fused -> the operation after each layer.
@@ -131,7 +133,7 @@ def fully_connected_bandwidth(
     request = compiled.create_infer_request()
     inputs = [np.ones((1, rows), np.float32) for rows, _ in shapes]
     if stateful:
-        inputs.append(np.ones((1, 1, 1, 64), np.float32))
+        inputs.append(np.ones(STATE_ROW, np.float32))
     request.infer(inputs)  # first run: weights packed
     compile_s = time.perf_counter() - start
     growth = process.memory_info().rss - before
@@ -148,14 +150,15 @@ def _stateful_attention():
     """(its input, its output, its Assign): one query row attending to a
     state variable that each inference extends by that row."""
     info = ov.op.util.VariableInfo()
-    info.data_shape = ov.PartialShape([1, 1, -1, 64])
+    *batch_heads, _, features = STATE_ROW
+    info.data_shape = ov.PartialShape([*batch_heads, -1, features])
     info.data_type = ov.Type.f32
     info.variable_id = "bandwidth_state"
     variable = ov.op.util.Variable(info)
-    row = ov_opset.parameter([1, 1, 1, 64], ov.Type.f32)
+    row = ov_opset.parameter(list(STATE_ROW), ov.Type.f32)
     empty = ov_opset.broadcast(
         ov_opset.constant(np.float32(0)),
-        ov_opset.constant(np.array([1, 1, 0, 64], np.int64)),
+        ov_opset.constant(np.array([*batch_heads, 0, features], np.int64)),
     )
     state = ov_opset.read_value(empty, variable)
     keys = ov_opset.concat([state, row], 2)
