@@ -7,8 +7,9 @@ default part). The script generates three times, on the same model: without stop
 tokens, then with two stop tokens (one the first call generated in each
 row), then with the prompt's padding as the stop token, dropping the
 compiled generate function in between as a new model would not have one.
-It prints {"plain": ..., "stop": ..., "padding": ..., "decisions": [...]}
-with each call's token ids and padding mask.
+It prints {"plain": ..., "stop": ..., "padding": ..., "decisions": [...],
+"half_weights": [...]} with each call's token ids and padding mask and
+the stepwise and half_weights parts' decisions.
 """
 
 import json
@@ -123,18 +124,23 @@ def main(family, mode, dtype):
     # The prompt's padding (0) is a stop token: every row is done before
     # the first step, which OpenVINO's Loop runs all the same.
     padding = _generate(model, [0])
-    decisions = [
-        {"lowered": decision.lowered, "reason": decision.reason}
-        for decision in keras_ov_einsum.explain()
-        if decision.equation == "CausalLM.generate"
-    ]
+    from keras_ov_einsum import half_weights, stepwise
+
+    def decisions(label):
+        return [
+            {"lowered": decision.lowered, "reason": decision.reason}
+            for decision in keras_ov_einsum.explain()
+            if decision.equation == label
+        ]
+
     print(
         json.dumps(
             {
                 "plain": plain,
                 "stop": stop,
                 "padding": padding,
-                "decisions": decisions,
+                "decisions": decisions(stepwise.LABEL),
+                "half_weights": decisions(half_weights.LABEL),
             }
         )
     )

@@ -54,11 +54,18 @@ class TestSameTokensAsStock:
         assert [row[-1] for row in stock["stop"]["token_ids"]] == [0, 0]
         assert [row[-1] for row in stock["stop"]["padding_mask"]] == [0, 0]
 
-    # Each family once, each type at least once (all six pairs passed
-    # during development; three keep the suite's time down).
+    # Each family once in float16 (the half_weights part rewrites its
+    # kernels: Gemma's query, key and value through a Transpose) and bfloat16 at
+    # least once (all six pairs passed during development; four keep the
+    # suite's time down).
     @pytest.mark.parametrize(
         "family, dtype",
-        [("gpt2", "float16"), ("llama", "bfloat16"), ("gemma", "bfloat16")],
+        [
+            ("gpt2", "float16"),
+            ("llama", "float16"),
+            ("gemma", "float16"),
+            ("llama", "bfloat16"),
+        ],
     )
     def test_low_precision(self, family, dtype):
         # With a cache Parameter of the model's own type (not float32),
@@ -75,6 +82,10 @@ def _same_tokens_as_stock(family, dtype="float32"):
     stock = _run(family, "stock", dtype)
     ours = _run(family, "stepwise", dtype)
     assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
+    # One compile a call; float16 kernels kept float16 in each.
+    lowered = [decision["lowered"] for decision in ours["half_weights"]]
+    expected = {"float16": [True] * 3, "bfloat16": [False] * 3}
+    assert lowered == expected.get(dtype, [])
     assert ours["plain"] == stock["plain"]
     assert ours["stop"] == stock["stop"]
     assert ours["padding"] == stock["padding"]
