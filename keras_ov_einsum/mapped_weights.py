@@ -40,7 +40,7 @@ import weakref
 from . import decisions
 from .part import Hook, Part, scoped
 
-__all__ = ["MAPPED_LABEL", "PART", "READ_LABEL", "is_mapped"]
+__all__ = ["MAPPED_LABEL", "PART", "READ_LABEL", "is_mapped", "release_pages"]
 
 MAPPED_LABEL = "mapped_weights: weights mapped from the file, not read"
 READ_LABEL = "mapped_weights: read as stock reads it"
@@ -141,6 +141,34 @@ def _map(filename):
     with _live_lock:
         _live[(status.st_dev, status.st_ino)].add(mapping)
     return mapping
+
+
+def release_pages(array):
+    """Hands the pages under ``array``, a view of a mapping this part made,
+    back to the kernel once the load has copied it (a weight cast to the
+    variable's type): the load then holds one weight of the file at a
+    time beside the copies, not the whole file (GPT-2 Medium's float32
+    file beside its float16 copies was the float16 load's peak). The
+    mapping is private and never written: a later read of those pages
+    reads the file again. Returns whether ``array`` was such a view."""
+    import numpy as np
+
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if not isinstance(base, mmap.mmap) or base.closed:
+        return False
+    with _live_lock:
+        if not any(base in live for live in _live.values()):
+            return False
+    start = np.frombuffer(base, np.uint8, 1).ctypes.data
+    offset = array.ctypes.data - start
+    begin = offset - offset % mmap.PAGESIZE
+    end = min(len(base), offset + array.nbytes)
+    base.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+    return True
 
 
 def is_mapped(path):

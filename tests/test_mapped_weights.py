@@ -3,6 +3,7 @@ mapped weights file, equal to what stock reads, and saving over that file
 leaves the loaded model's weights alone."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -67,6 +68,42 @@ def test_the_weights_are_views_of_the_mapped_file(preset):
         _mapping_behind(weights_file, data)
         assert data.dtype == want.dtype and data.shape == want.shape
         np.testing.assert_array_equal(data, want)
+
+
+def _resident_kb(mapping):
+    """The kB of ``mapping`` resident in this process (/proc/self/smaps)."""
+    start = np.frombuffer(mapping, np.uint8, 1).ctypes.data
+    with open("/proc/self/smaps") as smaps:
+        lines = iter(smaps.read().splitlines())
+    for line in lines:
+        header = re.match(r"([0-9a-f]+)-[0-9a-f]+ ", line)
+        if header is None or int(header.group(1), 16) != start:
+            continue
+        for field in lines:
+            if field.startswith("Rss:"):
+                return int(field.split()[1])
+    raise AssertionError("the mapping is not in /proc/self/smaps")
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/smaps"), reason="Linux's smaps"
+)
+def test_released_pages_leave_the_process_not_the_values(tmp_path):
+    """What the preset_load part does to a weight it has cast: the pages
+    under it stop counting in this process, and its values read the same
+    (the file again)."""
+    values = np.arange(4 * 2**20, dtype=np.float32)  # 16 MB
+    path = tmp_path / "weights.bin"
+    values.tofile(path)
+    mapping = mapped_weights._map(str(path))
+    array = np.frombuffer(mapping, np.float32, values.size // 2, 4096)
+    np.testing.assert_array_equal(array, values[1024 : 1024 + array.size])
+    assert _resident_kb(mapping) >= array.nbytes // 1024
+    assert mapped_weights.release_pages(array)
+    assert _resident_kb(mapping) < 64
+    np.testing.assert_array_equal(array, values[1024 : 1024 + array.size])
+    # Anything else is not this part's to release.
+    assert not mapped_weights.release_pages(values)
 
 
 def test_a_file_stays_guarded_while_any_model_maps_it(tmp_path):

@@ -8,6 +8,7 @@ import keras_ov_einsum
 from graphs import gpt2_causal_lm
 from keras_ov_einsum.preset_load import (
     BFLOAT16_LABEL,
+    CAST_LABEL,
     SHARED_LABEL,
     VARIABLES_LABEL,
     bfloat16_bits,
@@ -154,7 +155,8 @@ def test_weights_are_assigned_without_a_copy(preset, monkeypatch):
 
 
 def _constant_bits(variable):
-    """The bytes of a variable's Constant as uint16 (bfloat16 bits)."""
+    """The bytes of a variable's Constant as uint16 (bfloat16 or float16
+    bits)."""
     node = variable.value.output.get_node()
     assert node.get_type_name() == "Constant"
     return np.asarray(node.get_data()).view(np.uint16)
@@ -173,6 +175,22 @@ def test_bfloat16_weights_are_rounded_as_stock_rounds_them(preset):
         _float_weights(backbone), _float_weights(stock), strict=True
     ):
         assert str(got.dtype) == "bfloat16"
+        np.testing.assert_array_equal(_constant_bits(got), _constant_bits(want))
+
+
+def test_float16_weights_are_cast_as_stock_casts_them(preset):
+    """A float32 preset loaded as float16: cast once by NumPy, as stock
+    casts it before copying the result into its Constant."""
+    path, _, keras_hub = preset
+    stock = keras_hub.models.Backbone.from_preset(path, dtype="float16")
+    with keras_ov_einsum.enabled():
+        backbone = keras_hub.models.Backbone.from_preset(path, dtype="float16")
+        counts = keras_ov_einsum.explain().counts
+    assert counts[CAST_LABEL] == len(_float_weights(backbone)) > 0
+    for got, want in zip(
+        _float_weights(backbone), _float_weights(stock), strict=True
+    ):
+        assert str(got.dtype) == "float16"
         np.testing.assert_array_equal(_constant_bits(got), _constant_bits(want))
 
 
