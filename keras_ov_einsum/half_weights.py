@@ -19,7 +19,9 @@ compiled: each MatMul of a float16 activation and a 2-D float16 kernel
 Constant (behind Reshapes and Transposes, as the lowering parts build it)
 becomes ``Convert(f16)(MatMul(Convert(f32)(x), decompression(kernel)))``,
 the kernel a view of the variable's Constant (no copy; behind a Transpose,
-a transposed float16 copy), and the model gets
+a transposed float16 copy), each Gather from a float16 embedding table
+gathers from the table behind a decompression Convert too, and the model
+gets
 one state variable of one float32 that nothing reads: the plugin's mark of
 a language model (the key/value cache kept in OpenVINO state would be the
 full form; the step model keeps it at its boundary, stepwise.py says why).
@@ -118,8 +120,8 @@ def _float16_kernel(matmul):
 
 def keep_float16(model):
     """Rewrites ``model`` (an ``ov.Model``) in place as the module's
-    docstring says; returns how many kernels it rewrote (none: the model
-    is left as it was)."""
+    docstring says; returns how many kernels and embedding tables it
+    rewrote (none: the model is left as it was)."""
     import openvino as ov
     import openvino.opset14 as ov_opset
 
@@ -147,9 +149,42 @@ def keep_float16(model):
         for target in list(node.output(0).get_target_inputs()):
             target.replace_source_output(result.output(0))
         rewritten += 1
-    if rewritten:
+    tables = _decompress_float16_tables(model)
+    if rewritten or tables:
         _mark_language_model(model)
         model.validate_nodes_and_infer_types()
+    return rewritten, tables
+
+
+def _decompress_float16_tables(model):
+    """Each Gather of rows of a float16 Constant (an embedding table) as
+    ``Convert(f16)(Gather(decompression(table), ids))``, as in OpenVINO's
+    float16 IRs: the plugin then gathers from the float16 table instead of
+    a float32 copy of it (206 MB for GPT-2 Medium's). Returns how many."""
+    import openvino as ov
+    import openvino.opset14 as ov_opset
+
+    rewritten = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Gather":
+            continue
+        table = node.input_value(0).get_node()
+        axis = node.input_value(2).get_node()
+        if (
+            table.get_type_name() != "Constant"
+            or table.get_element_type() != ov.Type.f16
+            or axis.get_type_name() != "Constant"
+            or axis.get_data().tolist() not in (0, [0])
+            or node.get_attributes()["batch_dims"] != 0
+        ):
+            continue
+        decompressed = ov_opset.convert(table, ov.Type.f32)
+        decompressed.get_rt_info()[_DECOMPRESSION] = ""
+        rows = ov_opset.gather(decompressed, node.input_value(1), axis)
+        result = ov_opset.convert(rows, ov.Type.f16)
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(result.output(0))
+        rewritten += 1
     return rewritten
 
 
@@ -179,14 +214,14 @@ def _compile_wrapper(stock_compile):
         if dtype in ("float16", "bfloat16"):
             lowered = False
             if reason is None:
-                count = keep_float16(model)
-                lowered = count > 0
+                kernels, tables = keep_float16(model)
+                lowered = kernels + tables > 0
                 reason = (
-                    f"{count} float16 kernels kept float16 behind a "
-                    "decompression Convert; the model marked a language "
-                    "model"
+                    f"{kernels} float16 kernels and {tables} embedding "
+                    "tables kept float16 behind a decompression Convert; "
+                    "the model marked a language model"
                     if lowered
-                    else "no MatMul of a float16 activation and kernel"
+                    else "no float16 kernel or embedding table"
                 )
             decisions.record(
                 decisions.Decision(

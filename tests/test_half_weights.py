@@ -24,13 +24,19 @@ from keras_ov_einsum import half_weights, stepwise
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _input_types(compiled, layer_type, index):
+    """The element types of input ``index`` of the compiled model's layers
+    of ``layer_type``."""
+    return collections.Counter(
+        node.input(index).get_element_type().get_type_name()
+        for node in compiled.get_runtime_model().get_ops()
+        if node.get_rt_info()["layerType"].astype(str) == layer_type
+    )
+
+
 def _kernel_types(compiled):
     """The element types of the compiled model's FullyConnected weights."""
-    return collections.Counter(
-        node.input(1).get_element_type().get_type_name()
-        for node in compiled.get_runtime_model().get_ops()
-        if node.get_rt_info()["layerType"].astype(str) == "FullyConnected"
-    )
+    return _input_types(compiled, "FullyConnected", 1)
 
 
 def _generated(family, dtype, **switches):
@@ -52,13 +58,17 @@ def _generated(family, dtype, **switches):
 def test_the_kernels_reach_the_plugin_float16(family, kernels):
     compiled, (decision,) = _generated(family, "float16")
     assert decision.lowered
-    assert decision.reason.startswith(f"{kernels} float16 kernels kept")
-    types = _kernel_types(compiled)
-    assert set(types) == {"f16"}
-    # Switched off: stock's float32 copy of each kernel.
+    assert decision.reason.startswith(
+        f"{kernels} float16 kernels and 1 embedding tables kept"
+    )
+    assert set(_kernel_types(compiled)) == {"f16"}
+    # The token embedding's rows are gathered from the float16 table.
+    assert _input_types(compiled, "Gather", 0)["f16"] == 1
+    # Switched off: stock's float32 copy of each kernel and table.
     compiled, decisions = _generated(family, "float16", half_weights=False)
     assert decisions == []
     assert set(_kernel_types(compiled)) == {"f32"}
+    assert "f16" not in _input_types(compiled, "Gather", 0)
 
 
 def test_bfloat16_is_declined():
@@ -84,7 +94,7 @@ def test_the_kernels_are_views_of_the_variables():
     causal_lm = causal_lms.causal_lm("gpt2", "float16")
     with keras_ov_einsum.enabled():
         model, _ = stepwise._trace(causal_lm)
-    assert half_weights.keep_float16(model) == 13
+    assert half_weights.keep_float16(model) == (13, 1)
     nodes = [variable.value.output.get_node() for variable in causal_lm.weights]
     buffers = {
         node.get_data().ctypes.data
@@ -97,7 +107,7 @@ def test_the_kernels_are_views_of_the_variables():
         if node.get_type_name() == "Convert"
         and "decompression_0" in node.get_rt_info()
     ]
-    assert len(kernels) == 13
+    assert len(kernels) == 13 + 1  # and the embedding table itself
     assert {kernel.get_data().ctypes.data for kernel in kernels} <= buffers
     # The model is marked a language model: one state variable.
     assert len(model.get_variables()) == 1
