@@ -1,6 +1,7 @@
 """The pages whose numbers come from committed results: docs/performance.md
-(GPT-2 Medium), docs/performance-llama.md (Llama-small) and
-docs/performance-half.md (GPT-2 Medium in float16 and bfloat16) are
+(GPT-2 Medium), docs/performance-llama.md (Llama-small),
+docs/performance-half.md (GPT-2 Medium in float16 and bfloat16) and
+docs/performance-llama-half.md (Llama-small in float16) are
 ``python -m benchmarks report`` of docs/results/*/results.json, byte for
 byte, and the README's targets tables are the ones those reports render."""
 
@@ -15,6 +16,7 @@ PAGES = {
     "gpt2_medium": ROOT / "docs" / "performance.md",
     "llama_small": ROOT / "docs" / "performance-llama.md",
     "gpt2_medium_half": ROOT / "docs" / "performance-half.md",
+    "llama_small_half": ROOT / "docs" / "performance-llama-half.md",
 }
 
 
