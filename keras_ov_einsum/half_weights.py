@@ -4,15 +4,16 @@ own IRs do.
 keras-hub compiles a float16 model with the f16 precision hint. On a CPU
 without float16 arithmetic (AVX2, as this project's machine) the plugin
 then computes in float32 and converts every float16 Constant to float32
-when it compiles: GPT-2 Medium's step model grew 2.9 GB on its first call
-(the kernels twice over, a float32 copy of each), took 7 s to compile and
-read 1.4 GB of kernels a step. An IR that optimum-intel exports in float16
-holds each kernel as ``Convert(float32)`` of a float16 Constant marked as
-a decompression; the CPU plugin packs such a kernel float16 and widens it
-inside its FullyConnected kernel, but only in a model it takes for a large
-language model, one holding a state variable (``python -m
-benchmarks.bandwidth --weights f16-decompressed [--stateful]``: 12.1 ->
-19.5 GB/s and 1386 -> 715 MB on GPT-2 Medium's shapes, docs/native-gap.md).
+when it compiles: GPT-2 Medium's first call grew RSS by 2.8 GB (a float32
+copy of each kernel beside Keras's float16 one) and each step read 1.4 GB
+of kernels (the harness at 1cdc3aa, docs/native-gap.md). An IR that
+optimum-intel exports in float16 holds each kernel as ``Convert(float32)``
+of a float16 Constant marked as a decompression; the CPU plugin packs
+such a kernel float16 and widens it inside its FullyConnected kernel, but
+only in a model it takes for a large language model, one holding a state
+variable (``python -m benchmarks.bandwidth --weights f16-decompressed
+[--stateful]``: 12.1 -> 19.5 GB/s and 1386 -> 715 MB on GPT-2 Medium's
+shapes, docs/native-gap.md).
 
 This part gives the stepwise part's step model that form before it is
 compiled: each MatMul of a float16 activation and a 2-D float16 kernel
@@ -21,10 +22,10 @@ becomes ``Convert(f16)(MatMul(Convert(f32)(x), decompression(kernel)))``,
 the kernel a view of the variable's Constant (no copy; behind a Transpose,
 a transposed float16 copy), each Gather from a float16 embedding table
 gathers from the table behind a decompression Convert too, and the model
-gets
-one state variable of one float32 that nothing reads: the plugin's mark of
-a language model (the key/value cache kept in OpenVINO state would be the
-full form; the step model keeps it at its boundary, stepwise.py says why).
+gets one state variable of one float32 that nothing reads: the plugin's
+mark of a language model (the key/value cache kept in OpenVINO state
+would be the full form; the step model keeps it at its boundary,
+stepwise.py says why).
 
 Values: on a CPU that computes float16 in float32 the products are stock's
 (the plugin widens the same float16 values and rounds the results to
