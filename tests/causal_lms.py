@@ -24,9 +24,28 @@ __all__ = [
     "compile_step_model",
     "prompt",
     "prompt_and_step",
+    "run_fresh",
 ]
 
 FAMILIES = ("gpt2", "llama", "gemma")
+
+
+def run_fresh(script, *args):
+    """The JSON that ``python script *args`` prints last, run in a fresh
+    process on the OpenVINO backend with this repository importable."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="openvino", PYTHONPATH=root)
+    completed = subprocess.run(
+        [sys.executable, script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def causal_lm(family, dtype="float32"):

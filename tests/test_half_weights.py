@@ -8,8 +8,6 @@ for each family with every default part on.
 import collections
 import gc
 import json
-import os
-import subprocess
 import sys
 
 import causal_lms
@@ -20,8 +18,6 @@ import pytest
 
 import keras_ov_einsum
 from keras_ov_einsum import half_weights, stepwise
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _input_types(compiled, layer_type, index):
@@ -140,16 +136,7 @@ def _first_call_growth(mode):
     float16 over its first generate(), in a fresh process: ``mode`` "on"
     (every default part), "off" (half_weights off) or "unmarked" (on,
     without the language model's mark)."""
-    env = dict(os.environ, KERAS_BACKEND="openvino", PYTHONPATH=ROOT)
-    completed = subprocess.run(
-        [sys.executable, __file__, mode],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return causal_lms.run_fresh(__file__, mode)
 
 
 def test_one_float16_copy_of_the_kernels_only_in_a_marked_model():

@@ -162,35 +162,25 @@ def _constant_bits(variable):
     return np.asarray(node.get_data()).view(np.uint16)
 
 
-def test_bfloat16_weights_are_rounded_as_stock_rounds_them(preset):
-    """A float32 preset loaded as bfloat16: the part rounds in NumPy what
-    stock rounds through a Python list, to the same bits."""
+@pytest.mark.parametrize(
+    "dtype, label",
+    # bfloat16: rounded in NumPy where stock rounds through a Python list;
+    # float16: cast once, where stock casts and copies the result.
+    [("bfloat16", BFLOAT16_LABEL), ("float16", CAST_LABEL)],
+)
+def test_half_weights_carry_stocks_bits(preset, dtype, label):
+    """A float32 preset loaded as bfloat16 or float16: the same bits as
+    stock's load."""
     path, _, keras_hub = preset
-    stock = keras_hub.models.Backbone.from_preset(path, dtype="bfloat16")
+    stock = keras_hub.models.Backbone.from_preset(path, dtype=dtype)
     with keras_ov_einsum.enabled():
-        backbone = keras_hub.models.Backbone.from_preset(path, dtype="bfloat16")
+        backbone = keras_hub.models.Backbone.from_preset(path, dtype=dtype)
         counts = keras_ov_einsum.explain().counts
-    assert counts[BFLOAT16_LABEL] == len(_float_weights(backbone)) > 0
+    assert counts[label] == len(_float_weights(backbone)) > 0
     for got, want in zip(
         _float_weights(backbone), _float_weights(stock), strict=True
     ):
-        assert str(got.dtype) == "bfloat16"
-        np.testing.assert_array_equal(_constant_bits(got), _constant_bits(want))
-
-
-def test_float16_weights_are_cast_as_stock_casts_them(preset):
-    """A float32 preset loaded as float16: cast once by NumPy, as stock
-    casts it before copying the result into its Constant."""
-    path, _, keras_hub = preset
-    stock = keras_hub.models.Backbone.from_preset(path, dtype="float16")
-    with keras_ov_einsum.enabled():
-        backbone = keras_hub.models.Backbone.from_preset(path, dtype="float16")
-        counts = keras_ov_einsum.explain().counts
-    assert counts[CAST_LABEL] == len(_float_weights(backbone)) > 0
-    for got, want in zip(
-        _float_weights(backbone), _float_weights(stock), strict=True
-    ):
-        assert str(got.dtype) == "float16"
+        assert str(got.dtype) == dtype
         np.testing.assert_array_equal(_constant_bits(got), _constant_bits(want))
 
 

@@ -6,11 +6,6 @@ stock keras-hub compiles its generate graph once per model, stop tokens
 included, so one process cannot run both cleanly.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import causal_lms
 import keras_hub
 import numpy as np
@@ -21,23 +16,13 @@ import keras_ov_einsum
 from keras_ov_einsum import stepwise
 from keras_ov_einsum.stepwise import LABEL
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOWERED = (
     "one step model; the prompt and each decoding step run as its inferences"
 )
 
 
 def _run(family, mode, dtype="float32"):
-    env = dict(os.environ, KERAS_BACKEND="openvino", PYTHONPATH=ROOT)
-    completed = subprocess.run(
-        [sys.executable, causal_lms.__file__, family, mode, dtype],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return causal_lms.run_fresh(causal_lms.__file__, family, mode, dtype)
 
 
 class TestSameTokensAsStock:
