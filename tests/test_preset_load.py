@@ -184,6 +184,36 @@ def test_half_weights_carry_stocks_bits(preset, dtype, label):
         np.testing.assert_array_equal(_constant_bits(got), _constant_bits(want))
 
 
+def test_float16_casts_carry_numpys_bits_at_the_edges():
+    """The float32 -> float16 cast OpenVINO folds gives NumPy's bits (what
+    stock's ``astype`` gives) for the edges and any bit pattern but NaN;
+    an array holding a NaN is cast by NumPy, payload bits and all."""
+    from keras_ov_einsum.preset_load import _cast_constant, _float16_by_openvino
+
+    edges = np.array(
+        [0.0, -0.0, np.inf, -np.inf, 65504, 65519, 65520, 1e6, -1e6]
+        + [5.96e-8, 2.98e-8, 2.99e-8, 1e-9, 6.1e-5, 6.09e-5]
+        + [1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-11 + 2**-20],
+        np.float32,
+    )
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, 2**32, 2**20, dtype=np.uint64)
+    patterns = patterns.astype(np.uint32).view(np.float32)
+    patterns = patterns[~np.isnan(patterns)]
+    with np.errstate(over="ignore"):
+        for values in (edges, patterns):
+            got = _float16_by_openvino(values).get_data().view(np.uint16)
+            want = values.astype(np.float16).view(np.uint16)
+            np.testing.assert_array_equal(got, want)
+        signaling = np.array([1.0, np.nan], np.float32)
+        signaling.view(np.uint32)[1] = 0x7F800001
+        node = _cast_constant(signaling, "float16").output.get_node()
+        np.testing.assert_array_equal(
+            node.get_data().view(np.uint16),
+            signaling.astype(np.float16).view(np.uint16),
+        )
+
+
 def test_bfloat16_bits_are_openvinos_at_the_edges():
     """OpenVINO's float-to-bfloat16 rounding, not round-to-nearest-even:
     ties, the values just below them, infinities, NaNs (signaling ones
