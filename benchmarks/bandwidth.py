@@ -40,6 +40,8 @@ import openvino as ov
 import openvino.opset13 as ov_opset
 import psutil
 
+from keras_ov_einsum.half_weights import DECOMPRESSION
+
 __all__ = ["fully_connected_bandwidth", "fully_connected_layers", "main"]
 
 GB = 1e9
@@ -71,10 +73,6 @@ WEIGHTS = {
     "i8-dequantized": (1, "f32"),
     "f16-decompressed": (2, "f32"),
 }
-# The rt_info key that marks a Convert as weight decompression (OpenVINO's
-# ``mark_as_decompression``, which Python cannot call): the CPU plugin keeps
-# the Constant behind such a Convert in its own type.
-DECOMPRESSION = "decompression_0"
 # --stateful: one query row of this many features a step.
 STATE_ROW = (1, 1, 1, 64)
 
@@ -186,7 +184,7 @@ def _projection(parameter, kernel, transpose_b, weights_type):
     if weights_type == "f16-decompressed":
         constant = ov_opset.constant(kernel, dtype=ov.Type.f16)
         weights = ov_opset.convert(constant, ov.Type.f32)
-        weights.get_rt_info()[DECOMPRESSION] = ""
+        weights.get_rt_info()[DECOMPRESSION] = ""  # half_weights' mark
         return ov_opset.matmul(parameter, weights, False, transpose_b)
     if weights_type in ("f32", "f16", "bf16"):
         element_type = getattr(ov.Type, weights_type)

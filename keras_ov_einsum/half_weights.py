@@ -42,12 +42,14 @@ import functools
 from . import decisions
 from .part import Hook, Part
 
-__all__ = ["LABEL", "PART", "decline_reason", "keep_float16"]
+__all__ = ["DECOMPRESSION", "LABEL", "PART", "decline_reason", "keep_float16"]
 
 LABEL = "half_weights: float16 kernels of the step model"
 # The rt_info key OpenVINO's MarkDequantizationSubgraph and optimum-intel's
-# IRs put on a Convert that decompresses a weight.
-_DECOMPRESSION = "decompression_0"
+# IRs put on a Convert that decompresses a weight (OpenVINO's
+# ``mark_as_decompression``, which Python cannot call): the CPU plugin
+# keeps the Constant behind such a Convert in its own type.
+DECOMPRESSION = "decompression_0"
 _MARK_VARIABLE = "keras_ov_einsum.language_model"
 
 
@@ -135,20 +137,14 @@ def keep_float16(model):
         kernel = _float16_kernel(node)
         if kernel is None:
             continue
-        kernel = ov_opset.convert(
-            ov.op.Constant(kernel, shared_memory=True), ov.Type.f32
-        )
-        kernel.get_rt_info()[_DECOMPRESSION] = ""
         attributes = node.get_attributes()
         product = ov_opset.matmul(
             ov_opset.convert(node.input_value(0), ov.Type.f32),
-            kernel,
+            _decompressed(ov.op.Constant(kernel, shared_memory=True)),
             attributes["transpose_a"],
             attributes["transpose_b"],
         )
-        result = ov_opset.convert(product, ov.Type.f16)
-        for target in list(node.output(0).get_target_inputs()):
-            target.replace_source_output(result.output(0))
+        _replace_with_float16(node, product)
         rewritten += 1
     tables = _decompress_float16_tables(model)
     if rewritten or tables:
@@ -179,14 +175,32 @@ def _decompress_float16_tables(model):
             or node.get_attributes()["batch_dims"] != 0
         ):
             continue
-        decompressed = ov_opset.convert(table, ov.Type.f32)
-        decompressed.get_rt_info()[_DECOMPRESSION] = ""
-        rows = ov_opset.gather(decompressed, node.input_value(1), axis)
-        result = ov_opset.convert(rows, ov.Type.f16)
-        for target in list(node.output(0).get_target_inputs()):
-            target.replace_source_output(result.output(0))
+        rows = ov_opset.gather(_decompressed(table), node.input_value(1), axis)
+        _replace_with_float16(node, rows)
         rewritten += 1
     return rewritten
+
+
+def _decompressed(constant):
+    """``constant`` (float16) widened to float32 by a Convert marked as a
+    weight's decompression."""
+    import openvino as ov
+    import openvino.opset14 as ov_opset
+
+    widened = ov_opset.convert(constant, ov.Type.f32)
+    widened.get_rt_info()[DECOMPRESSION] = ""
+    return widened
+
+
+def _replace_with_float16(node, float32_result):
+    """Every reader of ``node``'s output reads ``float32_result`` narrowed
+    to float16 (``node``'s type) instead."""
+    import openvino as ov
+    import openvino.opset14 as ov_opset
+
+    result = ov_opset.convert(float32_result, ov.Type.f16)
+    for target in list(node.output(0).get_target_inputs()):
+        target.replace_source_output(result.output(0))
 
 
 def _mark_language_model(model):

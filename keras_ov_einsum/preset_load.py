@@ -18,9 +18,10 @@ loaded into a bfloat16 variable is rounded in NumPy, bit for bit as stock
 rounds it: stock hands OpenVINO a Python list of every value (its
 ``constant()`` does that for bfloat16, which NumPy lacks), two thirds of a
 bfloat16 GPT-2 Medium's ~30 s load (profiled). A weight loaded into a
-variable of another NumPy type (float32 into float16) is cast once, as
-stock casts it, and the Constant shares the cast array (stock copies it
-once more). After either cast, a weight the mapped_weights part mapped
+variable of another NumPy type (float32 into float16) is cast once, to
+stock's bits (float32 to float16 by OpenVINO's Convert, faster than
+NumPy's ``astype``), and the Constant shares the cast array (stock copies
+it once more). After either cast, a weight the mapped_weights part mapped
 gives its pages back (``mapped_weights.release_pages``): GPT-2 Medium's
 float16 load peaked at 2119 MB over its imports with the whole float32
 file resident beside the float16 copies, 782 MB without (ad hoc, the
@@ -99,15 +100,16 @@ def _convert_wrapper(stock_convert):
             if shared is not None:
                 decisions.count(SHARED_LABEL)
                 return shared
-            cast = _bfloat16_constant(value, dtype or self._dtype)
-            if cast is not None:
-                decisions.count(BFLOAT16_LABEL)
-            else:
-                cast = _cast_constant(value, dtype or self._dtype)
+            for make, label in (
+                (_bfloat16_constant, BFLOAT16_LABEL),
+                (_cast_constant, CAST_LABEL),
+            ):
+                cast = make(value, dtype or self._dtype)
                 if cast is not None:
-                    decisions.count(CAST_LABEL)
-                else:
-                    cast = stock_convert(self, value, dtype)
+                    decisions.count(label)
+                    break
+            else:
+                cast = stock_convert(self, value, dtype)
             # Copied: a mapped weight's pages go back (mapped_weights).
             mapped_weights.release_pages(value)
             return cast
@@ -172,9 +174,10 @@ def _float16_by_openvino(value):
     """A float16 Constant of float32 ``value`` (C-ordered, no NaN), cast by
     OpenVINO's constant folding of a Convert: NumPy's bits (round to
     nearest even, overflow to infinity, subnormals; the tests check the
-    edges) in less time, 0.07 s for 50 M values against NumPy's 0.17 s, and
-    a float16 GPT-2 Medium loaded in 2.1 s instead of 3.0 (ad hoc,
-    alternated). Not for NaNs: their payload bits come out otherwise."""
+    edges) in less time, 0.07 s for 50 M values against NumPy's 0.17 s
+    (ad hoc); a float16 GPT-2 Medium's load 3.19 -> 2.14 s in the harness
+    (docs/performance-half.md). Not for NaNs: their payload bits come out
+    otherwise."""
     import openvino as ov
     import openvino.opset13 as ov_opset
     from openvino.passes import ConstantFolding, Manager
