@@ -25,6 +25,7 @@ PARTS = tuple(
         "preset_load",
         "mapped_weights",
         "stepwise",
+        "layer_caches",
         "half_weights",
     )
 )

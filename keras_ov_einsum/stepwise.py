@@ -38,13 +38,14 @@ keras-hub's ``GreedySampler`` itself are run this way; anything else keeps
 stock's generate function, with the reason in ``explain()``.
 """
 
+import collections
 import functools
 import threading
 
 from . import decisions
 from .part import Hook, Part
 
-__all__ = ["LABEL", "PART", "STEPS_LABEL", "decline_reason"]
+__all__ = ["LABEL", "PART", "STEPS_LABEL", "CacheLayout", "decline_reason"]
 
 LABEL = "CausalLM.generate"
 STEPS_LABEL = "stepwise: inferences of the step model (prompt, then per token)"
@@ -57,6 +58,8 @@ _SUPPORTED = (
     ("keras_hub.src.models.gemma.gemma_causal_lm", "GemmaCausalLM"),
 )
 _METHODS = ("generate_step", "call_with_cache", "_build_cache")
+# The positions a one-row generation's per-layer caches grow by (below).
+_PREFIX_STEP = 64
 
 
 def decline_reason(causal_lm):
@@ -197,9 +200,12 @@ def _cache_layout(causal_lm):
     return shape[1], shape[4], shape[5], dtype
 
 
-def _trace(causal_lm):
+def _trace(causal_lm, per_layer=False):
     """The step model: (token ids, cache, cache index) -> (the sampler's
-    probabilities for the last position, the new cache)."""
+    probabilities for the last position, the new cache). ``per_layer``:
+    the cache crosses the boundary as one tensor a layer (the
+    ``layer_caches`` part; raises ``layer_caches.Declined`` where the
+    model's ``call_with_cache`` does not take its layers' caches apart)."""
     import openvino as ov
     import openvino.opset14 as ov_opset
     from keras.src.backend.openvino.core import (
@@ -211,34 +217,48 @@ def _trace(causal_lm):
     # float16/bfloat16 caches cross the boundary in float32 (the module's
     # docstring says why).
     boundary = "float32" if dtype in ("float16", "bfloat16") else dtype
+    layout = CacheLayout(layers, heads, head_dim, boundary, per_layer)
     # The sizes stock's graph knows (its cache is zeros of a shape built
     # from the model's config) stay static: the batch, the sequence and the
     # cache length are dynamic, as they are in stock's graph.
-    parameters = [
-        ov_opset.parameter([-1, -1], ov.Type.i32),
-        ov_opset.parameter(
-            [-1, layers, 2, -1, heads, head_dim], OPENVINO_DTYPES[boundary]
-        ),
-        ov_opset.parameter([], ov.Type.i32),
+    token_ids = ov_opset.parameter([-1, -1], ov.Type.i32)
+    caches = [
+        ov_opset.parameter(shape, OPENVINO_DTYPES[boundary])
+        for shape in layout.shapes(-1, -1)
     ]
-    _share_batch(parameters[:2])
-    token_ids, cache, index = (
-        OpenVINOKerasTensor(parameter.output(0)) for parameter in parameters
+    index = ov_opset.parameter([], ov.Type.i32)
+    _share_batch([token_ids, *caches])
+    cache_inputs = [cache.output(0) for cache in caches]
+    if boundary != dtype:
+        cache_inputs = [
+            ov_opset.convert(cache, OPENVINO_DTYPES[dtype]).output(0)
+            for cache in cache_inputs
+        ]
+    if per_layer:
+        from . import layer_caches
+
+        cache = layer_caches.stand_in(cache_inputs, layers)
+    else:
+        (cache,) = (OpenVINOKerasTensor(output) for output in cache_inputs)
+    logits, _, new_cache = causal_lm.call_with_cache(
+        OpenVINOKerasTensor(token_ids.output(0)),
+        cache,
+        OpenVINOKerasTensor(index.output(0)),
     )
-    if boundary != dtype:
-        cache = OpenVINOKerasTensor(
-            ov_opset.convert(cache.output, OPENVINO_DTYPES[dtype]).output(0)
-        )
-    logits, _, cache = causal_lm.call_with_cache(token_ids, cache, index)
     probabilities = causal_lm.sampler.compute_probabilities(logits[:, -1, :])
-    new_cache = cache.output
+    if per_layer:
+        cache_outputs = cache.unstacked(new_cache.output)
+    else:
+        cache_outputs = [new_cache.output]
     if boundary != dtype:
-        new_cache = ov_opset.convert(new_cache, OPENVINO_DTYPES[boundary])
-    results = [
-        ov_opset.result(probabilities.output),
-        ov_opset.result(new_cache),
+        cache_outputs = [
+            ov_opset.convert(output, OPENVINO_DTYPES[boundary]).output(0)
+            for output in cache_outputs
+        ]
+    results = [ov_opset.result(probabilities.output)] + [
+        ov_opset.result(output) for output in cache_outputs
     ]
-    return ov.Model(results, parameters), (layers, heads, head_dim, boundary)
+    return ov.Model(results, [token_ids, *caches, index]), layout
 
 
 def _share_batch(parameters):
@@ -261,20 +281,45 @@ def _share_batch(parameters):
         parameter.set_partial_shape(ov.PartialShape(dimensions))
 
 
+class CacheLayout(
+    collections.namedtuple(
+        "CacheLayout", "layers heads head_dim dtype per_layer"
+    )
+):
+    """The step model's cache at its boundary: ``per_layer`` False, one
+    ``[batch, layers, 2, length, heads, head_dim]`` tensor (the stack
+    keras-hub's ``call_with_cache`` takes); True, a key and a value cache
+    of ``[batch, length, heads, head_dim]`` a layer (the ``layer_caches``
+    part)."""
+
+    def shapes(self, batch, length):
+        """The cache tensors' shapes, in the step model's input order."""
+        if self.per_layer:
+            cache = [batch, length, self.heads, self.head_dim]
+            return [cache] * (2 * self.layers)
+        return [[batch, self.layers, 2, length, self.heads, self.head_dim]]
+
+
 def _cache_buffers(batch, length, layout):
-    """Two caches of ``[batch, layers, 2, length, heads, head_dim]``, the
-    first zeros, both owned here: each inference reads one and writes the
+    """Two sets of the cache's tensors (``layout.shapes``), the first
+    zeros, all owned here: each inference reads one set and writes the
     other."""
     import numpy as np
     import openvino as ov
     from keras.src.backend.openvino.core import OPENVINO_DTYPES
 
-    layers, heads, head_dim, dtype = layout
-    shape = [batch, layers, 2, length, heads, head_dim]
     # ov.Tensors of the cache's own type: NumPy has no bfloat16 that
     # OpenVINO reads as such, and zero bytes are zero in every float type.
-    buffers = [ov.Tensor(OPENVINO_DTYPES[dtype], shape) for _ in range(2)]
-    np.asarray(buffers[0].data).fill(0)
+    element_type = OPENVINO_DTYPES[layout.dtype]
+    buffers = [
+        [
+            ov.Tensor(element_type, shape)
+            for shape in layout.shapes(batch, length)
+        ]
+        for _ in range(2)
+    ]
+    for buffer in buffers[0]:
+        np.asarray(buffer.data).fill(0)
     return buffers
 
 
@@ -292,12 +337,36 @@ def _generate(request, layout, token_ids, mask, index, stop_token_ids):
     # to one of those outlived it, and the heap was corrupted later (seen
     # with two infer requests taking turns, on OpenVINO 2026.4.1).
     buffers = _cache_buffers(batch, length, layout)
+    # One row's caches a layer: each inference sees a prefix (contiguous)
+    # of them that holds the positions filled so far and its own, so the
+    # attention and the cache copy cover those rather than the whole
+    # length; the positions past them are masked, as in the whole cache.
+    trimmed = layout.per_layer and batch == 1
+
+    def caches(parity, positions):
+        if not trimmed:
+            return buffers[parity]
+        # A multiple of _PREFIX_STEP: the plugin makes and keeps executors
+        # for each new input shape (one position at a time grew RSS by 430
+        # MB over 254 steps of GPT-2 Medium and made each new length
+        # ~14 ms slower, ad hoc).
+        prefix = -(-positions // _PREFIX_STEP) * _PREFIX_STEP
+        return [
+            ov.Tensor(np.asarray(buffer.data)[:, :prefix], shared_memory=True)
+            for buffer in buffers[parity]
+        ]
 
     def infer(tokens, cache_index, step):
         request.set_input_tensor(0, ov.Tensor(tokens.astype(np.int32)))
-        request.set_input_tensor(1, buffers[step % 2])
-        request.set_output_tensor(1, buffers[(step + 1) % 2])
-        request.set_input_tensor(2, ov.Tensor(np.array(cache_index, np.int32)))
+        positions = cache_index + tokens.shape[1]
+        reads = caches(step % 2, positions)
+        writes = caches((step + 1) % 2, positions)
+        for position, (read, write) in enumerate(zip(reads, writes), 1):
+            request.set_input_tensor(position, read)
+            request.set_output_tensor(position, write)
+        request.set_input_tensor(
+            len(reads) + 1, ov.Tensor(np.array(cache_index, np.int32))
+        )
         request.infer()
         return request.get_output_tensor(0).data
 
@@ -356,10 +425,10 @@ def _padding_mask(token_ids, mask, stop_token_ids):
     return ~overflow.astype(bool)
 
 
-def _record(causal_lm, lowered, reason):
+def _record(causal_lm, lowered, reason, label=LABEL):
     decisions.record(
         decisions.Decision(
-            equation=LABEL,
+            equation=label,
             shapes=(),
             dtypes=(type(causal_lm).__name__,),
             lowered=lowered,

@@ -112,12 +112,33 @@ def prompt_and_step(compiled, layout):
     """A ``compiled`` step model (cache ``layout`` as ``_trace`` gives it)
     run on the first 3 tokens of both prompt rows with a cache of 16, then
     on their 4th: [the prompt pass's probabilities, its cache, the step's
-    probabilities, its cache]."""
+    probabilities, its cache], each cache as the stack keras-hub's
+    ``call_with_cache`` returns, whatever the layout."""
     tokens = prompt()["token_ids"][:, :5]
-    cache = np.zeros((2, layout[0], 2, 16, *layout[1:3]), "float32")
-    prompt_pass = compiled([tokens[:, :3], cache, np.int32(0)])
-    step = compiled([tokens[:, 3:4], prompt_pass[1].copy(), np.int32(3)])
-    return [prompt_pass[0], prompt_pass[1], step[0], step[1]]
+    caches = [np.zeros(shape, "float32") for shape in layout.shapes(2, 16)]
+    count = len(caches)
+    prompt_pass = compiled([tokens[:, :3], *caches, np.int32(0)])
+    caches = [prompt_pass[i].copy() for i in range(1, count + 1)]
+    step = compiled([tokens[:, 3:4], *caches, np.int32(3)])
+    step_caches = [step[i] for i in range(1, count + 1)]
+    return [
+        prompt_pass[0],
+        _stacked(caches, layout),
+        step[0],
+        _stacked(step_caches, layout),
+    ]
+
+
+def _stacked(caches, layout):
+    """The cache as keras-hub stacks it: [batch, layers, 2, length, heads,
+    head_dim]."""
+    if not layout.per_layer:
+        (cache,) = caches
+        return cache
+    pairs = [
+        np.stack(caches[i : i + 2], axis=1) for i in range(0, len(caches), 2)
+    ]
+    return np.stack(pairs, axis=1)
 
 
 def _generate(model, stop_token_ids):

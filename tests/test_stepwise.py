@@ -191,14 +191,12 @@ class TestStepModel:
         # layer: the attention part).
         assert types.count("FullyConnected") == 2 * 6 + 1
         assert types.count("Softmax") == 1
+        # The token ids, a key and a value cache a layer (the layer_caches
+        # part), the cache index.
         assert [
             str(output.get_partial_shape()) for output in compiled.inputs
-        ] == [
-            "[?,?]",
-            "[?,2,2,?,2,32]",
-            "[]",
-        ]
-        assert len(compiled.outputs) == 2
+        ] == ["[?,?]"] + ["[?,?,2,32]"] * 4 + ["[]"]
+        assert len(compiled.outputs) == 1 + 4
 
     def test_one_batch_symbol_merges_the_layers_shape_arithmetic(
         self, monkeypatch
