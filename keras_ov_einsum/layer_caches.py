@@ -1,4 +1,5 @@
-"""The stepwise step model's key/value cache as one tensor a layer.
+"""The stepwise step model's key/value cache as a key and a value cache a
+layer.
 
 keras-hub's ``call_with_cache`` takes the whole cache, ``[batch, layers, 2,
 length, heads, head_dim]``, reads each layer's part as ``cache[:, i,
@@ -13,14 +14,18 @@ ms and the Concats 103 of a step's 393 profiled ms, against 72 ms of
 FullyConnected layers, and generate(max_length=512) made 0.33 x
 openvino-genai's tokens/s (``docs/native-gap.md``).
 
-This part has the step model take and give one ``[batch, 2, length, heads,
-head_dim]`` tensor a layer instead: the trace hands ``call_with_cache`` a
-stand-in for the stack whose ``[:, i, ...]`` is layer i's Parameter, and
-each layer's updated cache (the inputs of ``ops.stack``'s Concat) becomes
-an output of its own. The values are the same; only the boundary changes.
-Where a model reads its cache otherwise (the stack itself is used, or the
-new cache is not keras's stack of one part a layer) the part declines and
-the step model keeps the whole cache, with the reason in ``explain()``.
+This part has the step model take and give a key and a value cache of
+``[batch, length, heads, head_dim]`` a layer instead: the trace hands
+``call_with_cache`` a stand-in for the stack whose ``[:, i, ...]`` is a
+stand-in for layer i's stack, whose ``[:, 0, ...]`` and ``[:, 1, ...]``
+are that layer's key and value Parameters, and each updated cache (the
+items of keras's ``ops.stack`` Concats) becomes an output of its own. The
+step model computes the same bits; only its boundary changes. With it the
+stepwise part runs a one-row generation on a prefix of each cache that
+holds the positions filled so far (``stepwise._generate``). Where a model
+reads its cache otherwise (a stack itself is used, or a new cache is not
+keras's stack of the updated ones) the part declines and the step model
+keeps the whole cache, with the reason in ``explain()``.
 """
 
 import functools
@@ -29,7 +34,7 @@ from .part import Hook, Part
 
 __all__ = ["LABEL", "PART", "Declined", "stand_in"]
 
-LABEL = "layer_caches: the step model's cache, one tensor a layer"
+LABEL = "layer_caches: the step model's key and value caches, layer by layer"
 
 
 class Declined(ValueError):
@@ -193,9 +198,10 @@ def _record(causal_lm, lowered, reason):
 
 PART = Part(
     name="layer_caches",
-    summary="the stepwise part's step model takes and gives its key/value "
-    "cache as one tensor a layer instead of keras-hub's stack of them: no "
-    "copy of every layer's cache out of the stack and back into it each "
-    "step (acts on the stepwise part's step model only)",
+    summary="the stepwise part's step model takes and gives a key and a "
+    "value cache a layer instead of keras-hub's stack of them: no copy of "
+    "every layer's cache out of the stack and back into it each step, and "
+    "a one-row generation runs on the prefix holding the filled positions "
+    "(acts on the stepwise part's step model only)",
     wraps=((Hook("keras_ov_einsum.stepwise", "_trace"), _trace_wrapper),),
 )

@@ -203,7 +203,7 @@ def _cache_layout(causal_lm):
 def _trace(causal_lm, per_layer=False):
     """The step model: (token ids, cache, cache index) -> (the sampler's
     probabilities for the last position, the new cache). ``per_layer``:
-    the cache crosses the boundary as one tensor a layer (the
+    a key and a value cache a layer cross the boundary (the
     ``layer_caches`` part; raises ``layer_caches.Declined`` where the
     model's ``call_with_cache`` does not take its layers' caches apart)."""
     import openvino as ov

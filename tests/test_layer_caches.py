@@ -1,6 +1,6 @@
-"""The layer_caches part: the stepwise step model takes and gives its
-key/value cache as one tensor a layer, and a one-row generation runs each
-step on the prefix of them that holds the filled positions."""
+"""The layer_caches part: the stepwise step model takes and gives a key
+and a value cache a layer, and a one-row generation runs each step on the
+prefix of them that holds the filled positions."""
 
 import causal_lms
 import numpy as np
