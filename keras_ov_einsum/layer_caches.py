@@ -42,6 +42,7 @@ class Declined(ValueError):
     layer as keras-hub's do."""
 
 
+@functools.cache  # one class, made once keras is imported
 def _stand_in_class():
     from keras.src.backend.openvino.core import OpenVINOKerasTensor
 
