@@ -26,6 +26,7 @@ PARTS = tuple(
         "mapped_weights",
         "stepwise",
         "layer_caches",
+        "state_caches",
         "half_weights",
     )
 )

@@ -18,7 +18,8 @@ it as genai does: the prompt pass covers only the prompt (stock's covers
 every padded position) and gives the first new token (stock recomputes
 the prompt's last token in a first step: 9 passes over the weights for 8
 new tokens, genai's 8). Each inference reads the cache from one of two
-buffers and writes it into the other: the cache is never copied. The other
+buffers and writes it into the other: the cache is never copied (with the
+``state_caches`` part the caches are the request's OpenVINO state). The other
 parts apply inside the step model: they hook the backend ops the trace
 calls.
 
@@ -164,10 +165,20 @@ def _compile_step_model(model, device, dtype):
     core, its precision hint for the model's dtype."""
     from keras_hub.src.utils import openvino_utils
 
-    hint = "f16" if dtype in ("float16", "bfloat16") else "f32"
-    return openvino_utils.get_core().compile_model(
-        model, device, {"INFERENCE_PRECISION_HINT": hint}
-    )
+    core = openvino_utils.get_core()
+    config = {
+        "INFERENCE_PRECISION_HINT": "f16"
+        if dtype in ("float16", "bfloat16")
+        else "f32"
+    }
+    supported = core.get_property(device, "SUPPORTED_PROPERTIES")
+    if model.get_variables() and "KV_CACHE_PRECISION" in supported:
+        # Caches in state (the state_caches part) are kept in float32, the
+        # type they cross the boundary in otherwise (a float16 model's
+        # too: the module's docstring); the plugin's default quantizes
+        # them to u8.
+        config["KV_CACHE_PRECISION"] = "f32"
+    return core.compile_model(model, device, config)
 
 
 class _Captured(Exception):
@@ -283,17 +294,23 @@ def _share_batch(parameters):
 
 class CacheLayout(
     collections.namedtuple(
-        "CacheLayout", "layers heads head_dim dtype per_layer"
+        "CacheLayout",
+        "layers heads head_dim dtype per_layer in_state",
+        defaults=(False,),
     )
 ):
     """The step model's cache at its boundary: ``per_layer`` False, one
     ``[batch, layers, 2, length, heads, head_dim]`` tensor (the stack
     keras-hub's ``call_with_cache`` takes); True, a key and a value cache
     of ``[batch, length, heads, head_dim]`` a layer (the ``layer_caches``
+    part). ``in_state``: none, the caches are OpenVINO state and the
+    inputs are (token ids, cache index, beam_idx) (the ``state_caches``
     part)."""
 
     def shapes(self, batch, length):
         """The cache tensors' shapes, in the step model's input order."""
+        if self.in_state:
+            return []
         if self.per_layer:
             cache = [batch, length, self.heads, self.head_dim]
             return [cache] * (2 * self.layers)
@@ -337,6 +354,12 @@ def _generate(request, layout, token_ids, mask, index, stop_token_ids):
     # to one of those outlived it, and the heap was corrupted later (seen
     # with two infer requests taking turns, on OpenVINO 2026.4.1).
     buffers = _cache_buffers(batch, length, layout)
+    if layout.in_state:
+        # The caches are the request's state: emptied, and each row reads
+        # its own (beam_idx, the plugin's reordering of them, is the
+        # identity).
+        request.reset_state()
+        request.set_input_tensor(2, ov.Tensor(np.arange(batch, dtype=np.int32)))
     # One row's caches a layer: each inference sees a prefix (contiguous)
     # of them that holds the positions filled so far and its own, so the
     # attention and the cache copy cover those rather than the whole

@@ -133,7 +133,9 @@ class TestLlama:
 
         causal_lm = causal_lms.causal_lm("llama")
         causal_lm.compile(sampler="greedy")
-        with keras_ov_einsum.enabled(**switches):
+        # The caches as inputs (prompt_and_step feeds them): state_caches
+        # off.
+        with keras_ov_einsum.enabled(state_caches=False, **switches):
             model, layout = stepwise._trace(causal_lm)
             counts = keras_ov_einsum.explain().counts
         return model, layout, counts

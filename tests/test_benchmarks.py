@@ -184,6 +184,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "mapped_weights": False,
         "stepwise": False,
         "layer_caches": False,
+        "state_caches": False,
         "half_weights": False,
     }
     # 2 layers x 4 EinsumDense, in the prompt graph and the loop body; the
@@ -233,6 +234,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "mapped_weights": True,
         "stepwise": True,
         "layer_caches": True,
+        "state_caches": True,
         "half_weights": True,
         "int8": True,
     }

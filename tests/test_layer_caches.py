@@ -14,7 +14,9 @@ LAYERS = 2  # causal_lms' models
 
 
 def _traced(causal_lm, **switches):
-    with keras_ov_einsum.enabled(**switches):
+    # The caches as Parameters: state_caches (on by default) takes them
+    # into the model's state.
+    with keras_ov_einsum.enabled(**{"state_caches": False, **switches}):
         model, layout = stepwise._trace(causal_lm)
         explanation = keras_ov_einsum.explain()
     return model, layout, [d for d in explanation if d.equation == LABEL]
@@ -114,7 +116,7 @@ class _Recording:
 def _generate_recorded(causal_lm, prompt, **switches):
     """generate()'s token ids and the cache lengths each inference of its
     second call was given."""
-    with keras_ov_einsum.enabled(**switches):
+    with keras_ov_einsum.enabled(**{"state_caches": False, **switches}):
         causal_lm.generate_function = None
         causal_lm.generate(prompt, stop_token_ids=None)
         function = causal_lm.generate_function

@@ -191,12 +191,12 @@ class TestStepModel:
         # layer: the attention part).
         assert types.count("FullyConnected") == 2 * 6 + 1
         assert types.count("Softmax") == 1
-        # The token ids, a key and a value cache a layer (the layer_caches
-        # part), the cache index.
+        # The token ids, the cache index and beam_idx: the caches are the
+        # model's state (the layer_caches and state_caches parts).
         assert [
             str(output.get_partial_shape()) for output in compiled.inputs
-        ] == ["[?,?]"] + ["[?,?,2,32]"] * 4 + ["[]"]
-        assert len(compiled.outputs) == 1 + 4
+        ] == ["[?,?]", "[]", "[?]"]
+        assert len(compiled.outputs) == 1
 
     def test_one_batch_symbol_merges_the_layers_shape_arithmetic(
         self, monkeypatch
@@ -209,7 +209,10 @@ class TestStepModel:
         causal_lm.compile(sampler="greedy")
         # The shared_masks part leaves one copy of that arithmetic to
         # merge: off, so the symbol's own merging shows.
-        with keras_ov_einsum.enabled(stepwise=True, shared_masks=False):
+        # (state_caches off: prompt_and_step feeds the caches.)
+        with keras_ov_einsum.enabled(
+            stepwise=True, shared_masks=False, state_caches=False
+        ):
             shared, layout = stepwise._trace(causal_lm)
             monkeypatch.setattr(stepwise, "_share_batch", lambda p: None)
             apart, _ = stepwise._trace(causal_lm)
