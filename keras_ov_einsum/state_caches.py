@@ -56,7 +56,13 @@ def in_state(model, layout):
     cache a layer (``layout``), with its caches in OpenVINO state: inputs
     (token ids, cache index, beam_idx), one output (the probabilities),
     an Assign a cache. Raises ``Declined`` where a cache is read otherwise.
-    Rewrites ``model`` in place: trace it again to have it back."""
+    Rewrites ``model`` in place (the part hands it a clone).
+
+    Each write is taken to put the new positions at the cache index, after
+    the positions filled so far, as keras-hub's attention layers write
+    (``slice_update`` at ``[0, index, 0, 0]``; stepwise runs only the
+    causal LMs whose cache code it knows), and the state to hold exactly
+    those positions (``stepwise._generate`` empties it before each call)."""
     import openvino as ov
     import openvino.opset14 as ov_opset
 
