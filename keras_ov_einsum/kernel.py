@@ -14,6 +14,7 @@ import math
 
 __all__ = [
     "constant_source",
+    "constant_values",
     "has_matrix_view",
     "is_constant_expression",
     "is_constant_operand",
@@ -33,6 +34,16 @@ _MAX_DEPTH = 8
 # an operand depends on a graph input (a model's activations always do, a
 # few hundred nodes up; eager Keras calls compute from constants only).
 _EXPRESSION_BUDGET = 256
+
+
+def constant_values(output):
+    """The values of the Constant behind ``output`` as a flat list (a
+    scalar as one item: axes, orders, repeats), or None for any other
+    node."""
+    node = output.get_node()
+    if node.get_type_name() != "Constant":
+        return None
+    return node.get_data().reshape(-1).tolist()
 
 
 def constant_source(output):

@@ -30,6 +30,8 @@ keeps the whole cache, with the reason in ``explain()``.
 
 import functools
 
+from . import stepwise
+from .kernel import constant_values
 from .part import Hook, Part
 
 __all__ = ["LABEL", "PART", "Declined", "stand_in"]
@@ -164,11 +166,8 @@ def stand_in(caches, layers):
 
 def _unsqueezed_on_axis_1(output):
     node = output.get_node()
-    if node.get_type_name() != "Unsqueeze":
-        return False
-    axes = node.input_value(1).get_node()
-    return axes.get_type_name() == "Constant" and (
-        axes.get_data().reshape(-1).tolist() == [1]
+    return node.get_type_name() == "Unsqueeze" and (
+        constant_values(node.input_value(1)) == [1]
     )
 
 
@@ -191,10 +190,7 @@ def _trace_wrapper(stock_trace):
     return trace
 
 
-def _record(causal_lm, lowered, reason):
-    from .stepwise import _record as record
-
-    record(causal_lm, lowered, reason, label=LABEL)
+_record = functools.partial(stepwise._record, label=LABEL)
 
 
 PART = Part(

@@ -20,7 +20,11 @@ import openvino as ov
 import openvino.opset13 as ov_opset
 
 from .equation import EquationError, parse_equation
-from .kernel import constant_source, is_constant_expression
+from .kernel import (
+    constant_source,
+    constant_values,
+    is_constant_expression,
+)
 from .outcome import declined, lowered
 from .part import NUMPY, Hook, Part, keras_result, stock_node
 from .plan import plan_lowering
@@ -208,18 +212,10 @@ def _transposed_kernel(kernel, permutation):
         if (
             node.get_type_name() == "Transpose"
             and target.get_index() == 0
-            and _constant_values(node.input_value(1)) == order
+            and constant_values(node.input_value(1)) == order
         ):
             return node.output(0)
     return _transpose(kernel, order)
-
-
-def _constant_values(value):
-    """The values of a Constant as a list, or None for any other node."""
-    node = value.get_node()
-    if node.get_type_name() != "Constant":
-        return None
-    return node.get_data().tolist()
 
 
 def int64_constant(values):

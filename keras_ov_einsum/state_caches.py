@@ -37,6 +37,8 @@ Parameters carried it.
 
 import functools
 
+from . import stepwise
+from .kernel import constant_values
 from .part import Hook, Part
 
 __all__ = ["LABEL", "PART", "Declined", "in_state", "repeated_heads"]
@@ -266,7 +268,7 @@ def repeated_heads(cache, repeats):
 def _check_attention(transpose):
     if (
         transpose.get_type_name() != "Transpose"
-        or _constant(transpose.input_value(1)) != _TO_HEADS_FIRST
+        or constant_values(transpose.input_value(1)) != _TO_HEADS_FIRST
         or {reader.get_type_name() for reader in _readers(transpose.output(0))}
         != {"ScaledDotProductAttention"}
     ):
@@ -276,18 +278,11 @@ def _check_attention(transpose):
         )
 
 
-def _constant(output):
-    node = output.get_node()
-    if node.get_type_name() != "Constant":
-        return None
-    return node.get_data().reshape(-1).tolist()
-
-
 def _repeats(gather, source):
     """r where ``gather`` is keras's ``repeat(source, r, axis=2)`` (keras
     3's OpenVINO form: a Gather on axis 2 of ``range(heads)`` tiled r
     times a head), else None."""
-    if _constant(gather.input_value(2)) != [2]:
+    if constant_values(gather.input_value(2)) != [2]:
         return None
     steps = [("Reshape", [-1]), ("Tile", None), ("Unsqueeze", [1])]
     node = gather.input_value(1).get_node()
@@ -295,7 +290,7 @@ def _repeats(gather, source):
     for kind, operand in steps:
         if node.get_type_name() != kind:
             return None
-        value = _constant(node.input_value(1))
+        value = constant_values(node.input_value(1))
         if kind == "Tile":
             if value is None or len(value) != 2 or value[0] != 1:
                 return None
@@ -306,8 +301,8 @@ def _repeats(gather, source):
     # range(0, source.shape[2], 1)
     if (
         node.get_type_name() != "Range"
-        or _constant(node.input_value(0)) != [0]
-        or _constant(node.input_value(2)) != [1]
+        or constant_values(node.input_value(0)) != [0]
+        or constant_values(node.input_value(2)) != [1]
     ):
         return None
     length = node.input_value(1).get_node()
@@ -315,7 +310,7 @@ def _repeats(gather, source):
         length = length.input_value(0).get_node()
     if (
         length.get_type_name() != "Gather"
-        or _constant(length.input_value(1)) != [2]
+        or constant_values(length.input_value(1)) != [2]
         or length.input_value(0).get_node().get_type_name() != "ShapeOf"
         or length.input_value(0).get_node().input_value(0) != source.output(0)
     ):
@@ -346,10 +341,7 @@ def _trace_wrapper(traced):
     return trace
 
 
-def _record(causal_lm, lowered, reason):
-    from .stepwise import _record as record
-
-    record(causal_lm, lowered, reason, label=LABEL)
+_record = functools.partial(stepwise._record, label=LABEL)
 
 
 PART = Part(
