@@ -40,6 +40,7 @@ devices the part declines.
 import functools
 
 from . import decisions
+from .kernel import matrix_view
 from .part import Hook, Part
 
 __all__ = ["DECOMPRESSION", "LABEL", "PART", "decline_reason", "keep_float16"]
@@ -68,23 +69,6 @@ def decline_reason(dtype, device):
     return None
 
 
-class _HeldView:
-    """A NumPy view of a Constant's buffer that holds the Constant.
-
-    An OpenVINO Constant built on an array with ``shared_memory=True``
-    keeps that array alive; an array taken from another Constant's tensor
-    view does not keep that Constant's buffer alive (it was freed under the
-    view when the first Constant went, seen). NumPy keeps the object whose
-    ``__array_interface__`` it read as the array's base: this object,
-    which holds the Constant.
-    """
-
-    def __init__(self, constant, shape):
-        self.constant = constant
-        view = constant.get_tensor_view().data.reshape(shape)
-        self.__array_interface__ = view.__array_interface__
-
-
 def _float16_kernel(matmul):
     """The 2-D float16 kernel ``matmul`` reads as its second input, as a
     NumPy array: a view of the Constant's buffer when only Reshapes lie
@@ -111,7 +95,7 @@ def _float16_kernel(matmul):
     if node.get_element_type() != ov.Type.f16:
         return None
     if all(view.get_type_name() == "Reshape" for view in views):
-        return np.asarray(_HeldView(node, list(shape.to_shape())))
+        return matrix_view(output)
     kernel = node.get_data()
     for view in views:
         if view.get_type_name() == "Transpose":

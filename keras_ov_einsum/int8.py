@@ -59,6 +59,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ov_opset
 
+from .kernel import matrix_view
 from .lowering import (
     EINSUM,
     build_matmul,
@@ -188,6 +189,9 @@ def _lower_int8_product(planned, variable_source, kernel_source):
     kernel = lay_out_kernel(kernel_source, plan)
     # Read at call time, so that tests can make the parts small.
     parts = _split_sizes(plan.contracted_size, MAX_EXACT_CONTRACTION)
+    row_views = None
+    if len(parts) > 1 and not plan.transpose_b:
+        row_views = _row_views(kernel, parts)
 
     def exact_product(x, kernel, transpose_b):
         """sum over parts of K of int32(x_part @ kernel_part), each part a
@@ -199,10 +203,12 @@ def _lower_int8_product(planned, variable_source, kernel_source):
             x_parts = ov_opset.variadic_split(
                 x, int64_constant(-1), lengths
             ).outputs()
-            axis = int64_constant(-1 if transpose_b else -2)
-            kernel_parts = ov_opset.variadic_split(
-                kernel, axis, lengths
-            ).outputs()
+            kernel_parts = row_views
+            if kernel_parts is None:
+                axis = int64_constant(-1 if transpose_b else -2)
+                kernel_parts = ov_opset.variadic_split(
+                    kernel, axis, lengths
+                ).outputs()
         total = None
         for x_part, kernel_part in zip(x_parts, kernel_parts):
             weights = _decompressed(kernel_part, plan)
@@ -215,9 +221,10 @@ def _lower_int8_product(planned, variable_source, kernel_source):
     warnings.warn(COMPILE_OPTIONS_WARNING, UserWarning, stacklevel=2)
     described = f"{plan.describe()}, int8 kernel kept int8"
     if len(parts) > 1:
-        described += (
-            f" in {len(parts)} exact parts of K (split: a copy of its int8 "
-            "bytes)"
+        described += f" in {len(parts)} exact parts of K " + (
+            "(split: a copy of its int8 bytes)"
+            if row_views is None
+            else "(views of its rows, no copy)"
         )
     return lowered(output, described)
 
@@ -226,6 +233,23 @@ def _split_sizes(size, largest):
     """``size`` cut into as few parts of at most ``largest`` as possible."""
     count = -(-size // largest)
     return [largest] * (count - 1) + [size - largest * (count - 1)]
+
+
+def _row_views(kernel, parts):
+    """The [K, N] int8 kernel's parts of K as Constants on runs of its rows,
+    which lie one after the other in the variable's buffer: no copy. A
+    VariadicSplit of the Constant (the other way) is folded into new
+    Constants when the model compiles, a copy of the int8 bytes (GPT-2
+    Medium's down projections: 96 MB of its int8 first call's growth).
+    None when the kernel is no Constant behind Reshapes."""
+    matrix = matrix_view(kernel)
+    if matrix is None:
+        return None
+    bounds = np.cumsum([0, *parts])
+    return [
+        ov.op.Constant(matrix[start:stop], shared_memory=True).output(0)
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 def lower_int8_matmul(matmul):

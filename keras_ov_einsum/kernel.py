@@ -7,7 +7,8 @@ does for weight compression) and fold nothing: the operand is used as it is,
 so a ``Convert`` from float16/bfloat16/int8 stays between the compressed
 constant and the MatMul, which is the pattern OpenVINO keeps compressed.
 ``has_matrix_view`` then says whether the kernel's buffer reads as a
-matrix by a reshape alone.
+matrix by a reshape alone, and ``matrix_view`` hands that matrix to NumPy
+without a copy.
 """
 
 import math
@@ -18,6 +19,7 @@ __all__ = [
     "has_matrix_view",
     "is_constant_expression",
     "is_constant_operand",
+    "matrix_view",
 ]
 
 # Ops that pass a constant through unchanged in value. The index lists the
@@ -109,3 +111,45 @@ def has_matrix_view(shape, rows, columns):
         if leading == rows and math.prod(shape[split:]) == columns:
             return True
     return False
+
+
+class _HeldView:
+    """A NumPy view of a Constant's buffer that holds the Constant.
+
+    An OpenVINO Constant built on an array with ``shared_memory=True``
+    keeps that array alive; an array taken from another Constant's tensor
+    view does not keep that Constant's buffer alive (it was freed under the
+    view when the first Constant went, seen). NumPy keeps the object whose
+    ``__array_interface__`` it read as the array's base: this object,
+    which holds the Constant.
+    """
+
+    def __init__(self, constant, shape):
+        self.constant = constant
+        view = constant.get_tensor_view().data.reshape(shape)
+        self.__array_interface__ = view.__array_interface__
+
+
+def matrix_view(output):
+    """The 2-D Constant ``output`` reads, as a NumPy array on the
+    Constant's own buffer (no copy; it keeps the Constant alive), when only
+    Reshapes with constant shapes lie between them; else None.
+
+    A Reshape of a row-major buffer reads it in the same order, so the
+    array is the Constant's bytes seen in ``output``'s shape; so is any
+    run of its rows (``view[a:b]``), which a Constant built on it with
+    ``shared_memory=True`` reads in place.
+    """
+    import numpy as np
+
+    shape = output.get_partial_shape()
+    if shape.is_dynamic or len(shape) != 2:
+        return None
+    node = output.get_node()
+    while node.get_type_name() == "Reshape":
+        if node.input_value(1).get_node().get_type_name() != "Constant":
+            return None
+        node = node.input_value(0).get_node()
+    if node.get_type_name() != "Constant":
+        return None
+    return np.asarray(_HeldView(node, list(shape.to_shape())))

@@ -205,10 +205,59 @@ def test_a_longer_contraction_is_summed_in_exact_parts():
     (decision,) = decisions
     assert decision.lowered and decision.equation == "matmul(x, kernel)"
     assert decision.reason.endswith(
-        "int8 kernel kept int8 in 5 exact parts of K (split: a copy of its "
-        "int8 bytes)"
+        "int8 kernel kept int8 in 5 exact parts of K (views of its rows, no "
+        "copy)"
     )
     assert _fully_connected_weight_types(fixed) == [ov.Type.i8] * 5
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_parts_of_a_kernel_are_views_of_its_rows(transposed):
+    """A [K, N] kernel's parts of K are runs of its rows, consecutive in
+    its buffer: Constants on them copy nothing. A [N, K] kernel's parts
+    are not contiguous: a VariadicSplit, which the compile folds into a
+    copy, and the reason says so."""
+    k, n = 3 * MAX_EXACT_CONTRACTION, 5
+    rng = np.random.default_rng(3)
+    kernel = rng.integers(-128, 128, (n, k) if transposed else (k, n))
+    kernel = kernel.astype(np.int8)
+    equation = "bk,nk->bn" if transposed else "bk,kn->bn"
+    model, fixed, decisions = _int8_einsum(
+        equation, (-1, k), kernel, {"int8": True}
+    )
+    x = rng.integers(-128, 128, (2, k)).astype(np.int8)
+    exact = np.einsum(equation, x.astype(np.int64), kernel.astype(np.int64))
+    np.testing.assert_array_equal(fixed(x)[0], exact)
+    int8_constants = [
+        node
+        for node in model.get_ordered_ops()
+        if node.get_type_name() == "Constant"
+        and node.get_element_type() == ov.Type.i8
+    ]
+    splits = [
+        node
+        for node in model.get_ordered_ops()
+        if node.get_type_name() == "VariadicSplit"
+        and node.input_value(0).get_element_type() == ov.Type.i8
+    ]
+    if transposed:
+        assert decisions[0].reason.endswith(
+            "in 3 exact parts of K (split: a copy of its int8 bytes)"
+        )
+        assert len(int8_constants) == 1 and len(splits) == 1
+        return
+    assert decisions[0].reason.endswith(
+        "in 3 exact parts of K (views of its rows, no copy)"
+    )
+    assert not splits and len(int8_constants) == 3
+    rows = MAX_EXACT_CONTRACTION * n  # bytes of one part
+    starts = sorted(node.get_data().ctypes.data for node in int8_constants)
+    assert starts == [starts[0] + i * rows for i in range(3)]
+    for node in int8_constants:
+        offset = (node.get_data().ctypes.data - starts[0]) // n
+        np.testing.assert_array_equal(
+            node.get_data(), kernel[offset : offset + MAX_EXACT_CONTRACTION]
+        )
 
 
 def test_where_stock_rounds_the_parts_are_exact():
