@@ -22,6 +22,7 @@ __all__ = [
     "preset_dir",
     "presets_root",
     "quantized_preset",
+    "quantized_preset_dir",
 ]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -223,6 +224,12 @@ def _distinct_weights(backbone, seed=0):
     return changed
 
 
+def quantized_preset_dir(preset, mode="int8"):
+    """Where ``quantized_preset`` saves ``preset`` quantized."""
+    preset = pathlib.Path(preset)
+    return preset.with_name(f"{preset.name}-{mode}")
+
+
 def quantized_preset(preset, mode="int8"):
     """``preset`` quantized with ``backbone.quantize(mode)`` and saved
     beside it (once; rebuilt whenever the float preset is, as its folder
@@ -230,7 +237,7 @@ def quantized_preset(preset, mode="int8"):
     import keras_hub
 
     preset = pathlib.Path(preset)
-    target = preset.with_name(f"{preset.name}-{mode}")
+    target = quantized_preset_dir(preset, mode)
     if (target / "config.json").exists():
         return target
     causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))

@@ -177,20 +177,36 @@ def _model_tables(model, groups, runs):
     labels = [label for m, label in groups if m == model]
     titles = [title for _, title, _ in COLUMNS]
     lines = [f"## {model}", ""]
-    lines += _header(titles + ["load average", "CPU busy %"])
+    # Runs of an older harness did not read the files first: no column.
+    warmed = any(
+        run.get("warmed_s") is not None
+        for label in labels
+        for run in groups[(model, label)]["runs"]
+    )
+    machine = ["load average", "CPU busy %"]
+    lines += _header(titles + machine + ["files read s"] * warmed)
     for label in labels:
         group = groups[(model, label)]
         cells = _stat_cells(group, COLUMNS)
         cells.append(_machine_load(group["runs"], "loadavg_before", 1))
         cells.append(_machine_load(group["runs"], "cpu_busy_before", 0))
+        if warmed:
+            cells.append(_machine_load(group["runs"], "warmed_s", 2))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "load average and CPU busy: the machine's 1-minute load and how "
         "busy its CPUs were in the second before each run. Other work "
         "sharing the CPUs inflates the timings, not the memory figures.",
-        "",
     ]
+    if warmed:
+        lines.append(
+            "files read s: the harness reads the row's model files (preset "
+            "or IR) once before each run, untimed, so that every run starts "
+            "with them in the OS page cache; a long read means they had "
+            "been evicted."
+        )
+    lines.append("")
     lines += _improvement(model, groups)
     lines += _native_comparison(model, groups)
     lines += targets(model, groups)

@@ -122,6 +122,7 @@ def test_end_to_end_writes_results_report_and_charts(tiny_run):
         stage_rss = max(stage["rss_mb"] for stage in run["stages"])
         assert run["peak_rss_mb"] >= stage_rss
         assert run["growth_mb"] >= run["load_mb"]
+        assert run["warmed_s"] >= 0  # the preset was read before the run
     jax, stock, fixed = results["runs"]
     for run in (stock, fixed):
         # The first call's three parts add up to it.
@@ -137,6 +138,7 @@ def test_end_to_end_writes_results_report_and_charts(tiny_run):
     assert stock["graph"]["Einsum"] == fixed["graph"]["Einsum"] == 0
     report_text = (out / "report.md").read_text()
     assert "### openvino" in report_text and "vs stock" in report_text
+    assert "| files read s |" in report_text
     assert "### OpenVINO's first call, split" in report_text
     for chart in ("peak_rss.png", "tokens_per_s.png", "memory_timeline.png"):
         assert (out / chart).stat().st_size > 1000
@@ -349,6 +351,56 @@ def _results(runs):
         "machine": {"cpu": "cpu", "cores": 2, "ram_gb": 24},
         "runs": runs,
     }
+
+
+def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
+    """The files a row loads (a native row: its IR; an int8 row: the
+    quantized preset) are read whole before the run, in every folder."""
+    preset = tmp_path / "gpt2_tiny-abc"
+    (preset / "assets").mkdir(parents=True)
+    (preset / "model.weights.h5").write_bytes(b"w" * (3 << 24))
+    (preset / "assets" / "vocabulary.json").write_bytes(b"{}")
+    read = {}
+    real_open = open
+
+    class Counting:
+        def __init__(self, path):
+            self.path, self.file = str(path), real_open(path, "rb")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def read(self, size):
+            chunk = self.file.read(size)
+            read[self.path] = read.get(self.path, 0) + len(chunk)
+            return chunk
+
+    monkeypatch.setattr(
+        runner, "open", lambda path, mode: Counting(path), raising=False
+    )
+    assert runner._read_once([preset]) >= 0
+    assert read == {
+        str(preset / "assets" / "vocabulary.json"): 2,
+        str(preset / "model.weights.h5"): 3 << 24,
+    }
+    current = environments.current_openvino()
+    keras_row = runner.Configuration("gpt2_tiny", "openvino", "on", current)
+    int8_row = runner.Configuration(
+        "gpt2_tiny", "openvino", "on", current, dtype="int8"
+    )
+    native_row = runner.Configuration(
+        "gpt2_tiny", "openvino-genai", "off", current
+    )
+    exports = {("gpt2_tiny", "float32"): ("/ir", [1, 2])}
+    folders = runner._weight_folders
+    assert folders(keras_row, preset, exports) == [preset]
+    assert folders(int8_row, preset, exports) == [
+        tmp_path / "gpt2_tiny-abc-int8"
+    ]
+    assert folders(native_row, preset, exports) == ["/ir"]
 
 
 def test_report_medians_ranges_improvement_and_failures(tmp_path):
