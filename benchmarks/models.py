@@ -21,8 +21,9 @@ __all__ = [
     "corpus",
     "preset_dir",
     "presets_root",
-    "quantized_preset",
-    "quantized_preset_dir",
+    "SAVED_FORMATS",
+    "saved_preset",
+    "saved_preset_dir",
 ]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -224,24 +225,37 @@ def _distinct_weights(backbone, seed=0):
     return changed
 
 
-def quantized_preset_dir(preset, mode="int8"):
-    """Where ``quantized_preset`` saves ``preset`` quantized."""
+# The weight formats a Keras row loads from a preset saved in that format,
+# as a model is shipped (and as the native rows load an IR written in it):
+# int8 after ``backbone.quantize("int8")``, float16 loaded with that dtype.
+SAVED_FORMATS = ("int8", "float16")
+
+
+def saved_preset_dir(preset, weight_format):
+    """Where ``saved_preset`` saves ``preset`` in ``weight_format``."""
     preset = pathlib.Path(preset)
-    return preset.with_name(f"{preset.name}-{mode}")
+    return preset.with_name(f"{preset.name}-{weight_format}")
 
 
-def quantized_preset(preset, mode="int8"):
-    """``preset`` quantized with ``backbone.quantize(mode)`` and saved
-    beside it (once; rebuilt whenever the float preset is, as its folder
-    name is the float preset's own, which keys the config)."""
+def saved_preset(preset, weight_format):
+    """``preset`` in ``weight_format`` (SAVED_FORMATS), saved beside it
+    (once; rebuilt whenever the float32 preset is, as its folder name is
+    the float32 preset's own, which keys the config)."""
     import keras_hub
 
+    if weight_format not in SAVED_FORMATS:
+        raise ValueError(f"no saved preset for {weight_format}")
     preset = pathlib.Path(preset)
-    target = quantized_preset_dir(preset, mode)
+    target = saved_preset_dir(preset, weight_format)
     if (target / "config.json").exists():
         return target
-    causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
-    causal_lm.backbone.quantize(mode)
+    if weight_format == "int8":
+        causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
+        causal_lm.backbone.quantize("int8")
+    else:  # the float32 weights rounded as a float16 load rounds them
+        causal_lm = keras_hub.models.CausalLM.from_preset(
+            str(preset), dtype=weight_format
+        )
     partial = target.with_name(target.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     causal_lm.save_to_preset(str(partial))

@@ -62,8 +62,10 @@ def _fix_modes():
 _FIX_MODES = _fix_modes()
 FIX_PARTS = {mode: parts for mode, (parts, _) in _FIX_MODES.items()}
 _FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
-# Weight formats: a keras dtype policy given to from_preset, or int8: a
-# preset saved after ``backbone.quantize("int8")`` (models.quantized_preset);
+# Weight formats: a keras dtype policy given to from_preset (bfloat16: the
+# float32 preset cast in the load), or int8 and float16: a preset saved in
+# that format (models.saved_preset), as the native rows load an IR written
+# in it;
 # int8_weights: the float32 preset quantized weights-only in the measured load
 # (``Int8QuantizationConfig(activation_quantizer=None)``, what an int8 IR
 # holds; keras-hub's presets do not keep that config, so it cannot be saved).
@@ -181,9 +183,10 @@ def _preset(python, configuration, log):
     script = (
         "import sys; from benchmarks import models; "
         "preset = models.build_preset(sys.argv[1]); "
-        # The int8 rows load a preset saved after quantize('int8'), as an
-        # int8 model is shipped (and as the native rows get an int8 IR).
-        "sys.argv[2] == 'int8' and models.quantized_preset(preset); "
+        # The int8 and float16 rows load a preset saved in their format,
+        # as a model is shipped (and as the native rows get an IR in it).
+        "sys.argv[2] in models.SAVED_FORMATS and "
+        "models.saved_preset(preset, sys.argv[2]); "
         "print(preset)"
     )
     completed = subprocess.run(
@@ -317,8 +320,8 @@ def _weight_folders(configuration, preset, exports):
     the preset's for a Keras row (int8: the quantized preset's)."""
     if configuration.native:
         return [exports[(configuration.model, configuration.dtype)][0]]
-    if configuration.dtype == "int8":
-        return [models.quantized_preset_dir(preset)]
+    if configuration.dtype in models.SAVED_FORMATS:
+        return [models.saved_preset_dir(preset, configuration.dtype)]
     return [preset]
 
 
@@ -417,7 +420,8 @@ def run_all(
                 key = (
                     configuration.model,
                     version,
-                    configuration.dtype == "int8",
+                    configuration.dtype in models.SAVED_FORMATS
+                    and configuration.dtype,
                 )
                 stack = environments.KNOWN_GOOD.get(version)
                 if key not in presets and stack:

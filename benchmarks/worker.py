@@ -208,12 +208,16 @@ def _split(marks, start, loaded, first_s, after_first):
 
 
 def load_causal_lm(keras_hub, preset, dtype):
-    """The preset under a weight format (DTYPES); int8 loads the preset
-    saved after ``quantize("int8")`` (built beside ``preset`` once, before
-    any measured run, by the runner); int8_weights quantizes here."""
-    if dtype == "int8":
-        quantized = models.quantized_preset(preset)
-        return keras_hub.models.CausalLM.from_preset(str(quantized))
+    """The preset under a weight format (DTYPES); int8 and float16 load
+    the preset saved in that format (``models.saved_preset``, built beside
+    ``preset`` once, before any measured run, by the runner); int8_weights
+    quantizes here."""
+    if dtype in models.SAVED_FORMATS:
+        saved = str(models.saved_preset(preset, dtype))
+        # keras-hub loads a float16 preset as float32 unless told (its
+        # _resolve_dtype); an int8 preset keeps its quantized policies.
+        policy = {} if dtype == "int8" else {"dtype": dtype}
+        return keras_hub.models.CausalLM.from_preset(saved, **policy)
     if dtype == "int8_weights":
         import keras
 

@@ -246,6 +246,33 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
     assert fixed["graph"]["constant_mb"] < without_int8["graph"]["constant_mb"]
 
 
+def test_float16_rows_load_a_preset_saved_in_float16(presets, tmp_path):
+    """--dtype float16: the float32 preset saved once as float16 (as the
+    native rows' fp16 IR is written once), loaded without a cast; stock
+    and the fix generate the same text from it."""
+    completed = _compare(
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--fix",
+        "both",
+        "--dtype",
+        "float16",
+        "--repeats",
+        "1",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    stock, fixed = json.loads((tmp_path / "results.json").read_text())["runs"]
+    saved = models.saved_preset_dir(models.preset_dir("gpt2_tiny"), "float16")
+    config = json.loads((saved / "config.json").read_text())
+    assert config["config"]["dtype"]["config"]["name"] == "float16"
+    counts = fixed["decisions"]["counts"]
+    assert "preset_load: weights assigned without a copy" in counts
+    assert not [label for label in counts if "cast" in label]
+    assert fixed["first_text"] == stock["first_text"]
+    assert fixed["weight_mb"] == stock["weight_mb"]
+
+
 def test_weights_only_int8_rows_quantize_while_loading(presets, tmp_path):
     """--dtype int8_weights: the float32 preset quantized weights-only in
     the load; the int8 part keeps those kernels int8 (smaller constants
@@ -399,6 +426,12 @@ def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
     assert folders(keras_row, preset, exports) == [preset]
     assert folders(int8_row, preset, exports) == [
         tmp_path / "gpt2_tiny-abc-int8"
+    ]
+    float16_row = runner.Configuration(
+        "gpt2_tiny", "openvino", "on", current, dtype="float16"
+    )
+    assert folders(float16_row, preset, exports) == [
+        tmp_path / "gpt2_tiny-abc-float16"
     ]
     assert folders(native_row, preset, exports) == ["/ir"]
 
