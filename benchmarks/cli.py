@@ -71,7 +71,7 @@ def main(argv=None):
         type=_list,
         default=["float32"],
         help=f"weight formats, comma-separated, from {','.join(runner.DTYPES)}"
-        " (int8: the preset saved after backbone.quantize('int8'); "
+        " (int8, float16: the preset saved in that format, once; "
         "int8_weights: the float32 preset quantized weights-only while "
         "loading, as keras-hub presets cannot keep that config)",
     )

@@ -317,7 +317,7 @@ def _run_one(command, env, timeout):
 
 def _weight_folders(configuration, preset, exports):
     """The folders a row reads its model from: the IR's for a native row,
-    the preset's for a Keras row (int8: the quantized preset's)."""
+    the preset's for a Keras row (int8, float16: the saved preset's)."""
     if configuration.native:
         return [exports[(configuration.model, configuration.dtype)][0]]
     if configuration.dtype in models.SAVED_FORMATS:
