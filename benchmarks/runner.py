@@ -417,11 +417,13 @@ def run_all(
                         "python": pythons[version],
                         "packages": environments.packages(pythons[version]),
                     }
+                # One build a model and version, and one more for each
+                # saved format (the build saves that preset as well).
+                saved = configuration.dtype in models.SAVED_FORMATS
                 key = (
                     configuration.model,
                     version,
-                    configuration.dtype in models.SAVED_FORMATS
-                    and configuration.dtype,
+                    configuration.dtype if saved else None,
                 )
                 stack = environments.KNOWN_GOOD.get(version)
                 if key not in presets and stack:
