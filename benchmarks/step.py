@@ -399,11 +399,11 @@ def _median_range(values):
 def _step_model_operations(causal_lm):
     """The operations of the stepwise part's step model as traced (the
     part's generate() runs it instead of the Loop this tool replays), as
-    inside generate(), where the attention part acts."""
-    from keras_ov_einsum import attention, stepwise
-    from keras_ov_einsum.part import scoped
+    inside generate(), where the attention and layer_norm parts act."""
+    from keras_ov_einsum import stepwise
+    from keras_ov_einsum.part import as_in_generate
 
-    with scoped(attention._scope, "generating", True):
+    with as_in_generate():
         model, _ = stepwise._trace(causal_lm)
     return len(model.get_ordered_ops())
 

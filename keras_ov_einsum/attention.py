@@ -38,7 +38,7 @@ import inspect
 import threading
 
 from . import decisions
-from .part import Hook, Part, scoped
+from .part import GENERATE, Hook, Part, inside_generate
 
 __all__ = ["LABEL", "LLAMA_LABEL", "PART"]
 
@@ -51,23 +51,9 @@ LLAMA_LABEL = (
     "dot_product_attention (keras-hub's own branch on JAX and torch)"
 )
 _MHA = "keras.src.layers.attention.multi_head_attention"
-_CAUSAL_LM = "keras_hub.src.models.causal_lm"
 _LLAMA_ATTENTION = "keras_hub.src.models.llama.llama_attention"
 # Held while a layer's dropout rate reads as 0: no other thread sees it.
 _lock = threading.RLock()
-_scope = threading.local()  # .generating: inside CausalLM.generate()
-
-
-def _generate_wrapper(stock_generate):
-    """``CausalLM.generate``: attention calls inside it (its graph's trace)
-    may be fused."""
-
-    @functools.wraps(stock_generate)
-    def generate(self, *args, **kwargs):
-        with scoped(_scope, "generating", True):
-            return stock_generate(self, *args, **kwargs)
-
-    return generate
 
 
 def _compute_attention_wrapper(stock_compute_attention):
@@ -80,7 +66,7 @@ def _compute_attention_wrapper(stock_compute_attention):
             # The conditions of keras's own branch, but for the dropout
             # rate: dropout that does not run is no reason to leave it.
             applies = (
-                getattr(_scope, "generating", False)
+                inside_generate()
                 and self._dropout > 0.0
                 and not arguments.get("training")
                 and not arguments.get("return_attention_scores")
@@ -109,7 +95,7 @@ def _fused_available_wrapper(stock_available):
 
     @functools.wraps(stock_available)
     def fused_attention_op_available():
-        if getattr(_scope, "generating", False):
+        if inside_generate():
             decisions.count(LLAMA_LABEL)
             return True
         return stock_available()
@@ -133,6 +119,7 @@ PART = Part(
             Hook(_LLAMA_ATTENTION, "fused_attention_op_available"),
             _fused_available_wrapper,
         ),
-        (Hook(_CAUSAL_LM, "CausalLM.generate"), _generate_wrapper),
+        # Attention calls inside it (its graph's trace) may be fused.
+        GENERATE,
     ),
 )

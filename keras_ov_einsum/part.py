@@ -12,7 +12,9 @@ rest (stock first, fall back on any error, record for ``explain()``).
 
 import contextlib
 import dataclasses
+import functools
 import importlib
+import threading
 
 from .outcome import Outcome
 
@@ -21,6 +23,9 @@ __all__ = [
     "Hook",
     "NUMPY",
     "Part",
+    "GENERATE",
+    "as_in_generate",
+    "inside_generate",
     "keras_result",
     "scoped",
     "stock_node",
@@ -137,3 +142,34 @@ def scoped(scope, name, value):
         yield
     finally:
         setattr(scope, name, outer)
+
+
+_generate = threading.local()  # .running: inside CausalLM.generate()
+
+
+def inside_generate():
+    """Whether this thread runs a keras-hub ``CausalLM.generate()`` (where
+    it traces its graph), as the ``GENERATE`` wrap tells: the parts that
+    may change float32 rounding where the results are token ids ask."""
+    return getattr(_generate, "running", False)
+
+
+def as_in_generate():
+    """A block that counts as inside ``generate()`` (tools, tests)."""
+    return scoped(_generate, "running", True)
+
+
+def _generate_wrapper(stock_generate):
+    @functools.wraps(stock_generate)
+    def generate(*args, **kwargs):
+        with as_in_generate():
+            return stock_generate(*args, **kwargs)
+
+    return generate
+
+
+# A ``wraps`` entry: the parts that ask ``inside_generate()`` list it.
+GENERATE = (
+    Hook("keras_hub.src.models.causal_lm", "CausalLM.generate"),
+    _generate_wrapper,
+)

@@ -10,16 +10,17 @@ import pytest
 
 import keras_ov_einsum
 from graphs import generate, gpt2_causal_lm, keras_parameter, patched, run_model
-from keras_ov_einsum import attention
 from keras_ov_einsum.attention import LABEL
+from keras_ov_einsum.part import as_in_generate
 
 HEADS, KEY_DIM, WIDTH = 2, 8, 16
 
 
 @pytest.fixture
-def generating(monkeypatch):
+def generating():
     """As inside CausalLM.generate(), where keras-hub traces its graph."""
-    monkeypatch.setattr(attention._scope, "generating", True, raising=False)
+    with as_in_generate():
+        yield
 
 
 def _layer(dropout=0.1):
