@@ -22,6 +22,7 @@ PARTS = tuple(
         "prescale",
         "align_types",
         "attention",
+        "layer_norm",
         "preset_load",
         "mapped_weights",
         "stepwise",
