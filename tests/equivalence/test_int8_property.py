@@ -6,7 +6,7 @@ kernel int8 whenever it says so."""
 from unittest import mock
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import keras_ov_einsum
@@ -21,7 +21,7 @@ from .builders import (
     run,
 )
 from .references import event, note, numpy_reference
-from .strategies import einsum_cases
+from .strategies import EinsumCase, einsum_cases
 
 INT8_CASES = einsum_cases(
     dtype_pairs=(("int8", "int8"),), kernel_views=tuple(KERNEL_VIEWS)
@@ -42,6 +42,36 @@ def _full_range(shape, seed):
     # these small einsums; 1 to 3 split them into parts (the path of long
     # contractions), with a short last part when it does not divide K.
     part=st.sampled_from([int8.MAX_EXACT_CONTRACTION, 1, 2, 3]),
+)
+# Found by Hypothesis: a kernel cut into Constants on views of its rows
+# holds no Constant of the kernel's own shape.
+@example(
+    case=EinsumCase(
+        equation="a,ab->b",
+        x_shape=(2,),
+        kernel_shape=(2, 2),
+        dynamic=(False,),
+        kernel_first=False,
+        x_dtype="int8",
+        kernel_dtype="int8",
+        kernel_view="variable",
+    ),
+    seed=0,
+    part=1,
+)
+@example(  # and past a Reshape of it, whose shape constant goes too
+    case=EinsumCase(
+        equation="a,ab->b",
+        x_shape=(2,),
+        kernel_shape=(2, 2),
+        dynamic=(False,),
+        kernel_first=False,
+        x_dtype="int8",
+        kernel_dtype="int8",
+        kernel_view="reshaped",
+    ),
+    seed=0,
+    part=1,
 )
 def test_int8_part_equals_stock_and_numpy(case, seed, part):
     with mock.patch.object(int8, "MAX_EXACT_CONTRACTION", part):
@@ -81,6 +111,7 @@ def _check_int8_part(case, seed):
         fixed.model,
         small=max(SMALL_CONSTANT[1], kernel.size),
         scales=True,
+        row_views="views of its rows" in decision.reason,
     )
     assert fixed.model.output(0).get_element_type() == (
         stock.model.output(0).get_element_type()
