@@ -25,6 +25,8 @@ PARTS = tuple(
         "layer_norm",
         "preset_load",
         "mapped_weights",
+        "saving_skipsets",
+        "untracked_vocabulary",
         "stepwise",
         "layer_caches",
         "state_caches",
