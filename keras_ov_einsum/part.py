@@ -20,10 +20,10 @@ from .outcome import Outcome
 
 __all__ = [
     "CORE",
+    "GENERATE",
     "Hook",
     "NUMPY",
     "Part",
-    "GENERATE",
     "as_in_generate",
     "inside_generate",
     "keras_result",

@@ -196,12 +196,14 @@ def _install_parts(on):
         owner = hook.owner()
         stock = getattr(owner, hook.name)
         _install(owner, hook.name, _wrapper(hook, parts, stock))
-    for part in on:
-        for hook, factory in part.wraps:
-            owner = hook.owner()
-            # As the owner holds it: a classmethod stays a classmethod.
-            original = inspect.getattr_static(owner, hook.name)
-            _install(owner, hook.name, factory(original))
+    # Parts may share a wraps entry (part.GENERATE): it is installed once,
+    # so the function is not wrapped twice.
+    wraps = dict.fromkeys(entry for part in on for entry in part.wraps)
+    for hook, factory in wraps:
+        owner = hook.owner()
+        # As the owner holds it: a classmethod stays a classmethod.
+        original = inspect.getattr_static(owner, hook.name)
+        _install(owner, hook.name, factory(original))
 
 
 def _install(owner, attribute, wrapper):

@@ -52,6 +52,20 @@ def test_every_hook_is_restored_identical():
         assert getattr(module, name) is original
 
 
+def test_a_wraps_entry_parts_share_is_installed_once():
+    # attention and layer_norm both list part.GENERATE: one wrapper around
+    # keras-hub's CausalLM.generate, and stock's back after disable().
+    import inspect
+
+    from keras_hub.src.models.causal_lm import CausalLM
+
+    original = inspect.getattr_static(CausalLM, "generate")
+    with keras_ov_einsum.enabled(attention=True, layer_norm=True):
+        wrapper = inspect.getattr_static(CausalLM, "generate")
+        assert wrapper.__keras_ov_einsum_original__ is original
+    assert inspect.getattr_static(CausalLM, "generate") is original
+
+
 def test_enable_twice_is_a_no_op(caplog):
     keras_ov_einsum.enable()
     patched = _backend_numpy().einsum
