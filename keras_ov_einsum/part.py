@@ -6,7 +6,9 @@ rewrite of a hooked function ``f(*args, **kwargs)`` is called as
 ``rewrite(stock_result, *args, **kwargs)`` after the stock ``f`` ran, and
 answers with an ``Outcome`` (``outcome.py``): the value to return instead
 of stock's, or the reason it declined; or None when the call is not its
-case. ``patch.py`` installs the parts listed in ``parts.py`` and does the
+case. A part may also build a call's result without stock's
+(``replace``), where tracing stock's operations only to drop them costs
+time. ``patch.py`` installs the parts listed in ``parts.py`` and does the
 rest (stock first, fall back on any error, record for ``explain()``).
 """
 
@@ -84,6 +86,13 @@ class Part:
     owner holds it: a classmethod object for a classmethod).
     ``sources``: this package's modules that carry the part into the keras
     patch (``upstream.py``), in dependency order; None: not upstreamed.
+    ``replace``: called as ``replace(*args, **kwargs)`` before stock, for a
+    part whose rewrite reads nothing of stock's result but its type: a
+    lowered ``Outcome`` is returned instead of stock's result, which is
+    then never built (a trace spends less time); None runs stock and the
+    rewrite as usual, so a replace takes only the calls stock would
+    answer (no stock error is lost) and leaves every decline, with its
+    reason, to the rewrite.
     """
 
     name: str
@@ -96,6 +105,7 @@ class Part:
     requires: tuple = ()
     wraps: tuple = ()
     sources: tuple = None
+    replace: object = None
 
     def label_of(self, *args, **kwargs):
         if callable(self.label):

@@ -4,11 +4,13 @@ Every hooked backend function gets one wrapper, whatever part hooks it: it
 runs the stock function first (its checks, its dtype rules, its errors),
 hands the result to the rewrite of each enabled part that hooks it, in the
 registry's order, and returns the first lowered output, or stock's result
-when every part declined, found nothing to do or failed. ``explain()``
-records each outcome. Installing records ``(owner, attribute, original)``;
-removing restores those in reverse order and forgets them, so a second
-``disable()`` is a no-op and the original function object comes back
-identical. Versions are checked before anything is touched.
+when every part declined, found nothing to do or failed. A part with a
+``replace`` (``part.py``) is asked first, before stock, and its lowered
+output skips stock altogether. ``explain()`` records each outcome.
+Installing records ``(owner, attribute, original)``; removing restores
+those in reverse order and forgets them, so a second ``disable()`` is a
+no-op and the original function object comes back identical. Versions
+are checked before anything is touched.
 """
 
 import contextlib
@@ -216,8 +218,19 @@ def _install(owner, attribute, wrapper):
 
 
 def _wrapper(hook, parts, stock):
+    replacing = [part for part in parts if part.replace is not None]
+
     @functools.wraps(stock)
     def patched(*args, **kwargs):
+        for part in replacing:
+            try:
+                outcome = part.replace(*args, **kwargs)
+            except Exception as error:  # stock and the rewrite decide
+                logger.debug("%s: replace failed: %r", part.name, error)
+                continue
+            if outcome:
+                _lowered(part, hook, args, kwargs, outcome)
+                return outcome.output
         # Stock first: it validates the call, raises the stock errors and
         # applies the stock dtype rules; the parts rewrite what it built.
         result = stock(*args, **kwargs)
@@ -238,12 +251,7 @@ def _wrapper(hook, parts, stock):
                 declines.append((part, outcome.reason))
                 continue
             notes = "".join(f"; {reason}" for _, reason in declines)
-            if part.counted:
-                label = part.label_of(*args, **kwargs)
-                decisions.count(label, outcome.count)
-            else:
-                description = outcome.description + notes
-                _record(part, hook, args, kwargs, True, description)
+            _lowered(part, hook, args, kwargs, outcome, notes)
             return outcome.output
         if declines:
             part = declines[-1][0]
@@ -252,6 +260,14 @@ def _wrapper(hook, parts, stock):
         return result
 
     return patched
+
+
+def _lowered(part, hook, args, kwargs, outcome, notes=""):
+    if part.counted:
+        decisions.count(part.label_of(*args, **kwargs), outcome.count)
+    else:
+        description = outcome.description + notes
+        _record(part, hook, args, kwargs, True, description)
 
 
 def _record(part, hook, args, kwargs, lowered, reason):

@@ -170,10 +170,11 @@ def _rotary_key(layer, named):
     )
 
 
-def _rewrite_slice_update(result, inputs, start_indices, updates):
+def _shared_slab_indices(inputs, start_indices, updates):
     """The cache writes' index rows (``slice_update``'s slabs): every
     attention layer of one call writes its keys and values, of one shape,
-    at the same start indices."""
+    at the same start indices. None outside a call, or with the
+    slice_update part off."""
     from . import patch
 
     if getattr(_scope, "memo", None) is None or not patch.part_on(
@@ -193,6 +194,22 @@ def _rewrite_slice_update(result, inputs, start_indices, updates):
             key, lambda: slice_update._slab_indices(updates_output, starts)
         )
 
+    return slab_indices
+
+
+def _replace_slice_update(inputs, start_indices, updates):
+    slab_indices = _shared_slab_indices(inputs, start_indices, updates)
+    if slab_indices is None:
+        return None
+    return slice_update.replace_slice_update(
+        inputs, start_indices, updates, slab_indices
+    )
+
+
+def _rewrite_slice_update(result, inputs, start_indices, updates):
+    slab_indices = _shared_slab_indices(inputs, start_indices, updates)
+    if slab_indices is None:
+        return None
     return slice_update.rewrite_slice_update(
         result, inputs, start_indices, updates, slab_indices
     )
@@ -219,6 +236,7 @@ PART = Part(
     "(fewer operations to trace and compile)",
     hooks=(slice_update.SLICE_UPDATE,),
     rewrite=_rewrite_slice_update,
+    replace=_replace_slice_update,
     label=slice_update.PART.label,
     wraps=tuple(
         (Hook(module, f"{name}.call_with_cache"), _call_wrapper)

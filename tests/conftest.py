@@ -16,3 +16,21 @@ def _stock_backend_between_tests():
     keras_ov_einsum.disable()
     yield
     keras_ov_einsum.disable()
+
+
+@pytest.fixture(params=["replace", "stock first"])
+def part_paths(request, monkeypatch):
+    """A part's lowering both ways: built before stock by its ``replace``
+    (what enable() runs), and by its ``rewrite`` of stock's result (the
+    path of every call a replace leaves to stock: the replaces taken out).
+    The value names the path."""
+    if request.param == "stock first":
+        import dataclasses
+
+        from keras_ov_einsum import patch
+
+        without = tuple(
+            dataclasses.replace(part, replace=None) for part in patch.PARTS
+        )
+        monkeypatch.setattr(patch, "PARTS", without)
+    return request.param

@@ -66,6 +66,35 @@ def test_a_wraps_entry_parts_share_is_installed_once():
     assert inspect.getattr_static(CausalLM, "generate") is original
 
 
+def test_a_failing_replace_leaves_the_call_to_stock_and_the_rewrite(
+    monkeypatch,
+):
+    import dataclasses
+
+    from keras_ov_einsum import patch
+    from slice_updates import build_slice_update, scatter_index_width
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken replace")
+
+    monkeypatch.setattr(
+        patch,
+        "PARTS",
+        tuple(
+            dataclasses.replace(part, replace=broken)
+            if part.name == "slice_update"
+            else part
+            for part in patch.PARTS
+        ),
+    )
+    graph = build_slice_update(
+        (None, 10, 2, 32), (None, None, 2, 32), (0, "runtime", 0, 0), fixed=True
+    )
+    (decision,) = graph.explanation
+    assert decision.lowered and "internal error" not in decision.reason
+    assert scatter_index_width(graph.model) == 2
+
+
 def test_enable_twice_is_a_no_op(caplog):
     keras_ov_einsum.enable()
     patched = _backend_numpy().einsum

@@ -65,6 +65,7 @@ def _input(dtype="float32"):
     return x.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
 
 
+@pytest.mark.usefixtures("part_paths")
 @pytest.mark.parametrize(
     "config",
     [{}, {"center": False}, {"scale": False}, {"epsilon": 0.5}],
@@ -85,6 +86,7 @@ def test_in_generate_one_mvn(generating, config):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("part_paths")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_inputs_are_normalized_in_float32_and_cast_back(generating, dtype):
     layer = _layer(dtype)
@@ -107,6 +109,7 @@ def test_half_inputs_are_normalized_in_float32_and_cast_back(generating, dtype):
     )
 
 
+@pytest.mark.usefixtures("part_paths")
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_the_result_has_stocks_type(generating, dtype):
     """The op's own result (the layer casts again after it)."""
@@ -122,6 +125,28 @@ def test_the_result_has_stocks_type(generating, dtype):
     assert output.output.get_element_type() == stock.output.get_element_type()
 
 
+def test_in_generate_stocks_operations_are_not_traced(
+    generating, part_paths, monkeypatch
+):
+    """The replace's point: keras's 19 operations a norm are not traced
+    only to be dropped."""
+    from keras.src.ops import nn
+
+    calls = []
+    stock = nn._layer_normalization
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return stock(*args, **kwargs)
+
+    monkeypatch.setattr(nn, "_layer_normalization", counted)
+    fixed, explanation = _traced(_layer(), True)
+    assert op_types(fixed).count("MVN") == 1
+    assert explanation.counts[LABEL] == 1
+    assert len(calls) == (0 if part_paths == "replace" else 1)
+
+
+@pytest.mark.usefixtures("part_paths")
 def test_outside_generate_stocks_operations_and_bits():
     layer = _layer()
     stock, _ = _traced(layer, False)
@@ -137,6 +162,7 @@ def _declined(explanation):
     return [d.reason for d in explanation.declined if d.equation == LABEL]
 
 
+@pytest.mark.usefixtures("part_paths")
 @pytest.mark.parametrize(
     "config, reason",
     [
@@ -164,6 +190,7 @@ def test_what_is_not_a_last_axis_layer_norm_keeps_stocks_path(
     np.testing.assert_array_equal(run_model(fixed, x), run_model(stock, x))
 
 
+@pytest.mark.usefixtures("part_paths")
 def test_float64_keeps_stocks_path(generating):
     from keras import ops
 

@@ -31,6 +31,7 @@ def _traced(family, **switches):
     return model, layout, types, reused
 
 
+@pytest.mark.usefixtures("part_paths")
 @pytest.mark.parametrize("family", causal_lms.FAMILIES)
 def test_the_layers_share_one_copy(family):
     """The step model of a 2-layer model holds one causal mask (its

@@ -16,6 +16,9 @@ from slice_updates import (
     scatter_index_width,
 )
 
+# Each test both ways: the part's replace, and its rewrite after stock.
+pytestmark = pytest.mark.usefixtures("part_paths")
+
 # keras-hub's CachedMultiHeadAttention: cache [batch, length, heads, dim],
 # a step's key or value [batch, 1, heads, dim], written at [0, index, 0, 0].
 CACHE, STEP, AT_INDEX = (
@@ -60,6 +63,24 @@ def test_cache_write_addresses_slabs_and_equals_stock():
         np.testing.assert_array_equal(got, want)
         reference = numpy_slice_update(data, updates, (0, index, 0, 0))
         np.testing.assert_array_equal(got, reference)
+
+
+def test_the_replace_traces_no_stock_slice_update(part_paths, monkeypatch):
+    """Its point: stock's ~50 operations a call are not traced only to be
+    dropped (the rewrite reads them off stock's result)."""
+    from keras.src.backend.openvino import core
+
+    calls = []
+    stock = core.slice_update
+
+    def counted(*args):
+        calls.append(args)
+        return stock(*args)
+
+    monkeypatch.setattr(core, "slice_update", counted)
+    fixed = build_slice_update(CACHE, STEP, AT_INDEX, fixed=True)
+    assert scatter_index_width(fixed.model) == 2
+    assert len(calls) == (0 if part_paths == "replace" else 1)
 
 
 def test_a_whole_prefix_write_needs_rows_on_the_batch_axis_only():
