@@ -1,5 +1,7 @@
 """The half_weights part: a float16 model's step model keeps its kernels
-float16, and the CPU plugin packs them so.
+float16, and the CPU plugin packs them so, computing in float32 (on a CPU
+with bfloat16 units the plugin computes keras-hub's f16 hint in bfloat16:
+``causal_lms.float32_compute`` makes every CPU compute as one without).
 
 Its tokens are stock's: tests/test_stepwise.py compares them in float16
 for each family with every default part on.
@@ -40,7 +42,7 @@ def _generated(family, dtype, **switches):
     generate() under ``enable(**switches)``: its compiled step model and
     the half_weights decisions."""
     causal_lm = causal_lms.causal_lm(family, dtype)
-    with keras_ov_einsum.enabled(**switches):
+    with causal_lms.float32_compute(), keras_ov_einsum.enabled(**switches):
         causal_lm.generate(causal_lms.prompt(), stop_token_ids=None)
         explanation = keras_ov_einsum.explain()
     decisions = [d for d in explanation if d.equation == half_weights.LABEL]
@@ -186,4 +188,5 @@ def _measure_first_call_growth(mode):
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure_first_call_growth(sys.argv[1])))
+    with causal_lms.float32_compute():
+        print(json.dumps(_measure_first_call_growth(sys.argv[1])))
