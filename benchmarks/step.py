@@ -525,7 +525,11 @@ def main(argv=None):
         # by one step model run from Python: profile the Loop's step.
         parts = {**parts, "stepwise": False}
     # Enabled for this call only: a second main() in the same process
-    # (tests) gets its own parts, or the stock backend.
+    # (tests) gets its own parts, or the stock backend. The replay compiles
+    # inside too, so that it gets the options the parts add to keras-hub's
+    # (the int8 part's: without them the CPU plugin quantizes int8-weight
+    # layers' inputs where it has int8 dot products, and the replay ends
+    # with other tokens than generate()).
     patched = keras_ov_einsum.enabled(**parts) if parts else _stock()
     with patched:
         preset = str(models.build_preset(args.model))
@@ -533,16 +537,18 @@ def main(argv=None):
         causal_lm.compile(sampler="greedy")
         captured = capture_generate(causal_lm, args.max_length)
         step_model = _step_model_operations(causal_lm) if stepwise_on else None
-    record = dict(
-        model=args.model,
-        dtype=args.dtype,
-        fix=args.fix,
-        text=captured["text"],
-        graph_operations=graph_operations(captured["model"]),
-        step_model_operations=step_model,
-    )
-    if not args.graph_only:
-        record.update(profile_steps(captured, args.repeats, args.unfuse_gelu))
+        record = dict(
+            model=args.model,
+            dtype=args.dtype,
+            fix=args.fix,
+            text=captured["text"],
+            graph_operations=graph_operations(captured["model"]),
+            step_model_operations=step_model,
+        )
+        if not args.graph_only:
+            record.update(
+                profile_steps(captured, args.repeats, args.unfuse_gelu)
+            )
     print(render(record))
     if args.json:
         with open(args.json, "w") as handle:
