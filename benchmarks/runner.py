@@ -38,11 +38,12 @@ def _fix_modes():
     for stock; the run's label), from the package's part registry.
 
     ``on`` is every default part; ``<part>`` a default part alone (what it
-    contributes on its own) or an opt-in part on top of ``on``;
+    contributes on its own) or an opt-in part, with the parts it requires,
+    on top of ``on``;
     ``no_<part>`` every default part but that one (what it adds to the
     rest).
     """
-    from keras_ov_einsum.parts import default_switches
+    from keras_ov_einsum.parts import by_name, default_switches
 
     defaults = default_switches()
     every_off = dict.fromkeys(defaults, False)
@@ -54,8 +55,12 @@ def _fix_modes():
                 {**defaults, name: False},
                 f"fix without {name}",
             )
-        else:
-            modes[name] = ({**defaults, name: True}, f"fix + {name}")
+        else:  # with the opt-in parts it requires
+            required = dict.fromkeys(by_name()[name].requires, True)
+            modes[name] = (
+                {**defaults, **required, name: True},
+                f"fix + {name}",
+            )
     return modes
 
 

@@ -78,8 +78,10 @@ __all__ = [
     "PART",
     "PRECISION",
     "compile_options",
+    "exact_int8_product",
     "lower_int8",
     "lower_int8_matmul",
+    "not_fully_connected",
     "rewrite_int8",
 ]
 
@@ -136,7 +138,7 @@ def lower_int8(planned):
     return None
 
 
-def _fully_connected_plan(plan):
+def not_fully_connected(plan):
     """Why ``plan`` is no FullyConnected layer, or None."""
     if plan.batch:
         return "a batched MatMul is not a FullyConnected layer"
@@ -162,7 +164,7 @@ def _lower_int8_weights(planned, kernel_source):
     """float32 x int8 kernel: stock's float32 MatMul, on the int8 kernel
     decompressed inside the layer instead of a float32 copy of it."""
     plan = planned.plan
-    reason = _fully_connected_plan(plan)
+    reason = not_fully_connected(plan)
     if reason:
         return declined(reason)
     kernel = lay_out_kernel(kernel_source, plan)
@@ -182,10 +184,20 @@ def _lower_int8_product(planned, variable_source, kernel_source):
     """int8 x int8: the exact integer product, in float32 MatMuls on the
     int8 kernel (parts of K at most ``MAX_EXACT_CONTRACTION``)."""
     plan = planned.plan
-    reason = _fully_connected_plan(plan)
+    reason = not_fully_connected(plan)
     if reason:
         return declined(reason)
-    variable = ov_opset.convert(variable_source, ov.Type.f32)
+    variable = ov_opset.convert(variable_source, ov.Type.f32).output(0)
+    output, described = exact_int8_product(plan, variable, kernel_source)
+    return lowered(output, described)
+
+
+def exact_int8_product(plan, variable, kernel_source, as_float=False):
+    """``plan``'s MatMul of ``variable`` (float32 holding int8 values) and
+    the int8 ``kernel_source``: the exact integer product, int32, and what
+    was built. ``as_float``: float32 instead, which holds the product
+    exactly when K takes one part (no int32 round trip); several parts are
+    summed in int32 and converted."""
     kernel = lay_out_kernel(kernel_source, plan)
     # Read at call time, so that tests can make the parts small.
     parts = _split_sizes(plan.contracted_size, MAX_EXACT_CONTRACTION)
@@ -197,27 +209,32 @@ def _lower_int8_product(planned, variable_source, kernel_source):
         """sum over parts of K of int32(x_part @ kernel_part), each part a
         float32 MatMul on an int8 kernel, exact; summed in int32."""
         if len(parts) == 1:
-            x_parts, kernel_parts = [x], [kernel]
-        else:
-            lengths = int64_constant(parts)
-            x_parts = ov_opset.variadic_split(
-                x, int64_constant(-1), lengths
+            weights = _decompressed(kernel, plan)
+            y = ov_opset.matmul(x, weights, False, transpose_b).output(0)
+            if as_float:
+                return y
+            return ov_opset.convert(y, ov.Type.i32).output(0)
+        lengths = int64_constant(parts)
+        x_parts = ov_opset.variadic_split(
+            x, int64_constant(-1), lengths
+        ).outputs()
+        kernel_parts = row_views
+        if kernel_parts is None:
+            axis = int64_constant(-1 if transpose_b else -2)
+            kernel_parts = ov_opset.variadic_split(
+                kernel, axis, lengths
             ).outputs()
-            kernel_parts = row_views
-            if kernel_parts is None:
-                axis = int64_constant(-1 if transpose_b else -2)
-                kernel_parts = ov_opset.variadic_split(
-                    kernel, axis, lengths
-                ).outputs()
         total = None
         for x_part, kernel_part in zip(x_parts, kernel_parts):
             weights = _decompressed(kernel_part, plan)
             y = ov_opset.matmul(x_part, weights, False, transpose_b)
             y = ov_opset.convert(y, ov.Type.i32).output(0)
             total = y if total is None else ov_opset.add(total, y).output(0)
+        if as_float:
+            return ov_opset.convert(total, ov.Type.f32).output(0)
         return total
 
-    output = build_matmul(plan, variable.output(0), kernel, exact_product)
+    output = build_matmul(plan, variable, kernel, exact_product)
     warnings.warn(COMPILE_OPTIONS_WARNING, UserWarning, stacklevel=2)
     described = f"{plan.describe()}, int8 kernel kept int8"
     if len(parts) > 1:
@@ -226,7 +243,7 @@ def _lower_int8_product(planned, variable_source, kernel_source):
             if row_views is None
             else "(views of its rows, no copy)"
         )
-    return lowered(output, described)
+    return output, described
 
 
 def _split_sizes(size, largest):

@@ -15,6 +15,7 @@ PARTS = tuple(
     importlib.import_module(f"{__package__}.{module}").PART
     for module in (
         "int8",
+        "int8_layers",
         "lowering",
         "matmul",
         "shared_masks",

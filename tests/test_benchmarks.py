@@ -183,6 +183,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "attention": False,
         "layer_norm": False,
         "int8": False,
+        "int8_layers": False,
         "preset_load": False,
         "mapped_weights": False,
         "saving_skipsets": False,
@@ -245,11 +246,25 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "state_caches": True,
         "half_weights": True,
         "int8": True,
+        "int8_layers": False,
     }
     assert fixed["first_text"] == stock["first_text"]
     # int32 copies of the int8 kernels (4 bytes a weight) are gone: the
     # same step model's constants, without the int8 part and with it.
     assert fixed["graph"]["constant_mb"] < without_int8["graph"]["constant_mb"]
+
+
+def test_an_opt_in_mode_brings_the_parts_it_requires():
+    """--fix int8_layers: every default part, int8_layers and the int8
+    part it requires (enable() refuses int8_layers alone)."""
+    from keras_ov_einsum.parts import default_switches
+
+    assert runner.FIX_PARTS["int8_layers"] == {
+        **default_switches(),
+        "int8": True,
+        "int8_layers": True,
+    }
+    assert runner.FIX_PARTS["int8"]["int8_layers"] is False
 
 
 def test_float16_rows_load_a_preset_saved_in_float16(presets, tmp_path):
