@@ -101,7 +101,7 @@ def render(results_path, out=None, charts=True):
         "",
         f"- created {results['created']}, commit {results['commit']}",
         f"- command: `{results['command']}`",
-        f"- machine: {results['machine']['cpu']}, "
+        f"- machine: {_cpu(results['machine'])}, "
         f"{results['machine']['cores']} cores, "
         f"{results['machine']['ram_gb']} GB RAM; load average at start "
         f"{_loadavg(results['machine'].get('loadavg_at_start'))}, at end "
@@ -148,6 +148,15 @@ def _one_line(text, limit=1000):
     """An error as one Markdown list item: no ANSI colours, no newlines."""
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _cpu(machine):
+    """The CPU's name and the instruction sets that decide what the CPU
+    plugin runs (recorded since 2026-12-01)."""
+    flags = machine.get("cpu_flags")
+    if flags is None:
+        return machine["cpu"]
+    return f"{machine['cpu']} ({', '.join(flags) or 'no AVX2'})"
 
 
 def _loadavg(values):

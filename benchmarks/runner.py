@@ -140,19 +140,41 @@ def configurations(
                         yield Configuration(model, backend, fix, version, dtype)
 
 
+# Instruction sets that decide what the CPU plugin runs: with bfloat16
+# units its default precision (and keras-hub's f16 hint) is bfloat16, with
+# int8 dot products it quantizes int8-weight layers' inputs. Two machines
+# of this project, both "AMD EPYC", differed in them.
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
+
+
 def machine_info():
     import psutil
 
-    cpu = platform.processor()
+    info = {}  # the first processor's fields
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    cpu = info.get("model name", platform.processor())
+    flags = set(info.get("flags", "").split())
     return {
         "cpu": cpu,
+        "cpu_flags": [flag for flag in ISA_FLAGS if flag in flags],
         "cores": os.cpu_count(),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),

@@ -1191,3 +1191,21 @@ def test_benchmark_weights_have_no_twins(family):
             moved += 1
     assert moved == changed
     assert models._distinct_weights(backbone) == 0
+
+
+def test_the_machine_line_names_the_cpus_instruction_sets():
+    """Two machines of this project were both "AMD EPYC": one with AVX2
+    only, one with AVX512 bfloat16 units, where the CPU plugin computes
+    in bfloat16 by default. Results recorded since say which."""
+    machine = runner.machine_info()
+    assert set(machine["cpu_flags"]) <= set(runner.ISA_FLAGS)
+    with open("/proc/cpuinfo") as cpuinfo:
+        has_avx2 = " avx2" in cpuinfo.read()
+    assert ("avx2" in machine["cpu_flags"]) == has_avx2
+    flagged = {"cpu": "AMD EPYC", "cpu_flags": ["avx2", "avx512_bf16"]}
+    assert report._cpu(flagged) == "AMD EPYC (avx2, avx512_bf16)"
+    assert report._cpu({"cpu": "AMD EPYC", "cpu_flags": []}) == (
+        "AMD EPYC (no AVX2)"
+    )
+    # Results recorded before keep their line.
+    assert report._cpu({"cpu": "AMD EPYC"}) == "AMD EPYC"
