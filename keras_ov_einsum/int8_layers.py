@@ -6,8 +6,8 @@ inputs inside the graph (``AbsMaxQuantizer``: a scale a row, ``127 /
 int8), multiply them by the int8 kernel and divide the product by both
 scales: ~16 keras operations a layer, each through keras's type promotion,
 and the einsum's int32 promotion and back. Tracing them is what makes the
-int8 step model's trace longer than float32's (GPT-2 Medium: 0.40 s
-against float32's ~0.2 s on this project's AVX512 machine).
+int8 step model's trace longer than float32's (GPT-2 Medium: 0.37 s
+against float32's 0.15 s on this project's AVX512 machine).
 
 Here the layer is built in one go from the same arithmetic in the same
 order: ``Abs``, ``ReduceMax``, the ``Add`` of epsilon and the ``Divide``
@@ -19,11 +19,12 @@ value there); the layer's own scale layout (``_adjust_scale_for_quant``),
 the ``Multiply`` of the two scales and the ``Divide``; then keras's bias
 and activation as stock adds them. The results are stock's bit for bit
 (the tests compare them), where the int8 part's are. GPT-2 Medium's int8
-step model: 7058 nodes against 8018, traced in 0.28 s against 0.40 s,
-compiled in 1.13 s against 1.18 s, its time to the first token 3.38 x
-genai's against 3.63 x; each decoding step is the same
-(docs/results/gpt2_medium_int8_layers). The CPU plugin merges the
-identical quantizations of one input (query, key and value) itself.
+step model: 7058 nodes against 8018; in the harness (docs/performance.md
+at debee96) its trace took 0.27 s against 0.37 s, its compile 0.87 s
+against 0.98 s, its time to the first token 3.05 x genai's against
+3.39 x; each decoding step is the same (Llama-small: no gain measured
+within that run's spread). The CPU plugin merges the identical
+quantizations of one input (query, key and value) itself.
 
 Declined, with the reason, and built by stock and the int8 part as
 before: another quantizer or value range, LoRA, a compute type other than
