@@ -81,6 +81,19 @@ def _compiled(layer, tail, parts, config=F32):
         return trace_and_compile(), keras_ov_einsum.explain()
 
 
+def _equals_stock(layer, tail, parts):
+    """``layer`` compiled stock and under ``parts``: the same results on
+    ``_activations(tail)``, dtype, shape and bits. Returns the compiled
+    model under ``parts`` and its explain()."""
+    x = _activations(tail)
+    stock, _ = _compiled(layer, tail, None)
+    fixed, decisions = _compiled(layer, tail, parts)
+    want, got = stock(x)[0], fixed(x)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    return fixed, decisions
+
+
 def _fully_connected_weight_types(compiled):
     return [
         node.input(1).get_element_type()
@@ -100,12 +113,7 @@ def test_quantized_layer_equals_stock_and_stays_int8(
     layer, tail = _quantized_layer(
         equation, output_shape, bias_axes, input_tail
     )
-    x = _activations(tail)
-    stock, _ = _compiled(layer, tail, None)
-    fixed, decisions = _compiled(layer, tail, {"int8": True})
-    want, got = stock(x)[0], fixed(x)[0]
-    assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
+    fixed, decisions = _equals_stock(layer, tail, {"int8": True})
 
     (decision,) = decisions
     assert decision.lowered, decision.reason
@@ -113,6 +121,7 @@ def test_quantized_layer_equals_stock_and_stays_int8(
     assert _fully_connected_weight_types(fixed) == [ov.Type.i8]
     # Stock's int32 MatMul runs as a float32 FullyConnected on a float32
     # copy of the kernel: four bytes a weight.
+    stock, _ = _compiled(layer, tail, None)
     assert _fully_connected_weight_types(stock) == [ov.Type.f32]
 
 
