@@ -75,10 +75,12 @@ __all__ = [
     "COMPILE_OPTIONS_WARNING",
     "DYNAMIC_QUANTIZATION",
     "MAX_EXACT_CONTRACTION",
+    "MAX_INT32_CONTRACTION",
     "PART",
     "PRECISION",
     "compile_options",
     "exact_int8_product",
+    "int8_dot_product",
     "lower_int8",
     "lower_int8_matmul",
     "not_fully_connected",
@@ -244,6 +246,40 @@ def exact_int8_product(plan, variable, kernel_source, as_float=False):
             else "(views of its rows, no copy)"
         )
     return output, described
+
+
+# An int8 x int8 sum of K terms stays within int32 up to this K (each
+# product at most 2**14 in size).
+MAX_INT32_CONTRACTION = 2**31 // 2**14
+
+
+def int8_dot_product(plan, variable, kernel_source):
+    """``plan``'s MatMul of ``variable`` (float32 holding int8 values) and
+    the int8 ``kernel_source`` as the CPU plugin's int8 FullyConnected: a
+    FakeQuantize that maps every int8 value to itself marks ``variable``
+    int8, and the plugin sums the products in int32 with its int8 dot
+    products, one layer whatever K (up to ``MAX_INT32_CONTRACTION``); its
+    float32 output is the int32 sum rounded once. Exact only where those
+    dot products cannot saturate (VNNI, AMX: the caller checks). A model
+    holding a FakeQuantize is compiled by the plugin's low-precision
+    pipeline, which turns the model's divisions into multiplications by
+    a reciprocal: float32 rounding elsewhere in the model moves too.
+    Returns (float32 output, what was built)."""
+    kernel = lay_out_kernel(kernel_source, plan)
+    low = ov_opset.constant(np.float32(-128))
+    high = ov_opset.constant(np.float32(127))
+
+    def product(x, kernel, transpose_b):
+        marked = ov_opset.fake_quantize(x, low, high, low, high, 256)
+        weights = _decompressed(kernel, plan)
+        return ov_opset.matmul(marked, weights, False, transpose_b).output(0)
+
+    output = build_matmul(plan, variable, kernel, product)
+    warnings.warn(COMPILE_OPTIONS_WARNING, UserWarning, stacklevel=2)
+    return output, (
+        f"{plan.describe()}, int8 kernel kept int8, summed in int32 by the "
+        "CPU's int8 dot products"
+    )
 
 
 def _split_sizes(size, largest):

@@ -8,6 +8,7 @@ import openvino.opset13 as ov_opset
 import pytest
 from test_int8 import (
     LAYERS,
+    _activations,
     _compiled,
     _equals_stock,
     _fully_connected_weight_types,
@@ -17,7 +18,8 @@ from test_int8 import (
 
 import keras_ov_einsum
 from graphs import generate, gpt2_causal_lm, op_types
-from keras_ov_einsum import int8
+from keras_ov_einsum import int8, int8_layers
+from keras_ov_einsum.part import as_in_generate
 
 BOTH = {"int8": True, "int8_layers": True}
 IDS = ["query", "attention-output", "dense-up", "dense-down"]
@@ -115,10 +117,19 @@ def test_lora_is_declined_with_the_reason():
     assert any(d.lowered and d.reason.endswith("kept int8") for d in decisions)
 
 
-def test_a_quantized_gpt2_generates_stocks_tokens():
+@pytest.mark.parametrize("int8_dot_products", [False, True])
+def test_a_quantized_gpt2_generates_stocks_tokens(
+    int8_dot_products, monkeypatch
+):
     """A 2-layer GPT-2, ``quantize("int8")``, its down projection's K =
-    1100 in two exact parts: stock's tokens, every projection built whole
-    in the stepwise part's step model."""
+    1100: stock's tokens, every projection built whole in the stepwise
+    part's step model; the down projection in two exact parts, or, on a
+    CPU with int8 dot products that sum in int32, in one int8 layer."""
+    if int8_dot_products and not int8_layers.sums_int8_in_int32():
+        pytest.skip("this CPU's int8 dot products may saturate (no VNNI)")
+    monkeypatch.setattr(
+        int8_layers, "sums_int8_in_int32", lambda: int8_dot_products
+    )
     causal_lm = gpt2_causal_lm(
         intermediate_dim=int8.MAX_EXACT_CONTRACTION + 76, quantize="int8"
     )
@@ -128,4 +139,50 @@ def test_a_quantized_gpt2_generates_stocks_tokens():
     whole = [d for d in decisions if d.reason.startswith("int8 layer built")]
     # q, k, v, output, up and down a layer, once in the step model.
     assert len(whole) == 2 * 6 and all(d.lowered for d in whole)
-    assert sum("in 2 exact parts" in d.reason for d in whole) == 2
+    split = sum("in 2 exact parts" in d.reason for d in whole)
+    dot = sum(d.reason.endswith("int8 dot products") for d in whole)
+    assert (split, dot) == ((0, 12) if int8_dot_products else (2, 0))
+
+
+def _int8_layers_of(compiled):
+    """The compiled model's FullyConnected layers that take int8 inputs
+    (not only int8 weights)."""
+    return [
+        node
+        for node in compiled.get_runtime_model().get_ops()
+        if node.get_rt_info()["layerType"].astype(str) == "FullyConnected"
+        and node.input(0).get_element_type() == ov.Type.i8
+    ]
+
+
+@pytest.mark.skipif(
+    not int8_layers.sums_int8_in_int32(),
+    reason="this CPU's int8 dot products may saturate (no VNNI)",
+)
+@pytest.mark.parametrize(
+    "equation, output_shape, bias_axes, input_tail", LAYERS, ids=IDS
+)
+def test_inside_generate_int8_dot_products_sum_the_layer(
+    equation, output_shape, bias_axes, input_tail
+):
+    """Inside generate() on a CPU whose int8 dot products sum in int32: one
+    int8 FullyConnected layer; the same integer sums, but the plugin's
+    low-precision pipeline turns the divisions by the scales into
+    multiplications by reciprocals: float32 rounding, not stock's bits."""
+    layer, tail = _quantized_layer(
+        equation, output_shape, bias_axes, input_tail
+    )
+    x = _activations(tail)
+    stock, _ = _compiled(layer, tail, None)
+    with as_in_generate():
+        fixed, decisions = _compiled(layer, tail, BOTH)
+    (decision,) = decisions
+    assert decision.reason.endswith(
+        "summed in int32 by the CPU's int8 dot products"
+    )
+    assert len(_int8_layers_of(fixed)) == 1
+    assert not _int8_layers_of(stock)
+    want, got = stock(x)[0], fixed(x)[0]
+    np.testing.assert_allclose(
+        got, want, rtol=0, atol=4e-7 * np.abs(want).max()
+    )
