@@ -119,18 +119,20 @@ def _why_not(layer, inputs):
         return "the inputs are no traced tensor (an eager call)"
     if inputs.output.get_element_type() != ov.Type.f32:
         return f"inputs of {inputs.output.get_element_type().get_type_name()}"
+    rank = inputs.output.get_partial_shape().rank
+    if not hasattr(layer, "equation") and (
+        rank.is_dynamic or not 2 <= rank.get_length() <= 9
+    ):
+        return "inputs of a dynamic rank or above 9"
     return None
 
 
 def replace_int8_layer(layer, inputs, training=None):
-    """The int8 layer's output built whole (the module docstring), or None
-    (weights-only int8: not its case) or a declined Outcome (stock and the
-    int8 part build it; the rewrite records why)."""
-    if not _is_its_case(layer):
+    """The int8 layer's output built whole (the module docstring), or None:
+    stock and the int8 part build it (the rewrite records why, the int8
+    part its einsum's own decision)."""
+    if not _is_its_case(layer) or _why_not(layer, inputs):
         return None
-    reason = _why_not(layer, inputs)
-    if reason:
-        return declined(reason)
     from keras import ops
     from keras.src.backend.openvino.core import OpenVINOKerasTensor
 
@@ -138,10 +140,7 @@ def replace_int8_layer(layer, inputs, training=None):
     kernel = ops.convert_to_tensor(layer._kernel).output
     is_dense = not hasattr(layer, "equation")
     if is_dense:
-        rank = x.get_partial_shape().rank
-        if rank.is_dynamic or not 2 <= rank.get_length() <= 9:
-            return declined("inputs of a dynamic rank or above 9")
-        rows = "abcdefgh"[: rank.get_length() - 1]
+        rows = "abcdefgh"[: x.get_partial_shape().rank.get_length() - 1]
         equation, axes = f"{rows}k,kn->{rows}n", (-1,)
     else:
         equation, axes = layer.equation, layer.quantization_axis
@@ -161,13 +160,12 @@ def replace_int8_layer(layer, inputs, training=None):
     quantized = ov_opset.convert(
         ov_opset.convert(clipped, ov.Type.i8), ov.Type.f32
     ).output(0)
+    # Planned on float32 operands (plan_einsum wants one element type); the
+    # Convert is built for the plan only and reaches no result.
     kernel_as_float = ov_opset.convert(kernel, ov.Type.f32).output(0)
     planned = plan_einsum(equation, [quantized, kernel_as_float])
-    if not planned:
-        return declined(f"int8 part not used: {planned.reason}")
-    reason = not_fully_connected(planned.plan)
-    if reason:
-        return declined(f"int8 part not used: {reason}")
+    if not planned or not_fully_connected(planned.plan):
+        return None  # the int8 part records why, on stock's einsum
     if (
         inside_generate()
         and sums_int8_in_int32()
