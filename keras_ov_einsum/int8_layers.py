@@ -19,27 +19,28 @@ value there); the layer's own scale layout (``_adjust_scale_for_quant``),
 the ``Multiply`` of the two scales and the ``Divide``; then keras's bias
 and activation as stock adds them. The results are stock's bit for bit
 (the tests compare them), where the int8 part's are. GPT-2 Medium's int8
-step model: 7058 nodes against 8018; in the harness (docs/performance.md
-at debee96) its trace took 0.27 s against 0.37 s, its compile 0.87 s
-against 0.98 s, its time to the first token 3.05 x genai's against
-3.39 x; each decoding step is the same (Llama-small: no gain measured
-within that run's spread). The CPU plugin merges the identical
-quantizations of one input (query, key and value) itself.
+step model: 7058 nodes against 8018 (ad hoc); in the harness at debee96
+(git history of docs/results/gpt2_medium) its trace took 0.27 s against
+0.37 s, its time to the first token 3.05 x genai's against 3.39 x, each
+decoding step the same (Llama-small: no gain within that run's spread).
+The CPU plugin merges the identical quantizations of one input (query,
+key and value) itself.
 
 Inside keras-hub's ``generate()`` on a CPU whose int8 dot products sum
 in int32 without saturating (AVX512 VNNI, AVX-VNNI, AMX), the product is
 the plugin's int8 FullyConnected instead (``int8.int8_dot_product``: a
 FakeQuantize that maps each int8 value to itself marks the inputs int8):
 the same integer sums, one layer whatever K, the plugin's int8 kernels
-(GPT-2 Medium's int8 decoding: 54 -> 76 tokens/s on this project's
-AVX512 machine, ad hoc, the same text). A model with a FakeQuantize is
-compiled by the plugin's low-precision pipeline, which turns divisions
-into multiplications by reciprocals: the layers' de-scaling and the
-model's other divisions round differently from stock's (one float32 ulp
-here and there), so this form is kept to ``generate()``, whose results
-are token ids (the tests compare them with stock's), as the attention
-and layer_norm parts are. Elsewhere, and on CPUs with AVX2's saturating
-int8 products, the exact float32 form above.
+(GPT-2 Medium's int8 decoding in the README's command at 87c0df5,
+docs/performance.md: 74.3 tokens/s against 50.7 with the int8 part
+alone, trace 0.25 s against 0.33 s, compile 0.88 s against 0.82 s). A
+model with a FakeQuantize is compiled by the plugin's low-precision
+pipeline, which turns divisions into multiplications by reciprocals: the
+layers' de-scaling and the model's other divisions round differently
+from stock's (one float32 ulp here and there), so this form is kept to
+``generate()``, whose results are token ids (the tests compare them with
+stock's), as the attention and layer_norm parts are. Elsewhere, and on
+CPUs with AVX2's saturating int8 products, the exact float32 form above.
 
 Declined, with the reason, and built by stock and the int8 part as
 before: another quantizer or value range, LoRA, a compute type other than
