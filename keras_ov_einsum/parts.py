@@ -28,6 +28,7 @@ PARTS = tuple(
         "mapped_weights",
         "saving_skipsets",
         "untracked_vocabulary",
+        "quantization_configs",
         "stepwise",
         "layer_caches",
         "state_caches",

@@ -1,0 +1,143 @@
+"""The quantization_configs part: a keras-hub preset keeps each layer's
+quantization config, so a weights-only int8 model (or any other config)
+loads as it was saved; stock rebuilds it with keras's default quantizers."""
+
+import json
+
+import numpy as np
+import pytest
+from causal_lms import FAMILIES, causal_lm
+
+import keras_ov_einsum
+from keras_ov_einsum.quantization_configs import FILE, LABEL, SAVED_LABEL
+
+OFF = {"quantization_configs": False}
+
+
+def _quantized(family, activation_quantizer=None):
+    import keras
+
+    model = causal_lm(family)
+    config = keras.quantizers.Int8QuantizationConfig(
+        activation_quantizer=activation_quantizer
+    )
+    model.backbone.quantize("int8", config=config)
+    return model
+
+
+def _inputs_quantizers(model):
+    return {
+        layer.path: layer.inputs_quantizer
+        for layer in model.backbone._flatten_layers()
+        if hasattr(layer, "inputs_quantizer")
+    }
+
+
+def _logits(model):
+    token_ids = np.array([[1, 5, 9, 2, 7]], "int32")
+    inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
+    return np.asarray(model(inputs))
+
+
+def _save(model, path, **switches):
+    with keras_ov_einsum.enabled(**switches):
+        model.save_to_preset(str(path))
+        return keras_ov_einsum.explain()
+
+
+def _load(path, **switches):
+    import keras_hub
+
+    with keras_ov_einsum.enabled(**switches):
+        model = keras_hub.models.CausalLM.from_preset(str(path))
+        return model, keras_ov_einsum.explain()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_weights_only_model_loads_weights_only(family, tmp_path):
+    saved = _quantized(family)
+    expected = _logits(saved)
+    explained = _save(saved, tmp_path)
+    quantized = _inputs_quantizers(saved)
+    assert quantized and all(q is None for q in quantized.values())
+    assert explained.counts[SAVED_LABEL] == len(quantized)
+
+    loaded, explained = _load(tmp_path)
+    assert _inputs_quantizers(loaded) == quantized  # every one None
+    assert explained.counts[LABEL] == len(quantized)
+    np.testing.assert_array_equal(_logits(loaded), expected)
+
+    # Stock builds every layer with keras's activation quantizer: another
+    # model, with other logits.
+    stock, _ = _load(tmp_path, **OFF)
+    assert all(q is not None for q in _inputs_quantizers(stock).values())
+    assert not np.array_equal(_logits(stock), expected)
+
+
+def test_a_custom_activation_quantizer_comes_back(tmp_path):
+    import keras
+
+    quantizer = keras.quantizers.AbsMaxQuantizer(value_range=(-63, 63))
+    saved = _quantized("gpt2", activation_quantizer=quantizer)
+    expected = _logits(saved)
+    _save(saved, tmp_path)
+    loaded, _ = _load(tmp_path)
+    ranges = {
+        path: tuple(q.value_range)
+        for path, q in _inputs_quantizers(loaded).items()
+    }
+    assert ranges and set(ranges.values()) == {(-63, 63)}
+    np.testing.assert_array_equal(_logits(loaded), expected)
+    stock, _ = _load(tmp_path, **OFF)
+    assert {
+        tuple(q.value_range) for q in _inputs_quantizers(stock).values()
+    } == {(-127, 127)}
+
+
+def test_stock_loads_a_preset_that_has_the_file(tmp_path):
+    saved = _quantized("llama")
+    _save(saved, tmp_path)
+    assert (tmp_path / FILE).exists()
+    stock, explained = _load(tmp_path, **OFF)
+    assert LABEL not in explained.counts
+    assert _inputs_quantizers(stock).keys() == _inputs_quantizers(saved).keys()
+
+
+def test_no_config_no_file_and_a_stale_one_goes(tmp_path):
+    _save(_quantized("gpt2"), tmp_path)
+    assert (tmp_path / FILE).exists()
+    # The same folder, now a float32 model: the old configs must not stay
+    # to be read back.
+    _save(causal_lm("gpt2"), tmp_path)
+    assert not (tmp_path / FILE).exists()
+    loaded, explained = _load(tmp_path)
+    assert not _inputs_quantizers(loaded)
+    assert LABEL not in explained.counts
+
+
+def test_a_config_unread_or_of_another_mode_is_declined(tmp_path):
+    _save(_quantized("gpt2"), tmp_path)
+    configs = json.loads((tmp_path / FILE).read_text())
+    path = sorted(configs)[0]
+    other = sorted(configs)[1]
+    configs[path] = {
+        **configs[path],
+        "class_name": "Int4QuantizationConfig",
+        "config": {"weight_quantizer": None, "activation_quantizer": None},
+    }
+    configs[other] = {**configs[other], "class_name": "NoSuchConfig"}
+    (tmp_path / FILE).write_text(json.dumps(configs))
+    loaded, explained = _load(tmp_path)
+    quantizers = _inputs_quantizers(loaded)
+    # Those two get keras's default quantizer, the others their saved one.
+    assert quantizers[path] is not None and quantizers[other] is not None
+    assert sum(q is None for q in quantizers.values()) == len(quantizers) - 2
+    declined = {
+        d.reason.split(":")[0]: d.reason
+        for d in explained
+        if d.equation == LABEL
+    }
+    assert declined.keys() == {path, other}
+    assert "'int4'" in declined[path]
+    assert "cannot be read" in declined[other]
+    assert not any(d.lowered for d in explained if d.equation == LABEL)
