@@ -71,9 +71,10 @@ def main(argv=None):
         type=_list,
         default=["float32"],
         help=f"weight formats, comma-separated, from {','.join(runner.DTYPES)}"
-        " (int8, float16: the preset saved in that format, once; "
-        "int8_weights: the float32 preset quantized weights-only while "
-        "loading, as keras-hub presets cannot keep that config)",
+        " (int8, float16, int8_weights: the preset saved in that format, "
+        "once; int8_weights is quantized weights-only, which stock "
+        "keras-hub cannot load: its row quantizes the float32 preset while "
+        "loading)",
     )
     compare.add_argument(
         "--repeats",

@@ -18,7 +18,9 @@ __all__ = [
     "PROMPT",
     "ModelConfig",
     "build_preset",
+    "int8_config",
     "corpus",
+    "loads_saved",
     "preset_dir",
     "presets_root",
     "SAVED_FORMATS",
@@ -228,7 +230,20 @@ def _distinct_weights(backbone, seed=0):
 # The weight formats a Keras row loads from a preset saved in that format,
 # as a model is shipped (and as the native rows load an IR written in it):
 # int8 after ``backbone.quantize("int8")``, float16 loaded with that dtype.
-SAVED_FORMATS = ("int8", "float16")
+SAVED_FORMATS = ("int8", "float16", "int8_weights")
+# The part that makes a keras-hub preset keep a weights-only config: without
+# it from_preset builds keras's default int8 layers (which quantize every
+# activation row), so a row without it quantizes the float32 preset in its
+# load instead (the only way stock keras-hub gets a weights-only model).
+_KEEPS_WEIGHTS_ONLY = "quantization_configs"
+
+
+def loads_saved(weight_format, parts):
+    """Whether a Keras row with these parts (None: stock) loads the preset
+    saved in ``weight_format`` (else the float32 preset)."""
+    if weight_format == "int8_weights":
+        return bool(parts and parts.get(_KEEPS_WEIGHTS_ONLY))
+    return weight_format in SAVED_FORMATS
 
 
 def saved_preset_dir(preset, weight_format):
@@ -249,9 +264,9 @@ def saved_preset(preset, weight_format):
     target = saved_preset_dir(preset, weight_format)
     if (target / "config.json").exists():
         return target
-    if weight_format == "int8":
+    if weight_format in ("int8", "int8_weights"):
         causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
-        causal_lm.backbone.quantize("int8")
+        causal_lm.backbone.quantize("int8", config=int8_config(weight_format))
     else:  # the float32 weights rounded as a float16 load rounds them
         causal_lm = keras_hub.models.CausalLM.from_preset(
             str(preset), dtype=weight_format
@@ -259,8 +274,25 @@ def saved_preset(preset, weight_format):
     partial = target.with_name(target.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     causal_lm.save_to_preset(str(partial))
+    if weight_format == "int8_weights":
+        # Built under any backend, where enable() does not patch keras-hub:
+        # the part's own writer keeps the weights-only config.
+        from keras_ov_einsum import quantization_configs
+
+        quantization_configs.save_configs(causal_lm.backbone, str(partial))
     partial.rename(target)
     return target
+
+
+def int8_config(weight_format):
+    """keras's int8 config for ``weight_format``: int8 its default (every
+    activation row quantized too), int8_weights the weights only (what
+    OpenVINO's int8 IRs hold)."""
+    import keras
+
+    if weight_format == "int8":
+        return None
+    return keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
 
 
 def _tokenizer(config, keras_hub):

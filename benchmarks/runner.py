@@ -71,9 +71,11 @@ _FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
 # float32 preset cast in the load), or int8 and float16: a preset saved in
 # that format (models.saved_preset), as the native rows load an IR written
 # in it;
-# int8_weights: the float32 preset quantized weights-only in the measured load
+# int8_weights: a preset saved quantized weights-only
 # (``Int8QuantizationConfig(activation_quantizer=None)``, what an int8 IR
-# holds; keras-hub's presets do not keep that config, so it cannot be saved).
+# holds), which keras-hub loads weights-only with the quantization_configs
+# part; stock's row quantizes the float32 preset in its measured load
+# (stock keras-hub would load the saved one as its default int8).
 DTYPES = ("float32", "float16", "bfloat16", "int8", "int8_weights")
 
 
@@ -347,7 +349,7 @@ def _weight_folders(configuration, preset, exports):
     the preset's for a Keras row (int8, float16: the saved preset's)."""
     if configuration.native:
         return [exports[(configuration.model, configuration.dtype)][0]]
-    if configuration.dtype in models.SAVED_FORMATS:
+    if models.loads_saved(configuration.dtype, FIX_PARTS[configuration.fix]):
         return [models.saved_preset_dir(preset, configuration.dtype)]
     return [preset]
 

@@ -533,7 +533,7 @@ def main(argv=None):
     patched = keras_ov_einsum.enabled(**parts) if parts else _stock()
     with patched:
         preset = str(models.build_preset(args.model))
-        causal_lm = load_causal_lm(keras_hub, preset, args.dtype)
+        causal_lm = load_causal_lm(keras_hub, preset, args.dtype, parts)
         causal_lm.compile(sampler="greedy")
         captured = capture_generate(causal_lm, args.max_length)
         step_model = _step_model_operations(causal_lm) if stepwise_on else None

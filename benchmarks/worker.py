@@ -67,7 +67,7 @@ def measure(preset, fix, max_length, dtype="float32"):
             keras_ov_einsum.enable(**fix)
         before_load = stage("imported")
         start = time.perf_counter()
-        causal_lm = load_causal_lm(keras_hub, preset, dtype)
+        causal_lm = load_causal_lm(keras_hub, preset, dtype, fix)
         load_s = time.perf_counter() - start
         weight_mb = _weight_mb(causal_lm)
         # Greedy: the same tokens with and without the fix, run to run.
@@ -207,29 +207,45 @@ def _split(marks, start, loaded, first_s, after_first):
     )
 
 
-def load_causal_lm(keras_hub, preset, dtype):
-    """The preset under a weight format (DTYPES); int8 and float16 load
-    the preset saved in that format (``models.saved_preset``, built beside
-    ``preset`` once, before any measured run, by the runner); int8_weights
-    quantizes here."""
-    if dtype in models.SAVED_FORMATS:
+def load_causal_lm(keras_hub, preset, dtype, parts=None):
+    """The preset under a weight format (DTYPES), for a row with ``parts``
+    (None: stock). int8, float16 and int8_weights load the preset saved in
+    that format (``models.saved_preset``, built beside ``preset`` once,
+    before any measured run, by the runner), but a row that cannot load
+    int8_weights' saved preset weights-only (``models.loads_saved``)
+    quantizes the float32 preset here."""
+    if models.loads_saved(dtype, parts):
         saved = str(models.saved_preset(preset, dtype))
         # keras-hub loads a float16 preset as float32 unless told (its
         # _resolve_dtype); an int8 preset keeps its quantized policies.
-        policy = {} if dtype == "int8" else {"dtype": dtype}
-        return keras_hub.models.CausalLM.from_preset(saved, **policy)
-    if dtype == "int8_weights":
-        import keras
-
+        policy = {"dtype": dtype} if dtype == "float16" else {}
+        causal_lm = keras_hub.models.CausalLM.from_preset(saved, **policy)
+    elif dtype == "int8_weights":
         causal_lm = keras_hub.models.CausalLM.from_preset(preset)
-        config = keras.quantizers.Int8QuantizationConfig(
-            activation_quantizer=None
+        causal_lm.backbone.quantize(
+            "int8", config=models.int8_config("int8_weights")
         )
-        causal_lm.backbone.quantize("int8", config=config)
-        return causal_lm
-    if dtype == "float32":  # the preset's own policy, as the report loads
-        return keras_hub.models.CausalLM.from_preset(preset)
-    return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)
+    elif dtype == "float32":  # the preset's own policy, as the report loads
+        causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+    else:
+        causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)
+    if dtype == "int8_weights":
+        _check_weights_only(causal_lm)
+    return causal_lm
+
+
+def _check_weights_only(causal_lm):
+    """A row labeled int8_weights must not measure another quantization."""
+    quantizing = [
+        layer.path
+        for layer in causal_lm.backbone._flatten_layers()
+        if getattr(layer, "inputs_quantizer", None) is not None
+    ]
+    if quantizing:
+        raise RuntimeError(
+            f"int8_weights: {len(quantizing)} layers quantize their inputs "
+            f"(e.g. {quantizing[0]}): not the weights-only model"
+        )
 
 
 def _weight_mb(causal_lm):

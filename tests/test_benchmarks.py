@@ -188,6 +188,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "mapped_weights": False,
         "saving_skipsets": False,
         "untracked_vocabulary": False,
+        "quantization_configs": False,
         "stepwise": False,
         "layer_caches": False,
         "state_caches": False,
@@ -241,6 +242,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "mapped_weights": True,
         "saving_skipsets": True,
         "untracked_vocabulary": True,
+        "quantization_configs": True,
         "stepwise": True,
         "layer_caches": True,
         "state_caches": True,
@@ -294,16 +296,21 @@ def test_float16_rows_load_a_preset_saved_in_float16(presets, tmp_path):
     assert fixed["weight_mb"] == stock["weight_mb"]
 
 
-def test_weights_only_int8_rows_quantize_while_loading(presets, tmp_path):
-    """--dtype int8_weights: the float32 preset quantized weights-only in
-    the load; the int8 part keeps those kernels int8 (smaller constants
-    than the same step model without it), the text the same."""
+def test_weights_only_int8_rows_load_a_weights_only_preset(presets, tmp_path):
+    """--dtype int8_weights: the fix rows load a preset saved weights-only
+    (the quantization_configs part keeps that config), stock's quantizes
+    the float32 preset in its load (stock keras-hub would load the saved
+    one as keras's default int8); the int8 part keeps those kernels int8
+    (smaller constants than the same step model without it), the text the
+    same."""
+    from keras_ov_einsum.quantization_configs import FILE, LABEL
+
     completed = _compare(
         tmp_path,
         "--backends",
         "openvino",
         "--fix",
-        "on,int8",
+        "off,on,int8",
         "--dtype",
         "int8_weights",
         "--repeats",
@@ -311,12 +318,37 @@ def test_weights_only_int8_rows_quantize_while_loading(presets, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
-    without_int8, fixed = runs
+    assert all(run["ok"] for run in runs), [run["error"] for run in runs]
+    stock, without_int8, fixed = runs
     current = environments.current_openvino()
     assert fixed["label"] == f"openvino {current} fix + int8, int8_weights"
-    assert all(run["ok"] for run in runs), [run["error"] for run in runs]
-    assert fixed["first_text"] == without_int8["first_text"]
+    saved = models.saved_preset_dir(
+        models.preset_dir("gpt2_tiny"), "int8_weights"
+    )
+    assert (saved / FILE).exists()
+    for run in (without_int8, fixed):  # every quantized layer its config
+        assert run["decisions"]["counts"][LABEL] == 13
+    assert (
+        fixed["first_text"] == without_int8["first_text"] == stock["first_text"]
+    )
     assert fixed["graph"]["constant_mb"] < without_int8["graph"]["constant_mb"]
+
+
+def test_a_row_that_would_measure_another_quantization_fails(presets):
+    """The saved weights-only preset loaded without the part enabled gives
+    keras's default int8 layers: the worker refuses to measure them as
+    int8_weights."""
+    import keras_hub
+
+    import keras_ov_einsum
+    from benchmarks import worker
+
+    preset = str(models.build_preset("gpt2_tiny"))
+    parts = runner.FIX_PARTS["on"]
+    with pytest.raises(RuntimeError, match="13 layers quantize their inputs"):
+        worker.load_causal_lm(keras_hub, preset, "int8_weights", parts)
+    with keras_ov_einsum.enabled(**parts):
+        worker.load_causal_lm(keras_hub, preset, "int8_weights", parts)
 
 
 def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
