@@ -56,13 +56,19 @@ def save_configs(backbone, preset_dir):
     one from an earlier save would be read back); the count written."""
     from keras.src.saving import serialization_lib
 
-    configs = {
-        layer.path: serialization_lib.serialize_keras_object(
-            layer.quantization_config
-        )
-        for layer in backbone._flatten_layers()
-        if getattr(layer, "quantization_config", None) is not None
-    }
+    configs = {}
+    for layer in backbone._flatten_layers():
+        config = getattr(layer, "quantization_config", None)
+        if config is None:
+            continue
+        try:
+            serialized = serialization_lib.serialize_keras_object(config)
+            json.dumps(serialized)
+        except (TypeError, ValueError) as error:
+            # Stock saved the preset: never fail it for an extra file.
+            _declined(layer, f"its config cannot be saved ({error!r})")
+            continue
+        configs[layer.path] = serialized
     path = os.path.join(preset_dir, FILE)
     if configs:
         with open(path, "w") as file:
@@ -97,7 +103,19 @@ def _loader_wrapper(stock_load):
 
         configs = None
         if preset_utils.check_file_exists(self.preset, FILE):
-            configs = preset_utils.load_json(self.preset, FILE)
+            try:
+                configs = dict(preset_utils.load_json(self.preset, FILE))
+            except (TypeError, ValueError) as error:  # stock's load goes on
+                decisions.record(
+                    decisions.Decision(
+                        equation=LABEL,
+                        shapes=(),
+                        dtypes=(),
+                        lowered=False,
+                        reason=f"{FILE} cannot be read ({error!r}): keras's "
+                        "default quantizers",
+                    )
+                )
         with scoped(_scope, "configs", configs):
             return stock_load(self, *args, **kwargs)
 
@@ -140,6 +158,7 @@ def _restored(layer, mode, serialized):
 
 
 def _declined(layer, why):
+    """Recorded for ``explain()``; the layer gets keras's defaults."""
     decisions.record(
         decisions.Decision(
             equation=LABEL,

@@ -141,3 +141,35 @@ def test_a_config_unread_or_of_another_mode_is_declined(tmp_path):
     assert "'int4'" in declined[path]
     assert "cannot be read" in declined[other]
     assert not any(d.lowered for d in explained if d.equation == LABEL)
+
+
+def test_a_config_that_cannot_be_saved_is_left_out(tmp_path):
+    import keras
+
+    class Unsaveable(keras.quantizers.Int8QuantizationConfig):
+        def get_config(self):
+            raise TypeError("not serializable")
+
+    model = _quantized("gpt2")
+    layers = [
+        layer
+        for layer in model.backbone._flatten_layers()
+        if getattr(layer, "quantization_config", None) is not None
+    ]
+    layers[0].quantization_config = Unsaveable(activation_quantizer=None)
+    explained = _save(model, tmp_path)  # stock's save is not failed
+    configs = json.loads((tmp_path / FILE).read_text())
+    assert layers[0].path not in configs
+    assert len(configs) == len(layers) - 1
+    (declined,) = [d for d in explained if d.equation == LABEL]
+    assert layers[0].path in declined.reason
+    assert "cannot be saved" in declined.reason
+
+
+def test_a_file_that_cannot_be_read_leaves_stock_s_load(tmp_path):
+    _save(_quantized("gpt2"), tmp_path)
+    (tmp_path / FILE).write_text("{not json")
+    loaded, explained = _load(tmp_path)
+    assert all(q is not None for q in _inputs_quantizers(loaded).values())
+    (declined,) = [d for d in explained if d.equation == LABEL]
+    assert not declined.lowered and "cannot be read" in declined.reason
