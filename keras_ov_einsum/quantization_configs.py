@@ -145,7 +145,10 @@ def _restored(layer, mode, serialized):
         config = serialization_lib.deserialize_keras_object(serialized)
     except (TypeError, ValueError) as error:
         return _declined(layer, f"the saved config cannot be read ({error})")
-    saved_mode = getattr(config, "mode", None)
+    try:
+        saved_mode = config.mode
+    except (AttributeError, NotImplementedError):  # a base class: no mode
+        saved_mode = None
     if saved_mode != mode:
         return _declined(
             layer,

@@ -120,6 +120,11 @@ def test_a_config_unread_or_of_another_mode_is_declined(tmp_path):
     configs = json.loads((tmp_path / FILE).read_text())
     path = sorted(configs)[0]
     other = sorted(configs)[1]
+    modeless = sorted(configs)[2]  # keras's base class, which has no mode
+    configs[modeless] = {
+        **configs[modeless],
+        "class_name": "QuantizationConfig",
+    }
     configs[path] = {
         **configs[path],
         "class_name": "Int4QuantizationConfig",
@@ -129,16 +134,17 @@ def test_a_config_unread_or_of_another_mode_is_declined(tmp_path):
     (tmp_path / FILE).write_text(json.dumps(configs))
     loaded, explained = _load(tmp_path)
     quantizers = _inputs_quantizers(loaded)
-    # Those two get keras's default quantizer, the others their saved one.
-    assert quantizers[path] is not None and quantizers[other] is not None
-    assert sum(q is None for q in quantizers.values()) == len(quantizers) - 2
+    # Those three get keras's default quantizer, the others their saved one.
+    assert all(quantizers[p] is not None for p in (path, other, modeless))
+    assert sum(q is None for q in quantizers.values()) == len(quantizers) - 3
     declined = {
         d.reason.split(":")[0]: d.reason
         for d in explained
         if d.equation == LABEL
     }
-    assert declined.keys() == {path, other}
+    assert declined.keys() == {path, other, modeless}
     assert "'int4'" in declined[path]
+    assert "mode None" in declined[modeless]
     assert "cannot be read" in declined[other]
     assert not any(d.lowered for d in explained if d.equation == LABEL)
 
