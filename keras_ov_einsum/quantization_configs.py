@@ -66,7 +66,9 @@ def save_configs(backbone, preset_dir):
             json.dumps(serialized)
         except (TypeError, ValueError) as error:
             # Stock saved the preset: never fail it for an extra file.
-            _declined(layer, f"its config cannot be saved ({error!r})")
+            _declined(
+                layer.path, f"its config cannot be saved ({error!r})", layer
+            )
             continue
         configs[layer.path] = serialized
     path = os.path.join(preset_dir, FILE)
@@ -106,16 +108,7 @@ def _loader_wrapper(stock_load):
             try:
                 configs = dict(preset_utils.load_json(self.preset, FILE))
             except (TypeError, ValueError) as error:  # stock's load goes on
-                decisions.record(
-                    decisions.Decision(
-                        equation=LABEL,
-                        shapes=(),
-                        dtypes=(),
-                        lowered=False,
-                        reason=f"{FILE} cannot be read ({error!r}): keras's "
-                        "default quantizers",
-                    )
-                )
+                _declined(FILE, f"cannot be read ({error!r})")
         with scoped(_scope, "configs", configs):
             return stock_load(self, *args, **kwargs)
 
@@ -144,31 +137,35 @@ def _restored(layer, mode, serialized):
     try:
         config = serialization_lib.deserialize_keras_object(serialized)
     except (TypeError, ValueError) as error:
-        return _declined(layer, f"the saved config cannot be read ({error})")
+        return _declined(
+            layer.path, f"the saved config cannot be read ({error})", layer
+        )
     try:
         saved_mode = config.mode
     except (AttributeError, NotImplementedError):  # a base class: no mode
         saved_mode = None
     if saved_mode != mode:
         return _declined(
-            layer,
+            layer.path,
             f"the saved config is for mode {saved_mode!r}, the layer's "
             f"policy is {mode!r}",
+            layer,
         )
     layer.quantization_config = config
     decisions.count(LABEL)
     return config
 
 
-def _declined(layer, why):
-    """Recorded for ``explain()``; the layer gets keras's defaults."""
+def _declined(subject, why, layer=None):
+    """Recorded for ``explain()``: ``subject`` (a layer's path, or the
+    file) gets keras's default quantizers."""
     decisions.record(
         decisions.Decision(
             equation=LABEL,
             shapes=(),
-            dtypes=(type(layer).__name__,),
+            dtypes=() if layer is None else (type(layer).__name__,),
             lowered=False,
-            reason=f"{layer.path}: {why}: keras's default quantizers",
+            reason=f"{subject}: {why}: keras's default quantizers",
         )
     )
 
