@@ -116,8 +116,12 @@ def _mapped(store, key, mappings):
         or dataset.size == 0
     ):
         return None
-    file = dataset.file
-    if file.driver != "sec2" or file.userblock_size:
+    # The store's file, not ``dataset.file``: h5py builds a new File object
+    # on every call of that (a third of this function's time, ad hoc). A
+    # dataset of another file (keras's store refuses the links that lead
+    # there) is read as stock reads it.
+    file = store.h5_file
+    if dataset.id.fileno != file.id.fileno:
         return None
     offset = dataset.id.get_offset()
     nbytes = dataset.size * dtype.itemsize
@@ -125,6 +129,8 @@ def _mapped(store, key, mappings):
         return None
     mapping = mappings.get(file.filename)
     if mapping is None:
+        if file.driver != "sec2" or file.userblock_size:
+            return None
         mapping = mappings[file.filename] = _map(file.filename)
     if offset + nbytes > len(mapping):
         return None

@@ -231,3 +231,24 @@ def test_only_plain_datasets_are_mapped(tmp_path, key, mapped):
             assert got is None
     finally:
         store.close()
+
+
+def test_a_group_in_another_file_is_read_not_mapped(tmp_path):
+    """The part maps the store's own file at a dataset's offset, so a group
+    of another file must be declined. keras's store refuses the external
+    links that would lead there; the group is swapped in here."""
+    import h5py
+    from keras.src.saving.saving_lib import H5IOStore
+
+    values = _h5_file(tmp_path / "other.h5")
+    with h5py.File(tmp_path / "w.h5", "w") as file:
+        file["layer/vars/padding"] = np.full(8192, 7.0)  # other bytes
+    store = H5IOStore(str(tmp_path / "w.h5"), mode="r").get("layer")
+    other = h5py.File(tmp_path / "other.h5", "r")
+    try:
+        store._h5_entry_group = other["layer/vars"]
+        np.testing.assert_array_equal(store["plain"], values)  # stock's read
+        assert mapped_weights._mapped(store, "plain", {}) is None
+    finally:
+        other.close()
+        store.close()
