@@ -29,6 +29,7 @@ PARTS = tuple(
         "saving_skipsets",
         "untracked_vocabulary",
         "quantization_configs",
+        "policy_lookups",
         "stepwise",
         "layer_caches",
         "state_caches",
