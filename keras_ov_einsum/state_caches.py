@@ -31,8 +31,19 @@ ScaledDotProductAttention behind keras's Transpose (Gemma's einsums), the
 part declines and the step model keeps its cache Parameters, with the
 reason in ``explain()``. The plugin stores the state in its
 ``KV_CACHE_PRECISION``, u8 (quantized) by default: ``stepwise`` compiles
-a step model with state at the cache's boundary type (float32), as the
-Parameters carried it.
+a step model with state in its variables' type. That is the cache's
+boundary type (float32), as the Parameters carried it, except for a
+float16 model on a device that computes in float16 (its
+``OPTIMIZATION_CAPABILITIES`` list FP16, as a CPU with AVX512-FP16's do):
+there each new position is rounded to float16 before the cache takes it
+(the model's Convert, which the plugin keeps when it computes in float16),
+so a float16 state holds the same values in half the bytes, as stock's
+Loop holds its cache in the plugin's execution precision. (On that CPU a
+float32 state also kept the plugin from fusing all but the first layer's
+attention with its cache: the plugin lowered the other layers' state to
+float16 itself, outside its pattern.) Where the plugin computes a float16
+model in float32 it drops those Converts: a float16 state would round
+what stock keeps.
 """
 
 import functools
@@ -41,7 +52,14 @@ from . import stepwise
 from .kernel import constant_values
 from .part import Hook, Part
 
-__all__ = ["LABEL", "PART", "Declined", "in_state", "repeated_heads"]
+__all__ = [
+    "LABEL",
+    "PART",
+    "Declined",
+    "in_state",
+    "keeps_model_type",
+    "repeated_heads",
+]
 
 LABEL = "state_caches: the step model's key and value caches in OpenVINO state"
 # keras's dot_product_attention transposes [batch, length, heads, head_dim]
@@ -53,12 +71,26 @@ class Declined(ValueError):
     """The step model's caches are not read as the plugin's fusion needs."""
 
 
-def in_state(model, layout):
+def keeps_model_type(dtype, device):
+    """Whether a ``dtype`` model's caches are kept in state in ``dtype``
+    on ``device`` rather than in float32: float16 on a device that
+    computes in float16 (the module's docstring)."""
+    if dtype != "float16":
+        return False
+    from keras_hub.src.utils import openvino_utils
+
+    core = openvino_utils.get_core()
+    return "FP16" in core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+
+
+def in_state(model, layout, in_model_type=False):
     """``model``, as ``stepwise._trace`` gives it with a key and a value
     cache a layer (``layout``), with its caches in OpenVINO state: inputs
     (token ids, cache index, beam_idx), one output (the probabilities),
-    an Assign a cache. Raises ``Declined`` where a cache is read otherwise.
-    Rewrites ``model`` in place (the part hands it a clone).
+    an Assign a cache. ``in_model_type``: the state is kept in the type
+    the model writes its caches in (a float16 model's float16), not the
+    cache Parameters' float32. Raises ``Declined`` where a cache is read
+    otherwise. Rewrites ``model`` in place (the part hands it a clone).
 
     Each write is taken to put the new positions at the cache index, after
     the positions filled so far, as keras-hub's attention layers write
@@ -89,15 +121,12 @@ def in_state(model, layout):
         for cache, result in zip(caches, cache_results, strict=True)
     ]
     assigns = []
-    for number, (cache, (write, source, stored)) in enumerate(
-        zip(caches, writes)
-    ):
-        variable = _variable(f"cache_{number}", cache)
-        empty = ov_opset.broadcast(
-            ov_opset.constant(0, cache.get_element_type()), empty_shape
-        )
+    for number, (cache, (write, source)) in enumerate(zip(caches, writes)):
+        stored = (source if in_model_type else cache).get_element_type()
+        variable = _variable(f"cache_{number}", cache, stored)
+        empty = ov_opset.broadcast(ov_opset.constant(0, stored), empty_shape)
         stored_past = past = _read_value(empty, variable)
-        if source != cache.output(0):  # a Convert to the model's type
+        if stored != source.get_element_type():  # a float32 state
             past = ov_opset.convert(past, source.get_element_type()).output(0)
         present = ov_opset.concat(
             [
@@ -121,9 +150,8 @@ def in_state(model, layout):
 
 def _write_behind(result, cache):
     """The ScatterNDUpdate writing ``cache``'s new positions that
-    ``result`` gives back, the cache as that write reads it (a Convert to
-    the model's type of a float16 model, or the Parameter), and the type
-    ``result`` has."""
+    ``result`` gives back, and the cache as that write reads it (a Convert
+    to the model's type of a float16 model, or the Parameter)."""
     write = result.input_value(0).get_node()
     if write.get_type_name() == "Convert":
         write = write.input_value(0).get_node()
@@ -143,7 +171,7 @@ def _write_behind(result, cache):
                 "ScatterNDUpdate",
             ):
                 raise Declined(f"a cache is read by {reader.get_type_name()}")
-    return write, source, result.get_input_element_type(0)
+    return write, source
 
 
 def _as_read(cache, source):
@@ -159,12 +187,12 @@ def _readers(output):
     return [reader.get_node() for reader in output.get_target_inputs()]
 
 
-def _variable(name, cache):
+def _variable(name, cache, data_type):
     from openvino.op.util import Variable, VariableInfo
 
     info = VariableInfo()
     info.variable_id = name
-    info.data_type = cache.get_element_type()
+    info.data_type = data_type
     info.data_shape = cache.get_partial_shape()
     return Variable(info)
 
@@ -324,17 +352,24 @@ def _trace_wrapper(traced):
         model, layout = traced(causal_lm)
         if not layout.per_layer:
             return model, layout  # layer_caches declined or is off
+        from keras_hub.src.utils import openvino_utils
+
+        in_model_type = keeps_model_type(
+            causal_lm.dtype, openvino_utils.get_device()
+        )
         try:
             # A copy (it shares the weights): kept whole on a decline.
-            stateful = in_state(model.clone(), layout)
+            stateful = in_state(model.clone(), layout, in_model_type)
         except Declined as declined:
             _record(causal_lm, False, str(declined))
             return model, layout
+        kept = causal_lm.dtype if in_model_type else layout.dtype
         _record(
             causal_lm,
             True,
             f"{2 * layout.layers} ReadValue/Assign pairs, each read by a "
-            "ScaledDotProductAttention the plugin appends to in place",
+            "ScaledDotProductAttention the plugin appends to in place; "
+            f"the state kept {kept}",
         )
         return stateful, layout._replace(in_state=True)
 

@@ -172,12 +172,14 @@ def _compile_step_model(model, device, dtype):
         else "f32"
     }
     supported = core.get_property(device, "SUPPORTED_PROPERTIES")
-    if model.get_variables() and "KV_CACHE_PRECISION" in supported:
-        # Caches in state (the state_caches part) are kept in float32, the
-        # type they cross the boundary in otherwise (a float16 model's
-        # too: the module's docstring); the plugin's default quantizes
-        # them to u8.
-        config["KV_CACHE_PRECISION"] = "f32"
+    variables = model.get_variables()
+    if variables and "KV_CACHE_PRECISION" in supported:
+        # Caches in state (the state_caches part) are kept in their
+        # variables' type: float32, the type they cross the boundary in
+        # otherwise (the module's docstring), or a float16 model's float16
+        # where the device computes in it (state_caches.py). The plugin's
+        # default quantizes them to u8.
+        config["KV_CACHE_PRECISION"] = variables[0].get_info().data_type
     return core.compile_model(model, device, config)
 
 

@@ -5,6 +5,7 @@ test_stepwise's (fresh processes, every default part on)."""
 
 import causal_lms
 import numpy as np
+import openvino as ov
 import pytest
 
 import keras_ov_einsum
@@ -47,13 +48,22 @@ def test_the_plugin_appends_to_each_cache_in_its_attention(family, dtype):
     """Inputs: token ids, cache index, beam_idx; one output; a ReadValue
     and an Assign a cache, both held by the plugin's fused attention (one
     a layer, reading the two MemoryInputs of its layer's caches): no cache
-    write, no Concat left; the float32 state is kept float32 (the
-    plugin's default would quantize it to u8). The tokens are
-    layer_caches' (Llama: through its repeated key/value heads)."""
+    write, no Concat left; the state is kept float32 (the plugin's default
+    would quantize it to u8), a float16 model's float16 where the CPU
+    computes in float16 (there a float32 state left all but the first
+    layer unfused). The tokens are layer_caches' (Llama: through its
+    repeated key/value heads)."""
     tokens, compiled, (decision,) = _generated(family, dtype=dtype)
     cache_tokens, _, none = _generated(family, dtype=dtype, state_caches=False)
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    kept = (
+        "float16"
+        if dtype == "float16" and "FP16" in capabilities
+        else "float32"
+    )
     assert decision.lowered and none == []
     assert decision.reason.startswith(f"{2 * LAYERS} ReadValue/Assign pairs")
+    assert decision.reason.endswith(f"the state kept {kept}")
     np.testing.assert_array_equal(tokens, cache_tokens)
 
     assert [str(i.get_partial_shape()) for i in compiled.inputs] == [
@@ -62,8 +72,8 @@ def test_the_plugin_appends_to_each_cache_in_its_attention(family, dtype):
         "[?]",
     ]
     assert len(compiled.outputs) == 1
-    assert (
-        str(compiled.get_property("KV_CACHE_PRECISION")) == "<Type: 'float32'>"
+    assert str(compiled.get_property("KV_CACHE_PRECISION")) == (
+        f"<Type: '{kept}'>"
     )
     types = _runtime_types(compiled)
     assert types.count("MemoryInput") == 2 * LAYERS
