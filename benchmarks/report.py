@@ -458,7 +458,10 @@ def targets(model, groups):
                 continue
             met = ratio >= bound if direction == "at least" else ratio <= bound
             verdict = "met" if met else "missed"
-            cells.append(f"{ratio:.2f} ({direction} {bound}: {verdict})")
+            # A third decimal where two would read as the bound itself
+            # (0.795 against 0.8: missed, not "0.80 ... missed").
+            digits = 3 if f"{ratio:.2f}" == f"{bound:.2f}" else 2
+            cells.append(f"{ratio:.{digits}f} ({direction} {bound}: {verdict})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 

@@ -1155,6 +1155,15 @@ def test_report_states_each_target_met_or_missed(tmp_path):
             growth_mb=70,
         ),
         run("fix int8", "openvino", "int8", "int8", tokens_per_s=15.0),
+        # 15.9 / 20: two decimals would read 0.80, the bound itself
+        run(
+            "genai w8",
+            "openvino-genai",
+            "off",
+            "int8_weights",
+            tokens_per_s=20.0,
+        ),
+        run("fix w8", "openvino", "int8", "int8_weights", tokens_per_s=15.9),
     ]
     runs[0].update(load_s=1.0, first_s=0.5)
     for record in runs[1:]:
@@ -1168,6 +1177,7 @@ def test_report_states_each_target_met_or_missed(tmp_path):
         "| 1.17 (at most 1.15: missed) |" in table
     )
     assert "| fix int8 | 0.75 (at least 0.8: missed) |" in table
+    assert "| fix w8 | 0.795 (at least 0.8: missed) |" in table
     assert "| fix f16 | 0.75 (at least 0.9: missed) |" in table
     assert "| stock |" not in table
 
