@@ -26,7 +26,9 @@ K <= 1024), when two things hold:
   bfloat16 units). ``compile_options`` asks for both
   (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``, ``INFERENCE_PRECISION_HINT=f32``,
   which keras-hub already sets for int8 models) when a model holds such a
-  layer and the caller set nothing else, on any device that may be the CPU
+  layer and the caller set nothing else (the opt-in dynamic_quantization
+  part leaves the first to the plugin where every int8 layer is a
+  weights-only one), on any device that may be the CPU
   (AUTO, HETERO and MULTI hand them on). Compile while enabled: the graph
   cannot carry them (``COMPILE_OPTIONS_WARNING``).
 
@@ -111,8 +113,13 @@ COMPILE_OPTIONS_WARNING = (
     "may be rounded"
 )
 # Marks the node that makes a kernel an int8 FullyConnected weight, so that
-# ``compile_options`` finds the models that hold one.
+# ``compile_options`` finds the models that hold one, with the form: an int8
+# x int8 product (exact only without dynamic quantization) or a weights-only
+# layer's (float32 inputs, which the dynamic_quantization part lets the
+# plugin quantize, as OpenVINO's own pipeline does).
 _MARK = "keras_ov_einsum_int8"
+_INT8_PRODUCT = "int8 product"
+_WEIGHTS_ONLY = "weights only"
 
 
 def lower_int8(planned):
@@ -149,16 +156,17 @@ def not_fully_connected(plan):
     return None
 
 
-def _decompressed(kernel, plan):
+def _decompressed(kernel, plan, form=_INT8_PRODUCT):
     """``Convert(kernel) * ones``: the weight decompression pattern the CPU
     plugin keeps int8 (a scale of ones: exact); with no Multiply it folds
-    the Convert into a float32 copy, four bytes a weight."""
+    the Convert into a float32 copy, four bytes a weight. Marked with its
+    ``form`` (``compile_options`` reads it)."""
     ones = np.ones(plan.columns_size, np.float32)
     scale = ov_opset.constant(
         ones.reshape((-1, 1) if plan.transpose_b else (1, -1))
     )
     weights = ov_opset.multiply(ov_opset.convert(kernel, ov.Type.f32), scale)
-    weights.get_rt_info()[_MARK] = True
+    weights.get_rt_info()[_MARK] = form
     return weights
 
 
@@ -172,7 +180,7 @@ def _lower_int8_weights(planned, kernel_source):
     kernel = lay_out_kernel(kernel_source, plan)
 
     def product(x, kernel, transpose_b):
-        weights = _decompressed(kernel, plan)
+        weights = _decompressed(kernel, plan, _WEIGHTS_ONLY)
         return ov_opset.matmul(x, weights, False, transpose_b).output(0)
 
     output = build_matmul(plan, planned.variable, kernel, product)
@@ -383,7 +391,10 @@ def compile_options(model, device_name, config):
         )
         return config
     config = dict(config or {})
-    for key, exact in _EXACT_OPTIONS.items():
+    options = dict(_EXACT_OPTIONS)
+    if _plugin_may_quantize(model):
+        del options[DYNAMIC_QUANTIZATION]
+    for key, exact in options.items():
         if key not in config:
             config[key] = exact
         elif _option_text(config[key]) not in (str(exact), "float32"):
@@ -423,6 +434,25 @@ def _option_text(value):
     if hasattr(value, "to_string"):
         return value.to_string()
     return str(value).lower()
+
+
+def _plugin_may_quantize(model):
+    """Whether the dynamic_quantization part is on and every int8 layer of
+    ``model`` is a weights-only one built here (an int8 x int8 product, or
+    a model read back from an IR, whose forms cannot be told apart, keeps
+    dynamic quantization off)."""
+    from . import patch
+
+    if not patch.part_on("dynamic_quantization"):
+        return False
+    forms = set()
+    for node in model.get_ops():
+        rt_info = node.get_rt_info()
+        if _MARK in rt_info:
+            forms.add(rt_info[_MARK].astype(str))
+        elif _is_int8_weight(node):
+            return False
+    return forms == {_WEIGHTS_ONLY}
 
 
 def _holds_int8_lowering(model):

@@ -16,6 +16,7 @@ PARTS = tuple(
     for module in (
         "int8",
         "int8_layers",
+        "dynamic_quantization",
         "lowering",
         "matmul",
         "shared_masks",

@@ -184,6 +184,7 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "layer_norm": False,
         "int8": False,
         "int8_layers": False,
+        "dynamic_quantization": False,
         "preset_load": False,
         "mapped_weights": False,
         "saving_skipsets": False,
@@ -251,6 +252,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "half_weights": True,
         "int8": True,
         "int8_layers": False,
+        "dynamic_quantization": False,
     }
     assert fixed["first_text"] == stock["first_text"]
     # int32 copies of the int8 kernels (4 bytes a weight) are gone: the

@@ -388,6 +388,51 @@ def test_compile_options(caplog):
     assert compile_options("model.xml", "CPU", F32) == F32
 
 
+DQ_PARTS = {"int8": True, "dynamic_quantization": True}
+
+
+def _group_size(compiled):
+    return int(compiled.get_property(DYNAMIC_QUANTIZATION))
+
+
+def test_dynamic_quantization_is_left_to_the_plugin_for_weights_only():
+    """With the dynamic_quantization part a weights-only int8 layer is
+    compiled with the plugin's own group size (OpenVINO's default, as
+    genai's int8 IRs), still float32 inputs on int8 weights, within a
+    hundredth of stock's scale; without it, and for keras's default int8
+    (an int8 x int8 product, exact only without), the option is 0."""
+    layer, tail = _quantized_layer("dense", 16, None, 256, _weights_only())
+    x = _activations(tail)
+    stock, _ = _compiled(layer, tail, None)
+    default, _ = _compiled(layer, tail, None, config=None)  # the plugin's
+    quantized, decisions = _compiled(layer, tail, DQ_PARTS, config=None)
+    exact, _ = _compiled(layer, tail, {"int8": True}, config=None)
+    assert all(d.lowered for d in decisions), decisions
+    assert _group_size(quantized) == _group_size(default)
+    assert _group_size(exact) == 0
+    assert quantized.get_property(PRECISION) == ov.Type.f32
+    assert _fully_connected_weight_types(quantized) == [ov.Type.i8]
+    want = stock(x)[0]
+    got = quantized(x)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=0.01 * np.abs(want).max())
+
+    product, _ = _quantized_layer("dense", 16, None, 256)  # default int8
+    compiled, _ = _compiled(product, tail, DQ_PARTS, config=None)
+    assert _group_size(compiled) == 0
+
+
+def test_dynamic_quantization_weights_only_gpt2_generates():
+    """A weights-only GPT-2 under the part: int8 FullyConnected layers
+    compiled with the plugin's group size, and tokens."""
+    causal_lm = gpt2_causal_lm(quantize="int8", quantize_config=_weights_only())
+    tokens, _, _ = generate(causal_lm, DQ_PARTS)
+    fixed = causal_lm.generate_function.compiled_model
+    assert _fully_connected_weight_types(fixed) == [ov.Type.i8] * (2 * 6 + 1)
+    assert _group_size(fixed) != 0
+    assert np.asarray(tokens).shape[-1] > 0
+
+
 def test_every_compile_entry_point_gets_the_option():
     """keras compiles with ``openvino.compile_model``, keras-hub with a
     ``Core``: both reach the patched method while enabled, neither after."""
