@@ -120,6 +120,7 @@ COMPILE_OPTIONS_WARNING = (
 _MARK = "keras_ov_einsum_int8"
 _INT8_PRODUCT = "int8 product"
 _WEIGHTS_ONLY = "weights only"
+_READ_BACK = "read back"  # no mark: its form cannot be told
 
 
 def lower_int8(planned):
@@ -381,7 +382,8 @@ def compile_options(model, device_name, config):
     """
     # ``openvino.compile_model`` hands on the ov.Model's inner pybind model:
     # anything with ops is a model here; a path is not.
-    if not hasattr(model, "get_ops") or not _holds_int8_lowering(model):
+    forms = _int8_forms(model) if hasattr(model, "get_ops") else set()
+    if not forms:
         return config
     if not _may_run_on_cpu(device_name):
         logger.warning(
@@ -392,7 +394,7 @@ def compile_options(model, device_name, config):
         return config
     config = dict(config or {})
     options = dict(_EXACT_OPTIONS)
-    if _plugin_may_quantize(model):
+    if _plugin_may_quantize(forms):
         del options[DYNAMIC_QUANTIZATION]
     for key, exact in options.items():
         if key not in config:
@@ -436,30 +438,28 @@ def _option_text(value):
     return str(value).lower()
 
 
-def _plugin_may_quantize(model):
-    """Whether the dynamic_quantization part is on and every int8 layer of
-    ``model`` is a weights-only one built here (an int8 x int8 product, or
-    a model read back from an IR, whose forms cannot be told apart, keeps
-    dynamic quantization off)."""
+def _plugin_may_quantize(forms):
+    """Whether the dynamic_quantization part is on and every int8 layer
+    (``forms``, ``_int8_forms``) is a weights-only one built here (an int8
+    x int8 product, or a model read back from an IR, whose forms cannot be
+    told apart, keeps dynamic quantization off)."""
     from . import patch
 
-    if not patch.part_on("dynamic_quantization"):
-        return False
+    return patch.part_on("dynamic_quantization") and forms == {_WEIGHTS_ONLY}
+
+
+def _int8_forms(model):
+    """The forms of ``model``'s int8 weights (empty: it holds none): each
+    marked one's (``_decompressed``), ``_READ_BACK`` for one read back from
+    an IR, whose mark OpenVINO does not save."""
     forms = set()
     for node in model.get_ops():
         rt_info = node.get_rt_info()
         if _MARK in rt_info:
             forms.add(rt_info[_MARK].astype(str))
         elif _is_int8_weight(node):
-            return False
-    return forms == {_WEIGHTS_ONLY}
-
-
-def _holds_int8_lowering(model):
-    return any(
-        _MARK in node.get_rt_info() or _is_int8_weight(node)
-        for node in model.get_ops()
-    )
+            forms.add(_READ_BACK)
+    return forms
 
 
 def _is_int8_weight(node):
