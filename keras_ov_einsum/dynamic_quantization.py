@@ -15,7 +15,10 @@ int8 IR profiled with it off took 7.4-8.2 ms a step in its 24 [1024,
 4096] layers against 4.7-6.1 with the plugin's default, and keras's
 weights-only step model 6.8-7.2 ms there with it off (ad hoc,
 ``PERF_COUNT``, docs/native-gap.md): off is most of the weights-only rows'
-distance from genai on that CPU.
+distance from genai on that CPU. On the Xeon without AMX (AVX512 VNNI)
+of that afternoon, the harness's weights-only GPT-2 Medium rows made
+0.89 x genai's tokens/s with this part and 0.63 x with the int8 part
+alone (docs/performance.md).
 
 With this part the int8 part leaves the option to the plugin for a model
 whose int8 layers are all weights-only ones it built. A model holding an
