@@ -26,15 +26,13 @@ gives its pages back (``mapped_weights.release_pages``): GPT-2 Medium's
 float16 load peaked at 2119 MB over its imports with the whole float32
 file resident beside the float16 copies, 782 MB without (ad hoc, the
 same load alternated).
-Only variables created inside ``Backbone.from_config`` under a loader
-called with ``load_weights=True`` are touched, float ones, and integer ones
-whose initializer makes zeros (an int8 kernel; the placeholder is the same
-zeros): a task's own layers (a classifier head the preset may not hold),
-other integer variables (a dropout layer's seed state, which the weights
-file does not hold) and ``load_weights=False`` keep their initializers.
-Variables of one shape and type share one placeholder. keras-hub saves and
-loads a backbone's weights whole, so none of the zeros survive the load
-(the tests check that every backbone variable is a Constant after it).
+Only float variables created inside ``Backbone.from_config`` under a
+loader called with ``load_weights=True`` are touched: a task's own layers
+(a classifier head the preset may not hold), integer variables (a dropout
+layer's seed state, which the weights file does not hold) and
+``load_weights=False`` keep their initializers. keras-hub saves and loads
+a backbone's weights whole, so none of the zeros survive the load (the
+tests check that every backbone variable is a Constant after it).
 """
 
 import functools
@@ -249,10 +247,7 @@ def _from_config_wrapper(stock_from_config):
     def from_config(cls, config):
         weights_follow = getattr(_scope, "weights_follow", False)
         with scoped(_scope, "in_backbone", weights_follow):
-            # This backbone's zero placeholders, one for each shape and
-            # type (GPT-2 Medium's 533 variables have 12).
-            with scoped(_scope, "zeros", {}):
-                return function(cls, config)
+            return function(cls, config)
 
     return classmethod(from_config)
 
@@ -262,22 +257,17 @@ def _initialize_wrapper(stock_initialize):
 
     @functools.wraps(stock_initialize)
     def initialize_with_initializer(self, initializer):
-        # Integer variables keep their initializer (a dropout layer's seed
-        # state is one, and not among the saved weights) unless it makes
-        # zeros, as an int8 kernel's does: the placeholder is those zeros.
-        # The expensive draws are the float weights'.
-        if not getattr(_scope, "in_backbone", False):
-            return stock_initialize(self, initializer)
-        is_float = _is_float(self)
-        if not is_float and not _makes_zeros(initializer):
+        # Integer variables keep their initializer: a dropout layer's seed
+        # state is one, and not among the saved weights; int8 kernels are
+        # cheap to make. The expensive draws are the float weights.
+        if not getattr(_scope, "in_backbone", False) or not _is_float(self):
             return stock_initialize(self, initializer)
         try:
-            placeholder = _shared_zeros(self._shape, self._dtype)
+            placeholder = _zeros(self._shape, self._dtype)
         except Exception:  # Never let the fast path break a model.
             return stock_initialize(self, initializer)
         self._initialize(placeholder)
-        if is_float:
-            decisions.count(VARIABLES_LABEL)
+        decisions.count(VARIABLES_LABEL)
 
     return initialize_with_initializer
 
@@ -286,27 +276,6 @@ def _is_float(variable):
     from keras.src.backend import is_float_dtype
 
     return is_float_dtype(variable._dtype)
-
-
-def _makes_zeros(initializer):
-    from keras.src.initializers.constant_initializers import Zeros
-
-    return type(initializer) is Zeros
-
-
-def _shared_zeros(shape, dtype):
-    """``_zeros(shape, dtype)``, made once a backbone: a node is never
-    changed, only replaced, so variables can share one. GPT-2 Medium's
-    weights-only int8 load took 0.84 s against 1.05 with a Broadcast a
-    variable and keras's initializer for the int8 kernels (medians of 8
-    alternations in one process, ad hoc)."""
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
-
-    key = (tuple(shape), dtype)
-    zeros = _scope.zeros
-    if key not in zeros:
-        zeros[key] = _zeros(shape, dtype).output
-    return OpenVINOKerasTensor(zeros[key])
 
 
 def _zeros(shape, dtype):

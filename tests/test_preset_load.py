@@ -68,54 +68,6 @@ def test_loads_the_saved_weights_without_drawing(preset, no_random_draws):
     assert kinds == {"Constant"}
 
 
-def _counting_zeros(monkeypatch):
-    """The (shape, dtype) of every zero placeholder preset_load builds."""
-    from keras_ov_einsum import preset_load
-
-    built = []
-    zeros = preset_load._zeros
-
-    def counting(shape, dtype):
-        built.append((tuple(shape), dtype))
-        return zeros(shape, dtype)
-
-    monkeypatch.setattr(preset_load, "_zeros", counting)
-    return built
-
-
-def test_one_zero_placeholder_a_shape_and_type(preset, monkeypatch):
-    """Variables of one shape and type share one zero Broadcast (a node is
-    replaced, never changed), built once a backbone."""
-    path, saved, keras_hub = preset
-    built = _counting_zeros(monkeypatch)
-    with keras_ov_einsum.enabled():
-        backbone = keras_hub.models.Backbone.from_preset(path)
-    floats = _float_weights(backbone)
-    assert len(built) == len(set(built)) < len(floats)
-    assert set(built) == {(tuple(v.shape), v.dtype) for v in floats}
-    for got, want in zip(_values(backbone), saved, strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
-def test_int8_kernels_start_as_the_shared_zeros(tmp_path, monkeypatch):
-    """An int8 kernel's initializer makes zeros: the placeholder is those
-    zeros (no initializer run), and the saved int8 values replace them."""
-    import keras_hub
-
-    path = str(tmp_path / "gpt2_int8")
-    causal_lm = gpt2_causal_lm(quantize="int8")
-    causal_lm.save_to_preset(path)
-    saved = _values(causal_lm.backbone)
-    kernels = [v for v in causal_lm.backbone.weights if v.dtype == "int8"]
-    assert kernels
-    built = _counting_zeros(monkeypatch)
-    with keras_ov_einsum.enabled():
-        loaded = keras_hub.models.CausalLM.from_preset(path).backbone
-    assert {(tuple(v.shape), "int8") for v in kernels} <= set(built)
-    for got, want in zip(_values(loaded), saved, strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
 def test_stock_and_the_switch_draw_the_initial_values(preset, no_random_draws):
     path, _, keras_hub = preset
     with pytest.raises(AssertionError, match="random initial value"):
