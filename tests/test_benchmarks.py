@@ -16,6 +16,7 @@ from benchmarks import (
     environments,
     models,
     native,
+    native_step,
     passes,
     report,
     runner,
@@ -733,6 +734,34 @@ def test_which_int8_form_the_plugin_keeps_compressed(weights, weight_type):
         if node.get_rt_info()["layerType"].astype(str) == "FullyConnected"
     ]
     assert layer.input(1).get_element_type() == getattr(ov.Type, weight_type)
+
+
+@pytest.mark.parametrize("setting, group_size", [("default", None), ("off", 0)])
+def test_native_step_can_compile_without_dynamic_quantization(
+    setting, group_size
+):
+    """``benchmarks.native_step --dynamic-quantization off`` compiles with
+    the plugin's dynamic quantization off; default leaves the plugin's own
+    group size (0 too on a CPU without int8 dot products)."""
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+
+    parameter = ov_opset.parameter([1, 64], ov.Type.f32)
+    y = bandwidth._projection(
+        parameter, np.ones((64, 48), np.float32), False, "i8-dequantized"
+    )
+    model = ov.Model([y.output(0)], [parameter])
+    config = native_step.compile_config(setting)
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    got = int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
+    plugin_default = int(
+        ov.Core()
+        .compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        .get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")
+    )
+    assert got == (plugin_default if group_size is None else group_size)
+    with pytest.raises(ValueError):
+        native_step.compile_config("on")
 
 
 @pytest.mark.parametrize("fix", ["off", "on"])
