@@ -32,9 +32,11 @@ __all__ = ["compile_config", "main", "profile"]
 def compile_config(dynamic_quantization="default"):
     """The native rows' compile properties (the f32 hint), profiled;
     ``dynamic_quantization`` "off": group size 0, the plugin's off."""
+    from keras_ov_einsum.int8 import DYNAMIC_QUANTIZATION
+
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
-    if dynamic_quantization == "off":
-        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    if dynamic_quantization == "off":  # the int8 part's setting
+        config[DYNAMIC_QUANTIZATION] = 0
     elif dynamic_quantization != "default":
         raise ValueError(f"dynamic_quantization {dynamic_quantization!r}")
     return config
