@@ -40,7 +40,7 @@ import openvino as ov
 import openvino.opset13 as ov_opset
 import psutil
 
-from keras_ov_einsum.half_weights import DECOMPRESSION
+from keras_ov_einsum.parts.generate.half_weights import DECOMPRESSION
 
 __all__ = ["fully_connected_bandwidth", "fully_connected_layers", "main"]
 

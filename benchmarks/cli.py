@@ -5,7 +5,7 @@ import datetime
 import sys
 
 from benchmarks import diff, environments, models, native, report, runner
-from keras_ov_einsum.parts import default_switches
+from keras_ov_einsum.core.registry import default_switches
 
 __all__ = ["main"]
 

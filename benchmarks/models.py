@@ -277,7 +277,7 @@ def saved_preset(preset, weight_format):
     if weight_format == "int8_weights":
         # Built under any backend, where enable() does not patch keras-hub:
         # the part's own writer keeps the weights-only config.
-        from keras_ov_einsum import quantization_configs
+        from keras_ov_einsum.parts.loading import quantization_configs
 
         quantization_configs.save_configs(causal_lm.backbone, str(partial))
     partial.rename(target)

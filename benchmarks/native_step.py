@@ -32,7 +32,7 @@ __all__ = ["compile_config", "main", "profile"]
 def compile_config(dynamic_quantization="default"):
     """The native rows' compile properties (the f32 hint), profiled;
     ``dynamic_quantization`` "off": group size 0, the plugin's off."""
-    from keras_ov_einsum.int8 import DYNAMIC_QUANTIZATION
+    from keras_ov_einsum.parts.int8.int8 import DYNAMIC_QUANTIZATION
 
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
     if dynamic_quantization == "off":  # the int8 part's setting

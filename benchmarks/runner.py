@@ -37,28 +37,37 @@ def _fix_modes():
     """--fix value -> (the switches keras_ov_einsum.enable() gets, or None
     for stock; the run's label), from the package's part registry.
 
-    ``on`` is every default part; ``<part>`` a default part alone (what it
-    contributes on its own) or an opt-in part, with the parts it requires,
-    on top of ``on``;
-    ``no_<part>`` every default part but that one (what it adds to the
-    rest).
+    ``on`` is every default part; ``<part>`` a default part alone with the
+    parts it requires (what it contributes on its own), or an opt-in part
+    with the parts it requires on top of ``on``; ``no_<part>`` every
+    default part but that one and the parts that act only through it (what
+    it adds to the rest).
     """
-    from keras_ov_einsum.parts import by_name, default_switches
+    from keras_ov_einsum.core.registry import (
+        default_switches,
+        dependents,
+        required,
+    )
 
     defaults = default_switches()
     every_off = dict.fromkeys(defaults, False)
     modes = {"off": (None, "stock"), "on": (defaults, "fix")}
     for name, default in defaults.items():
-        if default:
-            modes[name] = ({**every_off, name: True}, f"fix ({name} only)")
+        needed = dict.fromkeys(required(name), True)
+        if default:  # with the parts it needs to act at all
+            modes[name] = (
+                {**every_off, **needed, name: True},
+                f"fix ({name} only)",
+            )
+            # and without the parts that act only through it
             modes[f"no_{name}"] = (
-                {**defaults, name: False},
+                {**defaults, **dict.fromkeys(dependents(name), False)}
+                | {name: False},
                 f"fix without {name}",
             )
         else:  # with the opt-in parts it requires
-            required = dict.fromkeys(by_name()[name].requires, True)
             modes[name] = (
-                {**defaults, **required, name: True},
+                {**defaults, **needed, name: True},
                 f"fix + {name}",
             )
     return modes

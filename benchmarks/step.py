@@ -222,7 +222,9 @@ def graph_operations(model):
     many before the Loop and in its body, by type, and how many are
     Converts to the type their input already has (see the align_types
     part)."""
-    from keras_ov_einsum.align_types import is_identity_convert
+    from keras_ov_einsum.parts.ops.align_types import (
+        is_identity_convert,
+    )
 
     body = _the_loop(model).get_function()
     counts = {}
@@ -396,15 +398,17 @@ def _median_range(values):
     )
 
 
-def _step_model_operations(causal_lm):
-    """The operations of the stepwise part's step model as traced (the
-    part's generate() runs it instead of the Loop this tool replays), as
-    inside generate(), where the attention and layer_norm parts act."""
-    from keras_ov_einsum import stepwise
-    from keras_ov_einsum.part import as_in_generate
+def _step_model_operations(causal_lm, parts):
+    """The operations of the stepwise part's step model as traced with
+    ``parts`` (the part's generate() runs it instead of the Loop this tool
+    replays), as inside generate(), where the attention and layer_norm
+    parts act."""
+    import keras_ov_einsum
+    from keras_ov_einsum.core.context import as_in_generate
+    from keras_ov_einsum.parts.generate import stepwise
 
-    with as_in_generate():
-        model, _ = stepwise._trace(causal_lm)
+    with keras_ov_einsum.enabled(**parts), as_in_generate():
+        model, _ = stepwise.trace_step_model(causal_lm)
     return len(model.get_ordered_ops())
 
 
@@ -517,13 +521,16 @@ def main(argv=None):
 
     import keras_ov_einsum
     from benchmarks.worker import load_causal_lm
+    from keras_ov_einsum.core.registry import dependents
 
-    parts = FIX_PARTS[args.fix]
+    parts = step_parts = FIX_PARTS[args.fix]
     stepwise_on = bool(parts and parts.get("stepwise"))
     if parts:
         # This tool replays stock's Loop, which the stepwise part replaces
-        # by one step model run from Python: profile the Loop's step.
-        parts = {**parts, "stepwise": False}
+        # by one step model run from Python: profile the Loop's step (the
+        # parts that shape the step model go with it).
+        off = dict.fromkeys(("stepwise", *dependents("stepwise")), False)
+        parts = {**parts, **off}
     # Enabled for this call only: a second main() in the same process
     # (tests) gets its own parts, or the stock backend. The replay compiles
     # inside too, so that it gets the options the parts add to keras-hub's
@@ -536,7 +543,9 @@ def main(argv=None):
         causal_lm = load_causal_lm(keras_hub, preset, args.dtype, parts)
         causal_lm.compile(sampler="greedy")
         captured = capture_generate(causal_lm, args.max_length)
-        step_model = _step_model_operations(causal_lm) if stepwise_on else None
+        step_model = None
+        if stepwise_on:
+            step_model = _step_model_operations(causal_lm, step_parts)
         record = dict(
             model=args.model,
             dtype=args.dtype,

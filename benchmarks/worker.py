@@ -161,9 +161,9 @@ def _mark_compile(sampler, marks):
         targets = [(openvino_utils, "compile_model")]
     except (ImportError, AttributeError):  # another keras-hub layout
         return None
-    from keras_ov_einsum import stepwise
+    from keras_ov_einsum.parts.generate import stepwise
 
-    targets.append((stepwise, "_compile_step_model"))
+    targets.append((stepwise, "compile_step_model"))
     originals = [getattr(owner, name) for owner, name in targets]
 
     def marked(original):

@@ -1,17 +1,25 @@
-"""Lower constant-kernel einsums to MatMul on Keras 3's OpenVINO backend.
+"""Make Keras 3's OpenVINO backend run keras-hub models as OpenVINO's own
+pipeline does.
 
     import keras_ov_einsum
     keras_ov_einsum.enable()
 
-Every ``EinsumDense`` projection then reaches OpenVINO as a MatMul on a
-reshaped view of its kernel, the fully-connected pattern the CPU plugin
-compiles without extra copies of the weights. Einsums of two variable inputs
-(attention) and anything not proven equal stay on the stock path;
-``explain()`` tells which einsum went which way, and why.
+Each part is a switch of ``enable()``: constant-kernel einsums and matmuls
+as MatMuls on views of the weights, lighter key/value-cache writes and
+casts, keras-hub's preset loading without copies, and greedy
+``generate()`` as one stateful step model; opt-in int8 parts. What is not
+proven equal stays on the stock path; ``explain()`` tells which call went
+which way, and why.
 """
 
-from .decisions import Decision, Explanation
-from .patch import UnsupportedVersionError, disable, enable, enabled, is_enabled
+from .core.decisions import Decision, Explanation
+from .core.install import (
+    UnsupportedVersionError,
+    disable,
+    enable,
+    enabled,
+    is_enabled,
+)
 
 __all__ = [
     "Decision",
@@ -28,8 +36,8 @@ __version__ = "0.1.0"
 
 
 def explain():
-    """The decisions on every patched call (einsum, matmul, slice_update,
-    multiply) seen since ``enable()``, oldest first."""
-    from .decisions import snapshot
+    """The decisions of every part since ``enable()``, oldest first, and
+    the counts of the parts that act on too many calls to list."""
+    from .core.decisions import snapshot
 
     return snapshot()

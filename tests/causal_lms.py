@@ -132,9 +132,9 @@ def prompt():
 
 def compile_step_model(model):
     """The stepwise part's float32 step ``model`` compiled for the CPU."""
-    from keras_ov_einsum import stepwise
+    from keras_ov_einsum.parts.generate import stepwise
 
-    return stepwise._compile_step_model(model, "CPU", "float32")
+    return stepwise.compile_step_model(model, "CPU", "float32")
 
 
 def prompt_and_step(compiled, layout):
@@ -198,7 +198,7 @@ def _main(family, mode, dtype):
     # The prompt's padding (0) is a stop token: every row is done before
     # the first step, which OpenVINO's Loop runs all the same.
     padding = _generate(model, [0])
-    from keras_ov_einsum import half_weights, stepwise
+    from keras_ov_einsum.parts.generate import half_weights, stepwise
 
     def decisions(label):
         return [

@@ -27,10 +27,10 @@ def part_paths(request, monkeypatch):
     if request.param == "stock first":
         import dataclasses
 
-        from keras_ov_einsum import patch
+        from keras_ov_einsum.core import install
 
         without = tuple(
-            dataclasses.replace(part, replace=None) for part in patch.PARTS
+            dataclasses.replace(part, replace=None) for part in install.PARTS
         )
-        monkeypatch.setattr(patch, "PARTS", without)
+        monkeypatch.setattr(install, "PARTS", without)
     return request.param

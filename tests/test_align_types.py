@@ -14,8 +14,10 @@ from binary_ops import (
     random_inputs,
 )
 from graphs import generate, gpt2_causal_lm, patched, run_model
-from keras_ov_einsum.align_types import PART as align_types_part
-from keras_ov_einsum.parts import default_switches
+from keras_ov_einsum.core.registry import default_switches
+from keras_ov_einsum.parts.ops.align_types import (
+    PART as align_types_part,
+)
 
 
 @pytest.mark.parametrize(

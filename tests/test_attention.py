@@ -10,8 +10,8 @@ import pytest
 
 import keras_ov_einsum
 from graphs import generate, gpt2_causal_lm, keras_parameter, patched, run_model
-from keras_ov_einsum.attention import LABEL
-from keras_ov_einsum.part import as_in_generate
+from keras_ov_einsum.core.context import as_in_generate
+from keras_ov_einsum.parts.ops.attention import LABEL
 
 HEADS, KEY_DIM, WIDTH = 2, 8, 16
 
@@ -130,21 +130,21 @@ class TestLlama:
     def _step_model(self, **switches):
         import causal_lms
 
-        from keras_ov_einsum import stepwise
+        from keras_ov_einsum.parts.generate import stepwise
 
         causal_lm = causal_lms.causal_lm("llama")
         causal_lm.compile(sampler="greedy")
         # The caches as inputs (prompt_and_step feeds them): state_caches
         # off.
         with keras_ov_einsum.enabled(state_caches=False, **switches):
-            model, layout = stepwise._trace(causal_lm)
+            model, layout = stepwise.trace_step_model(causal_lm)
             counts = keras_ov_einsum.explain().counts
         return model, layout, counts
 
     def test_in_generate_one_fused_attention_a_layer(self, generating):
         import causal_lms
 
-        from keras_ov_einsum.attention import LLAMA_LABEL
+        from keras_ov_einsum.parts.ops.attention import LLAMA_LABEL
 
         fused, layout, counts = self._step_model()
         stock, _, stock_counts = self._step_model(attention=False)
@@ -165,7 +165,7 @@ class TestLlama:
             )
 
     def test_outside_generate_its_einsums(self):
-        from keras_ov_einsum.attention import LLAMA_LABEL
+        from keras_ov_einsum.parts.ops.attention import LLAMA_LABEL
 
         model, _, counts = self._step_model()
         types = [node.get_type_name() for node in model.get_ordered_ops()]

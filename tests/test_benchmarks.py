@@ -264,7 +264,7 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
 def test_an_opt_in_mode_brings_the_parts_it_requires():
     """--fix int8_layers: every default part, int8_layers and the int8
     part it requires (enable() refuses int8_layers alone)."""
-    from keras_ov_einsum.parts import default_switches
+    from keras_ov_einsum.core.registry import default_switches
 
     assert runner.FIX_PARTS["int8_layers"] == {
         **default_switches(),
@@ -308,7 +308,10 @@ def test_weights_only_int8_rows_load_a_weights_only_preset(presets, tmp_path):
     one as keras's default int8); the int8 part keeps those kernels int8
     (smaller constants than the same step model without it), the text the
     same."""
-    from keras_ov_einsum.quantization_configs import FILE, LABEL
+    from keras_ov_einsum.parts.loading.quantization_configs import (
+        FILE,
+        LABEL,
+    )
 
     completed = _compare(
         tmp_path,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from keras_ov_einsum.equation import EquationError, parse_equation
+from keras_ov_einsum.einsum.equation import EquationError, parse_equation
 
 # (subscripts, operand ranks, expected "inputs->output" after parsing)
 PARSED = [

@@ -14,10 +14,12 @@ from graphs import (
     op_types,
     run_model,
 )
-from keras_ov_einsum.matmul import PART as matmul_part
-from keras_ov_einsum.prescale import PART as prescale_part
-from keras_ov_einsum.slice_update import PART as slice_update_part
-from keras_ov_einsum.stepwise import LABEL
+from keras_ov_einsum.parts.generate.stepwise import LABEL
+from keras_ov_einsum.parts.ops.matmul import PART as matmul_part
+from keras_ov_einsum.parts.ops.prescale import PART as prescale_part
+from keras_ov_einsum.parts.ops.slice_update import (
+    PART as slice_update_part,
+)
 
 LAYERS = 2
 # Per layer: query, key, value and output projections; two attention einsums.

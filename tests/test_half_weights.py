@@ -19,7 +19,7 @@ import openvino.opset14 as ov_opset
 import pytest
 
 import keras_ov_einsum
-from keras_ov_einsum import half_weights, stepwise
+from keras_ov_einsum.parts.generate import half_weights, stepwise
 
 
 def _input_types(compiled, layer_type, index):
@@ -91,7 +91,7 @@ def test_the_kernels_are_views_of_the_variables():
     buffer (GPT-2's kernels reach their MatMul through a Reshape)."""
     causal_lm = causal_lms.causal_lm("gpt2", "float16")
     with keras_ov_einsum.enabled():
-        model, _ = stepwise._trace(causal_lm)
+        model, _ = stepwise.trace_step_model(causal_lm)
     assert half_weights.keep_float16(model) == (13, 1)
     nodes = [variable.value.output.get_node() for variable in causal_lm.weights]
     buffers = {

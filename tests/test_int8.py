@@ -9,7 +9,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import F32, generate, gpt2_causal_lm, op_types
-from keras_ov_einsum.int8 import (
+from keras_ov_einsum.parts.int8.int8 import (
     DYNAMIC_QUANTIZATION,
     MAX_EXACT_CONTRACTION,
     PRECISION,

@@ -18,8 +18,8 @@ from test_int8 import (
 
 import keras_ov_einsum
 from graphs import generate, gpt2_causal_lm, op_types
-from keras_ov_einsum import int8, int8_layers
-from keras_ov_einsum.part import as_in_generate
+from keras_ov_einsum.core.context import as_in_generate
+from keras_ov_einsum.parts.int8 import int8, int8_layers
 
 BOTH = {"int8": True, "int8_layers": True}
 IDS = ["query", "attention-output", "dense-up", "dense-down"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
-from keras_ov_einsum import stepwise
-from keras_ov_einsum.layer_caches import LABEL
+from keras_ov_einsum.parts.generate import stepwise
+from keras_ov_einsum.parts.generate.layer_caches import LABEL
 
 LAYERS = 2  # causal_lms' models
 
@@ -17,7 +17,7 @@ def _traced(causal_lm, **switches):
     # The caches as Parameters: state_caches (on by default) takes them
     # into the model's state.
     with keras_ov_einsum.enabled(**{"state_caches": False, **switches}):
-        model, layout = stepwise._trace(causal_lm)
+        model, layout = stepwise.trace_step_model(causal_lm)
         explanation = keras_ov_einsum.explain()
     return model, layout, [d for d in explanation if d.equation == LABEL]
 

@@ -17,8 +17,8 @@ from graphs import (
     patched,
     run_model,
 )
-from keras_ov_einsum.layer_norm import LABEL
-from keras_ov_einsum.part import as_in_generate
+from keras_ov_einsum.core.context import as_in_generate
+from keras_ov_einsum.parts.ops.layer_norm import LABEL
 
 WIDTH = 16
 # keras's E[x^2] - E[x]^2 in ReduceMean and Power; MVN's one node.

@@ -350,7 +350,7 @@ def test_spaces_are_parsed_but_stock_errors_are_kept():
     import openvino as ov
     import openvino.opset13 as ov_opset
 
-    from keras_ov_einsum.lowering import lower_einsum
+    from keras_ov_einsum.einsum.build import lower_einsum
 
     equation = " b t d , d n -> n t b "
     kernel = _kernel((16, 8))

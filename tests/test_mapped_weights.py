@@ -10,8 +10,11 @@ import pytest
 
 import keras_ov_einsum
 from graphs import gpt2_causal_lm
-from keras_ov_einsum import mapped_weights
-from keras_ov_einsum.mapped_weights import MAPPED_LABEL, READ_LABEL
+from keras_ov_einsum.parts.loading import mapped_weights
+from keras_ov_einsum.parts.loading.mapped_weights import (
+    MAPPED_LABEL,
+    READ_LABEL,
+)
 
 WEIGHTS_FILE = "model.weights.h5"
 

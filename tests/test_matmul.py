@@ -6,7 +6,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import constant_bytes, op_types, run_model
-from keras_ov_einsum.matmul import PART as matmul_part
+from keras_ov_einsum.parts.ops.matmul import PART as matmul_part
 
 
 def _graph(make_kernel, x_shape, kernel, *, fixed, x_dtype="float32", **parts):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from keras_ov_einsum.equation import parse_equation
-from keras_ov_einsum.plan import plan_lowering
+from keras_ov_einsum.einsum.equation import parse_equation
+from keras_ov_einsum.einsum.plan import plan_lowering
 
 N = None  # a dynamic dimension, as keras-hub's generate builds them
 
@@ -199,7 +199,7 @@ def test_each_workaround_names_a_reproducer_that_exists():
     the bug, that test fails and says which decline to revisit."""
     import test_openvino_bugs
 
-    from keras_ov_einsum.plan import DECLINES
+    from keras_ov_einsum.einsum.plan import DECLINES
 
     named = [rule.reproducer for rule in DECLINES if rule.reproducer]
     assert named  # at least the reduce-transpose-reshape bug

@@ -8,7 +8,7 @@ from causal_lms import causal_lm
 from keras.src.dtype_policies.dtype_policy_map import DTypePolicyMap
 
 import keras_ov_einsum
-from keras_ov_einsum.policy_lookups import LABEL
+from keras_ov_einsum.parts.loading.policy_lookups import LABEL
 
 INT8 = keras.dtype_policies.get("int8_from_float32")
 FLOAT16 = keras.dtype_policies.DTypePolicy("float16")

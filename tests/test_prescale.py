@@ -8,7 +8,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import generate, gpt2_causal_lm, run_model
-from keras_ov_einsum.prescale import PART as prescale_part
+from keras_ov_einsum.parts.ops.prescale import PART as prescale_part
 from prescales import (
     multiply_after_projection,
     numpy_scaled_projection,

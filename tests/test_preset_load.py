@@ -6,7 +6,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import gpt2_causal_lm
-from keras_ov_einsum.preset_load import (
+from keras_ov_einsum.parts.loading.preset_load import (
     BFLOAT16_LABEL,
     CAST_LABEL,
     SHARED_LABEL,
@@ -188,7 +188,10 @@ def test_float16_casts_carry_numpys_bits_at_the_edges():
     """The float32 -> float16 cast OpenVINO folds gives NumPy's bits (what
     stock's ``astype`` gives) for the edges and any bit pattern but NaN;
     an array holding a NaN is cast by NumPy, payload bits and all."""
-    from keras_ov_einsum.preset_load import _cast_constant, _float16_by_openvino
+    from keras_ov_einsum.parts.loading.preset_load import (
+        _cast_constant,
+        _float16_by_openvino,
+    )
 
     edges = np.array(
         [0.0, -0.0, np.inf, -np.inf, 65504, 65519, 65520, 1e6, -1e6]

@@ -9,7 +9,11 @@ import pytest
 from causal_lms import FAMILIES, causal_lm
 
 import keras_ov_einsum
-from keras_ov_einsum.quantization_configs import FILE, LABEL, SAVED_LABEL
+from keras_ov_einsum.parts.loading.quantization_configs import (
+    FILE,
+    LABEL,
+    SAVED_LABEL,
+)
 
 OFF = {"quantization_configs": False}
 

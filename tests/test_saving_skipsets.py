@@ -5,7 +5,7 @@ and loads the same weights."""
 import numpy as np
 
 import keras_ov_einsum
-from keras_ov_einsum.saving_skipsets import LABEL
+from keras_ov_einsum.parts.loading.saving_skipsets import LABEL
 
 
 def _model():

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
-from keras_ov_einsum import shared_masks, stepwise
-from keras_ov_einsum.shared_masks import SHARED_LABEL
+from keras_ov_einsum.parts.generate import shared_masks, stepwise
+from keras_ov_einsum.parts.generate.shared_masks import SHARED_LABEL
 
 LAYERS = 2  # causal_lms' models
 
@@ -25,7 +25,7 @@ def _traced(family, **switches):
     causal_lm = causal_lms.causal_lm(family)
     causal_lm.compile(sampler="greedy")
     with keras_ov_einsum.enabled(**switches):
-        model, layout = stepwise._trace(causal_lm)
+        model, layout = stepwise.trace_step_model(causal_lm)
         reused = keras_ov_einsum.explain().counts.get(SHARED_LABEL, 0)
     types = collections.Counter(op.get_type_name() for op in model.get_ops())
     return model, layout, types, reused
@@ -89,9 +89,9 @@ def test_an_overridden_call_with_cache_shares_nothing():
     causal_lm = Other(backbone=gpt2.backbone, preprocessor=None)
     causal_lm.compile(sampler="greedy")
     with keras_ov_einsum.enabled():
-        stepwise._trace(causal_lm)
+        stepwise.trace_step_model(causal_lm)
         assert _reused() == 0
-        stepwise._trace(gpt2)
+        stepwise.trace_step_model(gpt2)
         assert _reused() > 0
 
 
@@ -124,17 +124,6 @@ class TestKeys:
     def test_a_bool_is_not_an_int(self):
         _, built = self._within_a_call([("mask", 1), ("mask", True)])
         assert len(built) == 2
-
-    def test_a_key_that_cannot_be_made_runs_stock(self):
-        def stock(layer, x):
-            return ("stock", x)
-
-        def broken_key(layer, named):
-            return named["no such argument"]
-
-        method = shared_masks._memoized(stock, broken_key)
-        with shared_masks._sharing():
-            assert method(None, 3) == ("stock", 3)
 
     def test_outside_a_call_each_builds(self):
         built = []

@@ -7,7 +7,9 @@ import pytest
 
 import keras_ov_einsum
 from graphs import op_types
-from keras_ov_einsum.slice_update import PART as slice_update_part
+from keras_ov_einsum.parts.ops.slice_update import (
+    PART as slice_update_part,
+)
 from slice_updates import (
     RUNTIME,
     build_slice_update,

@@ -9,8 +9,12 @@ import openvino as ov
 import pytest
 
 import keras_ov_einsum
-from keras_ov_einsum import stepwise
-from keras_ov_einsum.state_caches import LABEL, _repeats, repeated_heads
+from keras_ov_einsum.parts.generate import stepwise
+from keras_ov_einsum.parts.generate.state_caches import (
+    LABEL,
+    _repeats,
+    repeated_heads,
+)
 
 LAYERS = 2  # causal_lms' models
 
@@ -176,7 +180,7 @@ def test_the_rebuilt_repeat_is_numpys():
 def test_switched_off_the_caches_cross_the_boundary():
     causal_lm = causal_lms.causal_lm("gpt2")
     with keras_ov_einsum.enabled(state_caches=False):
-        model, layout = stepwise._trace(causal_lm)
+        model, layout = stepwise.trace_step_model(causal_lm)
     assert not layout.in_state and layout.per_layer
     assert len(model.get_parameters()) == 1 + 2 * LAYERS + 1
     assert not model.get_variables()

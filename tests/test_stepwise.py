@@ -13,8 +13,8 @@ import pytest
 from keras_hub.src.samplers.greedy_sampler import GreedySampler
 
 import keras_ov_einsum
-from keras_ov_einsum import stepwise
-from keras_ov_einsum.stepwise import LABEL
+from keras_ov_einsum.parts.generate import stepwise
+from keras_ov_einsum.parts.generate.stepwise import LABEL
 
 LOWERED = (
     "one step model; the prompt and each decoding step run as its inferences"
@@ -213,9 +213,9 @@ class TestStepModel:
         with keras_ov_einsum.enabled(
             stepwise=True, shared_masks=False, state_caches=False
         ):
-            shared, layout = stepwise._trace(causal_lm)
+            shared, layout = stepwise.trace_step_model(causal_lm)
             monkeypatch.setattr(stepwise, "_share_batch", lambda p: None)
-            apart, _ = stepwise._trace(causal_lm)
+            apart, _ = stepwise.trace_step_model(causal_lm)
         compiled = [
             causal_lms.compile_step_model(model) for model in (shared, apart)
         ]

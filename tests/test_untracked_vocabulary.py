@@ -5,7 +5,7 @@ proxies, built item by item), with stock's tokens and saved assets."""
 import numpy as np
 
 import keras_ov_einsum
-from keras_ov_einsum.untracked_vocabulary import LABEL
+from keras_ov_einsum.parts.loading.untracked_vocabulary import LABEL
 
 VOCABULARY = {"<|endoftext|>": 0, "a": 1, "b": 2, "Ġ": 3, "ab": 4, "Ġa": 5}
 MERGES = ["a b", "Ġ a"]

@@ -81,8 +81,11 @@ def _int32_summed_in_one_operand(case):
     """int32 operands (keras computes int8 in int32) and a label summed
     within one operand: torch.einsum sums it the way torch.sum does, into
     int64."""
-    inputs, output = case.equation.split("->")
+    inputs, _, output = case.equation.partition("->")
     terms = [term.replace("...", "") for term in inputs.split(",")]
+    if "->" not in case.equation:  # implicit: the labels found once
+        named = "".join(terms)
+        output = "".join(label for label in named if named.count(label) == 1)
     return _integers(case) and any(
         label not in output and sum(label in term for term in terms) == 1
         for label in set("".join(terms))

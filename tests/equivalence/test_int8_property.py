@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import keras_ov_einsum
 from graphs import op_types
-from keras_ov_einsum import int8
+from keras_ov_einsum.parts.int8 import int8
 
 from .builders import (
     KERNEL_VIEWS,

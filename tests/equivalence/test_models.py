@@ -16,8 +16,8 @@ import pytest
 
 import keras_ov_einsum
 from graphs import op_types
-from keras_ov_einsum.matmul import PART as matmul_part
-from keras_ov_einsum.prescale import PART as prescale_part
+from keras_ov_einsum.parts.ops.matmul import PART as matmul_part
+from keras_ov_einsum.parts.ops.prescale import PART as prescale_part
 
 from .builders import assert_no_new_weights, run, run_outputs
 from .references import FRAMEWORKS, TOLERANCE, assert_close, values

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from graphs import run_model
-from keras_ov_einsum.prescale import PART as prescale_part
+from keras_ov_einsum.parts.ops.prescale import PART as prescale_part
 from prescales import (
     multiply_after_projection,
     numpy_scaled_projection,

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import keras_ov_einsum
 from graphs import op_types
-from keras_ov_einsum.equation import parse_equation
-from keras_ov_einsum.plan import plan_lowering
+from keras_ov_einsum.einsum.equation import parse_equation
+from keras_ov_einsum.einsum.plan import plan_lowering
 
 from .builders import (
     KERNEL_VIEWS,

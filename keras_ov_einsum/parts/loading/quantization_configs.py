@@ -1,0 +1,195 @@
+"""A keras-hub preset keeps each layer's quantization config.
+
+keras's ``quantize("int8", config=...)`` takes a ``QuantizationConfig``
+that chooses the layer's quantizers: ``Int8QuantizationConfig(
+activation_quantizer=None)`` quantizes the weights only, the form
+OpenVINO's int8 IRs hold. keras serializes the config with the layer's own
+``get_config``, but a keras-hub preset does not hold its layers' configs:
+it rebuilds the backbone from its hyperparameters and a ``DTypePolicyMap``
+of each layer's quantization mode. So ``from_preset`` builds every int8
+layer with keras's default quantizers: a weights-only model comes back
+quantizing every activation row, silently another model with other
+outputs (keras 3.15, keras-hub 0.32), and the only way to run a
+weights-only model was to load float32 weights and quantize them in every
+process (GPT-2 Medium: ~40 s and 2.9 x the int8 IR's peak memory in the
+benchmark).
+
+This part writes the configs beside the preset's own files
+(``quantization_configs.json``: each layer's path, the key its dtype policy
+has in the map, and its serialized config) when keras-hub saves a backbone,
+and while keras-hub loads a preset that has the file, hands each quantized
+layer its saved config when the layer builds its quantized variables, as
+if it had been passed to the layer. The file is extra: stock keras-hub
+ignores it (and loads the preset as it does today), a preset without it
+loads as stock loads it. A config of another mode than the layer's policy
+is not used (the reason is in ``explain()``). The keras-hub fix would keep
+the configs in the preset's config itself (not upstreamed here: keras-hub's
+preset format, not keras's OpenVINO backend).
+"""
+
+import functools
+import json
+import os
+import threading
+
+from ...core import decisions
+from ...core.context import scoped
+from ...core.part import Hook, Part
+
+__all__ = ["FILE", "LABEL", "PART", "SAVED_LABEL", "save_configs"]
+
+FILE = "quantization_configs.json"
+LABEL = "quantization_configs: a layer built with its saved quantization config"
+SAVED_LABEL = "quantization_configs: a layer's quantization config saved"
+_PRESET_UTILS = "keras_hub.src.utils.preset_utils"
+_LAYERS = (
+    ("keras.src.layers.core.dense", "Dense"),
+    ("keras.src.layers.core.einsum_dense", "EinsumDense"),
+    ("keras.src.layers.core.embedding", "Embedding"),
+    ("keras.src.layers.core.reversible_embedding", "ReversibleEmbedding"),
+)
+_scope = threading.local()  # .configs: the loading preset's, by layer path
+
+
+def save_configs(backbone, preset_dir):
+    """Write the quantization configs of ``backbone``'s layers into the
+    preset folder ``preset_dir``, or no file where it has none (a stale
+    one from an earlier save would be read back); the count written."""
+    from keras.src.saving import serialization_lib
+
+    configs = {}
+    for layer in backbone._flatten_layers():
+        config = getattr(layer, "quantization_config", None)
+        if config is None:
+            continue
+        try:
+            serialized = serialization_lib.serialize_keras_object(config)
+            json.dumps(serialized)
+        except (TypeError, ValueError) as error:
+            # Stock saved the preset: never fail it for an extra file.
+            _declined(
+                layer.path, f"its config cannot be saved ({error!r})", layer
+            )
+            continue
+        configs[layer.path] = serialized
+    path = os.path.join(preset_dir, FILE)
+    if configs:
+        with open(path, "w") as file:
+            json.dump(configs, file, indent=2, sort_keys=True)
+    elif os.path.exists(path):
+        os.remove(path)
+    return len(configs)
+
+
+def _save_backbone_wrapper(stock_save_backbone):
+    """``KerasPresetSaver.save_backbone``: stock's files, then the
+    configs."""
+
+    @functools.wraps(stock_save_backbone)
+    def save_backbone(self, backbone, *args, **kwargs):
+        result = stock_save_backbone(self, backbone, *args, **kwargs)
+        saved = save_configs(backbone, self.preset_dir)
+        if saved:
+            decisions.count(SAVED_LABEL, saved)
+        return result
+
+    return save_backbone
+
+
+def _loader_wrapper(stock_load):
+    """``KerasPresetLoader.load_backbone`` / ``load_task``: the preset's
+    saved configs, if it has any, for the layers built inside."""
+
+    @functools.wraps(stock_load)
+    def load(self, *args, **kwargs):
+        from keras_hub.src.utils import preset_utils
+
+        configs = None
+        if preset_utils.check_file_exists(self.preset, FILE):
+            try:
+                configs = dict(preset_utils.load_json(self.preset, FILE))
+            except (TypeError, ValueError) as error:  # stock's load goes on
+                _declined(FILE, f"cannot be read ({error!r})")
+        with scoped(_scope, "configs", configs):
+            return stock_load(self, *args, **kwargs)
+
+    return load
+
+
+def _quantized_build_wrapper(stock_quantized_build):
+    """A layer's ``quantized_build``: its saved config where keras-hub
+    passes none."""
+
+    @functools.wraps(stock_quantized_build)
+    def quantized_build(self, shape, mode, config=None):
+        saved = getattr(_scope, "configs", None)
+        if config is None and saved and self.path in saved:
+            config = _restored(self, mode, saved[self.path])
+        return stock_quantized_build(self, shape, mode, config)
+
+    return quantized_build
+
+
+def _restored(layer, mode, serialized):
+    """The layer's saved config, set as its own; None (keras's defaults,
+    the reason recorded) where it cannot be read or is for another mode."""
+    from keras.src.saving import serialization_lib
+
+    try:
+        config = serialization_lib.deserialize_keras_object(serialized)
+    except (TypeError, ValueError) as error:
+        return _declined(
+            layer.path, f"the saved config cannot be read ({error})", layer
+        )
+    try:
+        saved_mode = config.mode
+    except (AttributeError, NotImplementedError):  # a base class: no mode
+        saved_mode = None
+    if saved_mode != mode:
+        return _declined(
+            layer.path,
+            f"the saved config is for mode {saved_mode!r}, the layer's "
+            f"policy is {mode!r}",
+            layer,
+        )
+    layer.quantization_config = config
+    decisions.count(LABEL)
+    return config
+
+
+def _declined(subject, why, layer=None):
+    """Recorded for ``explain()``: ``subject`` (a layer's path, or the
+    file) gets keras's default quantizers."""
+    decisions.record(
+        decisions.Decision(
+            equation=LABEL,
+            shapes=(),
+            dtypes=() if layer is None else (type(layer).__name__,),
+            lowered=False,
+            reason=f"{subject}: {why}: keras's default quantizers",
+        )
+    )
+
+
+PART = Part(
+    name="quantization_configs",
+    summary="keras-hub save_to_preset/from_preset keep each layer's "
+    "quantization config (a weights-only int8 model loads weights-only; "
+    "stock rebuilds it with keras's default quantizers, which quantize "
+    "every activation row)",
+    wraps=(
+        (
+            Hook(_PRESET_UTILS, "KerasPresetSaver.save_backbone"),
+            _save_backbone_wrapper,
+        ),
+        (
+            Hook(_PRESET_UTILS, "KerasPresetLoader.load_backbone"),
+            _loader_wrapper,
+        ),
+        (Hook(_PRESET_UTILS, "KerasPresetLoader.load_task"), _loader_wrapper),
+        *(
+            (Hook(module, f"{name}.quantized_build"), _quantized_build_wrapper)
+            for module, name in _LAYERS
+        ),
+    ),
+)

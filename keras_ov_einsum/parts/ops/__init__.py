@@ -1,0 +1,2 @@
+"""Rewrites of the OpenVINO backend's ops and of the layers' attention and
+normalization."""

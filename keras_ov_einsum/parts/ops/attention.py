@@ -1,0 +1,123 @@
+"""Attention in keras-hub's ``generate()`` through ``dot_product_attention``,
+whatever the layer's dropout rate.
+
+keras's ``MultiHeadAttention._compute_attention`` calls
+``ops.dot_product_attention`` (on OpenVINO one ScaledDotProductAttention
+node, which the CPU plugin runs as one fused layer) unless the layer has
+dropout, returns its scores or is not 4-D. It tests the dropout *rate*, not
+whether dropout runs: a layer built with ``dropout=0.1`` (GPT-2, BERT and
+most keras-hub encoders and decoders) takes the explicit path at inference
+too, where dropout is the identity: a query scaling, two einsums, a
+Softmax, a Dropout that does nothing and the mask's Select, per layer:
+about a third of the small layers of GPT-2 Medium's decoding step
+(docs/native-gap.md).
+
+Here, while a keras-hub ``CausalLM.generate()`` runs (where it traces
+its generate graph), a call that runs no dropout (``training`` falsy) and
+returns no scores takes keras's own ``dot_product_attention`` branch, as a
+layer without dropout would: the layer's rate reads as 0 for the duration
+of the call (under a lock; the layer's config is unchanged after it). The
+same attention with the scale applied to the scores instead of the query
+and the fused layer's summation order: float32 rounding. So only inside
+generate(), whose results are token ids (the tests compare them with
+stock's); everything else (an encoder's outputs, a causal LM's logits)
+keeps stock's path and bits.
+
+keras-hub's Llama attention is a layer of its own with the same choice:
+it calls ``dot_product_attention`` where keras-hub's
+``fused_attention_op_available()`` says so (JAX and torch), and on
+OpenVINO builds two einsums, a scale, a masked Softmax and its casts
+around its repeated keys and values. Inside generate() the part answers
+yes for it, so keras-hub's own fused branch runs: one fused attention
+layer a decoder layer (docs/native-gap.md has the decoding step with and
+without it).
+"""
+
+import functools
+import inspect
+import threading
+
+from ...core import decisions
+from ...core.context import GENERATE, inside_generate
+from ...core.part import Hook, Part
+
+__all__ = ["LABEL", "LLAMA_LABEL", "PART"]
+
+LABEL = (
+    "attention: MultiHeadAttention in generate() through "
+    "dot_product_attention (its dropout runs only in training)"
+)
+LLAMA_LABEL = (
+    "attention: Llama attention in generate() through "
+    "dot_product_attention (keras-hub's own branch on JAX and torch)"
+)
+_MHA = "keras.src.layers.attention.multi_head_attention"
+_LLAMA_ATTENTION = "keras_hub.src.models.llama.llama_attention"
+# Held while a layer's dropout rate reads as 0: no other thread sees it.
+_lock = threading.RLock()
+
+
+def _compute_attention_wrapper(stock_compute_attention):
+    signature = inspect.signature(stock_compute_attention)
+
+    @functools.wraps(stock_compute_attention)
+    def compute_attention(self, *args, **kwargs):
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        # The conditions of keras's own branch, but for the dropout rate:
+        # dropout that does not run is no reason to leave it.
+        applies = (
+            inside_generate()
+            and self._dropout > 0.0
+            and not arguments.get("training")
+            and not arguments.get("return_attention_scores")
+            and len(arguments["query"].shape) == 4
+        )
+        if not applies:
+            return stock_compute_attention(self, *args, **kwargs)
+        with _lock:
+            rate = self._dropout
+            self._dropout = 0.0
+            try:
+                result = stock_compute_attention(self, *args, **kwargs)
+            finally:
+                self._dropout = rate
+        decisions.count(LABEL)
+        return result
+
+    return compute_attention
+
+
+def _fused_available_wrapper(stock_available):
+    """``fused_attention_op_available`` as keras-hub's Llama attention
+    module sees it: yes inside generate()."""
+
+    @functools.wraps(stock_available)
+    def fused_attention_op_available():
+        if inside_generate():
+            decisions.count(LLAMA_LABEL)
+            return True
+        return stock_available()
+
+    return fused_attention_op_available
+
+
+PART = Part(
+    name="attention",
+    summary="inside keras-hub's generate(), keras MultiHeadAttention calls "
+    "that run no dropout go through dot_product_attention, one fused "
+    "ScaledDotProductAttention layer, as keras does for layers without "
+    "dropout (GPT-2's have 0.1); keras-hub's Llama attention takes its "
+    "own dot_product_attention branch there too",
+    wraps=(
+        (
+            Hook(_MHA, "MultiHeadAttention._compute_attention"),
+            _compute_attention_wrapper,
+        ),
+        (
+            Hook(_LLAMA_ATTENTION, "fused_attention_op_available"),
+            _fused_available_wrapper,
+        ),
+        # Attention calls inside it (its graph's trace) may be fused.
+        GENERATE,
+    ),
+)
