@@ -26,6 +26,7 @@ __all__ = [
     "float32_compute",
     "prompt",
     "prompt_and_step",
+    "run_failing",
     "run_fresh",
 ]
 
@@ -35,19 +36,31 @@ FAMILIES = ("gpt2", "llama", "gemma")
 def run_fresh(script, *args):
     """The JSON that ``python script *args`` prints last, run in a fresh
     process on the OpenVINO backend with this repository importable."""
+    completed = _run_script(script, *args)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run_failing(script, *args):
+    """The standard error of ``python script *args``, run as ``run_fresh``
+    runs it, which must fail."""
+    completed = _run_script(script, *args)
+    assert completed.returncode != 0, completed.stdout[-3000:]
+    return completed.stderr
+
+
+def _run_script(script, *args):
     import subprocess
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, KERAS_BACKEND="openvino", PYTHONPATH=root)
-    completed = subprocess.run(
+    return subprocess.run(
         [sys.executable, script, *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def causal_lm(family, dtype="float32"):

@@ -9,6 +9,7 @@ import openvino as ov
 import openvino.opset13 as ov_opset
 
 import keras_ov_einsum
+from keras_ov_einsum.core import backend
 
 __all__ = [
     "EinsumGraph",
@@ -44,10 +45,9 @@ def build_einsum_graph(
     ``keras.Variable``, i.e. an OpenVINO Constant, as in a real layer.
     """
     import keras
-    from keras.src.backend.openvino.core import (
-        OPENVINO_DTYPES,
-        OpenVINOKerasTensor,
-    )
+
+    OPENVINO_DTYPES = backend.symbol("OPENVINO_DTYPES")
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     # OpenVINO's Python API reads bfloat16 NumPy arrays as float16 bytes:
     # bfloat16 inputs are fed as float32 and converted inside the graph.
@@ -120,10 +120,8 @@ def patched(fixed, parts=None):
 def keras_parameter(shape, dtype="float32"):
     """An OpenVINO Parameter of ``shape`` (-1: dynamic) and ``dtype``, and
     the Keras tensor on it."""
-    from keras.src.backend.openvino.core import (
-        OPENVINO_DTYPES,
-        OpenVINOKerasTensor,
-    )
+    OPENVINO_DTYPES = backend.symbol("OPENVINO_DTYPES")
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     parameter = ov_opset.parameter(list(shape), OPENVINO_DTYPES[dtype])
     return parameter, OpenVINOKerasTensor(parameter.output(0))

@@ -7,6 +7,7 @@ import openvino.opset13 as ov_opset
 
 import keras_ov_einsum
 from graphs import F32
+from keras_ov_einsum.core import backend
 
 __all__ = [
     "RUNTIME",
@@ -44,10 +45,9 @@ def build_slice_update(
     and ``updates`` in axis order).
     """
     import keras
-    from keras.src.backend.openvino.core import (
-        OPENVINO_DTYPES,
-        OpenVINOKerasTensor,
-    )
+
+    OPENVINO_DTYPES = backend.symbol("OPENVINO_DTYPES")
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     def parameter(shape, element_type):
         shape = [-1 if size is None else size for size in shape]

@@ -9,6 +9,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import F32, generate, gpt2_causal_lm, op_types
+from keras_ov_einsum.core import backend
 from keras_ov_einsum.parts.int8.int8 import (
     DYNAMIC_QUANTIZATION,
     MAX_EXACT_CONTRACTION,
@@ -66,7 +67,7 @@ def _activations(tail):
 def _compiled(layer, tail, parts, config=F32):
     """Trace ``layer`` on a Parameter and compile it, both under ``parts``
     (None: stock); returns (compiled model, explain())."""
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     parameter = ov_opset.parameter([-1, -1, *tail], ov.Type.f32)
 
@@ -295,7 +296,8 @@ def test_where_stock_rounds_the_parts_are_exact():
 
 def _int8_einsum(equation, x_shape, kernel, parts):
     import keras
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     parameter = ov_opset.parameter(list(x_shape), ov.Type.i8)
     variable = keras.Variable(kernel, dtype="int8", trainable=False)

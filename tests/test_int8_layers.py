@@ -18,6 +18,7 @@ from test_int8 import (
 
 import keras_ov_einsum
 from graphs import generate, gpt2_causal_lm, op_types
+from keras_ov_einsum.core import backend
 from keras_ov_einsum.core.context import as_in_generate
 from keras_ov_einsum.parts.int8 import int8, int8_layers
 
@@ -27,7 +28,7 @@ IDS = ["query", "attention-output", "dense-up", "dense-down"]
 
 def _traced(layer, tail, parts):
     """``layer`` traced on a Parameter under ``parts``: the ov.Model."""
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     parameter = ov_opset.parameter([-1, -1, *tail], ov.Type.f32)
     with keras_ov_einsum.enabled(**parts):

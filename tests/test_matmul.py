@@ -6,6 +6,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import constant_bytes, op_types, run_model
+from keras_ov_einsum.core import backend
 from keras_ov_einsum.parts.ops.matmul import PART as matmul_part
 
 
@@ -13,10 +14,9 @@ def _graph(make_kernel, x_shape, kernel, *, fixed, x_dtype="float32", **parts):
     import keras
     import openvino as ov
     import openvino.opset13 as ov_opset
-    from keras.src.backend.openvino.core import (
-        OPENVINO_DTYPES,
-        OpenVINOKerasTensor,
-    )
+
+    OPENVINO_DTYPES = backend.symbol("OPENVINO_DTYPES")
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     parameter = ov_opset.parameter(x_shape, OPENVINO_DTYPES[x_dtype])
     variable = keras.Variable(kernel, dtype=str(kernel.dtype), trainable=False)
@@ -118,7 +118,7 @@ def test_plain_matmul_is_not_recorded():
 
 
 def test_switched_off_leaves_matmul_stock():
-    from keras.src.backend.openvino import numpy as backend_numpy
+    backend_numpy = backend.module("numpy")
 
     original = backend_numpy.matmul
     kernel = np.ones((12, 8), "float32")
@@ -136,7 +136,8 @@ def test_reversible_embedding_logits():
     import keras
     import openvino as ov
     import openvino.opset13 as ov_opset
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     layer = keras.layers.ReversibleEmbedding(50, 8)
     layer.build((None, None))

@@ -6,6 +6,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import gpt2_causal_lm
+from keras_ov_einsum.core import backend
 from keras_ov_einsum.parts.loading.preset_load import (
     BFLOAT16_LABEL,
     CAST_LABEL,
@@ -30,7 +31,7 @@ def preset(tmp_path_factory):
 @pytest.fixture
 def no_random_draws(monkeypatch):
     """Every random initializer of the OpenVINO backend raises."""
-    from keras.src.backend.openvino import random
+    random = backend.module("random")
 
     def refuse(*args, **kwargs):
         raise AssertionError("a random initial value was drawn")
@@ -96,7 +97,7 @@ def test_a_model_built_outside_a_preset_loader_is_initialized(no_random_draws):
 
 
 def test_the_hooks_are_restored_as_they_were():
-    from keras.src.backend.openvino.core import Variable
+    Variable = backend.symbol("Variable")
     from keras_hub.src.models.backbone import Backbone
     from keras_hub.src.utils.preset_utils import KerasPresetLoader
 
@@ -130,7 +131,7 @@ def test_seed_states_keep_their_initializer(preset):
 def test_weights_are_assigned_without_a_copy(preset, monkeypatch):
     """Stock copies every weight read from the file into a new Constant;
     the part makes the Constant on the array read (shared memory)."""
-    from keras.src.backend.openvino import core
+    core = backend.module("core")
 
     path, saved, keras_hub = preset
     copies = []

@@ -25,9 +25,28 @@ def _run(family, mode, dtype="float32"):
     return causal_lms.run_fresh(causal_lms.__file__, family, mode, dtype)
 
 
+# (family, the keras before which stock cannot build it): keras 3.12's
+# OpenVINO mean() calls to_shape() and needs static shapes, so Llama's and
+# Gemma's RMS norms fail to build in stock keras-hub, fix or no fix.
+STOCK_CANNOT_BUILD = {"llama": (3, 13), "gemma": (3, 13)}
+
+
+def _keras_version():
+    import keras
+
+    return tuple(int(part) for part in keras.__version__.split(".")[:2])
+
+
 class TestSameTokensAsStock:
     @pytest.mark.parametrize("family", causal_lms.FAMILIES)
     def test_float32(self, family):
+        if _keras_version() < STOCK_CANNOT_BUILD.get(family, (0,)):
+            # Pinned, so that a keras that fixes it shows here.
+            stderr = causal_lms.run_failing(
+                causal_lms.__file__, family, "stock", "float32"
+            )
+            assert "Could not automatically infer the output shape" in stderr
+            pytest.skip(f"stock keras cannot build {family} on this stack")
         stock = _same_tokens_as_stock(family)
         # One step ran: row 0 (3 prompt tokens) got one new token.
         assert stock["padding"]["token_ids"][0][3:5] == [

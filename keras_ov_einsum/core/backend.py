@@ -53,6 +53,7 @@ LAYOUTS = {
             "numpy": f"{_IN_KERAS}.numpy",
             "core": f"{_IN_KERAS}.core",
             "nn": f"{_IN_KERAS}.nn",
+            "random": f"{_IN_KERAS}.random",
         },
         symbols={
             "OpenVINOKerasTensor": "core",
@@ -88,6 +89,7 @@ LAYOUTS = {
             "numpy": f"{_KERAS_OPENVINO}.ops.numpy",
             "core": f"{_KERAS_OPENVINO}.ops.core",
             "nn": f"{_KERAS_OPENVINO}.ops.nn",
+            "random": f"{_KERAS_OPENVINO}.random",
             "utils": f"{_KERAS_OPENVINO}.utils",
             "variable": f"{_KERAS_OPENVINO}.variable",
         },
@@ -123,20 +125,24 @@ LAYOUTS = {
 
 @functools.cache
 def current():
-    """The installed keras's backend layout, or None when neither is
-    installed: the backend inside keras where keras has it, else the
-    keras-openvino package."""
+    """The installed keras's backend layout, or None when it has none: the
+    keras-openvino package where keras lists openvino among its pluggable
+    backends (keras 3.16 and later), else the backend inside keras. (Files
+    of an older keras's backend may linger under a newer keras: what keras
+    itself loads decides.)"""
     if importlib.util.find_spec("keras") is None:
         return None
+    from keras.src.backend import config
+
+    if "openvino" in getattr(config, "PLUGGABLE_BACKENDS", ()):
+        if importlib.util.find_spec("keras_openvino") is None:
+            return None
+        return LAYOUTS["keras-openvino"]
     try:
         inside = importlib.util.find_spec(_IN_KERAS) is not None
     except ImportError:
         inside = False
-    if inside:
-        return LAYOUTS["keras"]
-    if importlib.util.find_spec("keras_openvino") is not None:
-        return LAYOUTS["keras-openvino"]
-    return None
+    return LAYOUTS["keras"] if inside else None
 
 
 def _layout():

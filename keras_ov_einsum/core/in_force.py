@@ -1,5 +1,6 @@
-"""What ``enable()`` put in force: the switches, and the passes registered
-at each extension point by the parts switched on.
+"""What ``enable()`` put in force: the switches asked for, the parts
+installed (those switched on that the installed stack can run), and the
+passes registered at each extension point by the parts installed.
 
 The installer (``install.py``) writes it; a part reads it (``Part.is_on``,
 ``extension.extended``) without importing the installer.
@@ -10,33 +11,38 @@ import threading
 __all__ = ["clear", "is_on", "passes", "put", "switches"]
 
 _lock = threading.Lock()
-_switches = None  # {part name: on}; None: not enabled
+_switches = None  # {part name: on}, as asked; None: not enabled
+_installed = frozenset()  # the names of the parts installed
 _passes = {}  # ExtensionPoint -> ((part, pass function), ...)
 
 
-def put(switches, passes):
-    global _switches, _passes
+def put(switches, installed, passes):
+    global _switches, _installed, _passes
     with _lock:
         _switches = dict(switches)
+        _installed = frozenset(installed)
         _passes = {point: tuple(entries) for point, entries in passes.items()}
 
 
 def clear():
-    global _switches, _passes
+    global _switches, _installed, _passes
     with _lock:
         _switches = None
+        _installed = frozenset()
         _passes = {}
 
 
 def switches():
-    """The switches in force (a copy), or None when not enabled."""
+    """The switches ``enable()`` was given (a copy, every part named), or
+    None when not enabled."""
     with _lock:
         return None if _switches is None else dict(_switches)
 
 
 def is_on(name):
+    """Whether the part ``name`` is installed now."""
     with _lock:
-        return bool(_switches and _switches.get(name))
+        return name in _installed
 
 
 def passes(point):

@@ -39,7 +39,7 @@ logger = logging.getLogger("keras_ov_einsum")
 # The oldest releases the patch is tested with (see README, "Compatibility"),
 # and the first it has not been: those are patched with a warning.
 MINIMUM_VERSIONS = {"keras": (3, 12, 0), "openvino": (2025, 3, 0)}
-UNTESTED_FROM = {"keras": (4, 0, 0), "openvino": (2027, 0, 0)}
+UNTESTED_FROM = {"keras": (3, 17, 0), "openvino": (2026, 5, 0)}
 
 _lock = threading.RLock()
 # (owner, attribute, original, whether the owner held it itself), in
@@ -98,9 +98,10 @@ def enable(**switches):
             )
             return
         _check_versions(keras, on)
-        _install_parts(on)
-        in_force.put(wanted, _passes(on))
         decisions.clear()
+        on = _available(on)
+        _install_parts(on)
+        in_force.put(wanted, [part.name for part in on], _passes(on))
         logger.info("keras_ov_einsum enabled: %s", _describe(wanted))
 
 
@@ -193,7 +194,9 @@ def _install_parts(on):
     hooks = {}  # Hook -> the enabled parts that hook it, in registry order
     for part in on:
         for hook in part.hooks:
-            hooks.setdefault(hook, []).append(part)
+            hooked = hooks.setdefault(hook.resolve(), [])
+            if part not in hooked:  # two of its hooks moved into one
+                hooked.append(part)
     for hook, parts in hooks.items():
         for owner, attribute in hook.sites():
             stock = getattr(owner, attribute)
@@ -202,8 +205,8 @@ def _install_parts(on):
     # once, so the function is not wrapped twice.
     wraps = {}
     for part in on:
-        for entry in part.wraps:
-            wraps.setdefault(entry, part)
+        for hook, factory in part.wraps:
+            wraps.setdefault((hook.resolve(), factory), part)
     for (hook, factory), part in wraps.items():
         for owner, attribute in hook.sites():
             # As the owner holds it: a classmethod stays a classmethod.
@@ -228,6 +231,41 @@ def _guarded(part, label, factory, original):
 _DESCRIPTORS = (classmethod, staticmethod)
 
 
+def _available(on):
+    """The parts of ``on`` the installed stack can run, and of the rest
+    those that do not require one it cannot; each part left out recorded
+    with the reason (``Part.unavailable``)."""
+    kept, left_out = [], set()
+    for part in on:
+        reason = _unavailable_reason(part)
+        if reason is None and left_out.intersection(part.requires):
+            reason = f"it requires {', '.join(sorted(left_out))}"
+        if reason is None:
+            kept.append(part)
+            continue
+        left_out.add(part.name)
+        logger.info("%s not installed: %s", part.name, reason)
+        decisions.record(
+            decisions.Decision(
+                equation=f"{part.name}: not installed",
+                shapes=(),
+                dtypes=(),
+                lowered=False,
+                reason=reason,
+            )
+        )
+    return kept
+
+
+def _unavailable_reason(part):
+    if part.unavailable is None:
+        return None
+    try:
+        return part.unavailable()
+    except Exception as error:  # a check that fails cannot vouch for it
+        return f"its check of the installed stack failed: {error!r}"
+
+
 def _passes(on):
     """ExtensionPoint -> the (part, pass) pairs of the parts ``on``."""
     passes = {}
@@ -248,9 +286,12 @@ def _install(owner, attribute, wrapper):
 
 def _wrapper(hook, parts, stock):
     replacing = [part for part in parts if part.replace is not None]
+    as_parts_read = hook.arguments or _unchanged
 
     @functools.wraps(stock)
     def patched(*args, **kwargs):
+        called = (args, kwargs)
+        args, kwargs = as_parts_read(*args, **kwargs)
         for part in replacing:
             try:
                 outcome = part.replace(*args, **kwargs)
@@ -262,7 +303,7 @@ def _wrapper(hook, parts, stock):
                 return outcome.output
         # Stock first: it validates the call, raises the stock errors and
         # applies the stock dtype rules; the parts rewrite what it built.
-        result = stock(*args, **kwargs)
+        result = stock(*called[0], **called[1])
         declines = []
         for part in parts:
             try:
@@ -289,6 +330,10 @@ def _wrapper(hook, parts, stock):
         return result
 
     return patched
+
+
+def _unchanged(*args, **kwargs):
+    return args, kwargs
 
 
 def _lowered(part, hook, args, kwargs, outcome, notes=""):
@@ -366,7 +411,7 @@ def _check_versions(keras, on):
     for part in on:
         for hook in part.hooks + tuple(hook for hook, _ in part.wraps):
             try:
-                sites = hook.sites()
+                sites = hook.resolve().sites()
                 functions = [getattr(owner, name) for owner, name in sites]
             except (ImportError, AttributeError) as error:
                 raise UnsupportedVersionError(

@@ -18,7 +18,7 @@ import importlib
 
 from . import backend, in_force
 
-__all__ = ["BackendHook", "ExtensionPoint", "Hook", "Part"]
+__all__ = ["BackendHook", "ExtensionPoint", "FirstOf", "Hook", "Part"]
 
 
 def _every_argument(*args, **kwargs):
@@ -31,12 +31,19 @@ class Hook:
     for a class attribute, e.g. ``"Core.compile_model"``).
 
     ``operands(*args, **kwargs)`` picks the tensors of a call whose shapes
-    and dtypes ``explain()`` shows.
+    and dtypes ``explain()`` shows. ``arguments(*args, **kwargs)`` gives
+    ``(args, kwargs)`` as the parts read them, where the function's own
+    differ (one that moved into another class between versions); the
+    operands, label, replace and rewrite get those.
     """
 
     module: str
     attribute: str
     operands: object = _every_argument
+    arguments: object = None
+
+    def resolve(self):
+        return self
 
     def sites(self):
         """The (owner, attribute name) the function is bound at."""
@@ -58,6 +65,10 @@ class BackendHook:
 
     target: str
     operands: object = _every_argument
+    arguments: object = None
+
+    def resolve(self):
+        return self
 
     def sites(self):
         layout = backend.current()
@@ -77,6 +88,32 @@ class BackendHook:
         layout = backend.current()
         where = layout.name if layout else "no backend"
         return f"OpenVINO backend {self.target} ({where} layout)"
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstOf:
+    """One function that keras keeps elsewhere from one version to the
+    next: the first of ``hooks`` the installed stack has."""
+
+    hooks: tuple
+
+    def resolve(self):
+        errors = []
+        for hook in self.hooks:
+            try:
+                for owner, name in hook.sites():
+                    getattr(owner, name)
+            except (ImportError, AttributeError) as error:
+                errors.append(f"{hook}: {error}")
+                continue
+            return hook
+        raise AttributeError("; ".join(errors))
+
+    def sites(self):
+        return self.resolve().sites()
+
+    def __str__(self):
+        return " or ".join(map(str, self.hooks))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -114,6 +151,9 @@ class Part:
     ``original``, recorded for ``explain()``.
     ``passes``: ``(ExtensionPoint, pass)`` pairs, each a pass at another
     part's extension point (see ``ExtensionPoint``).
+    ``unavailable``: called at ``enable()``, answers why the installed
+    stack lacks what the part's rewrite leads to (None: it has it); such a
+    part is not installed, and the reason is recorded for ``explain()``.
     ``sources``: this package's modules that carry the part into the keras
     patch (``upstream/``), in dependency order; None: not upstreamed.
     ``replace``: called as ``replace(*args, **kwargs)`` before stock, for a
@@ -135,6 +175,7 @@ class Part:
     requires: tuple = ()
     wraps: tuple = ()
     passes: tuple = ()
+    unavailable: object = None
     sources: tuple = None
     replace: object = None
 

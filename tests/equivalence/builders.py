@@ -17,6 +17,7 @@ import openvino.opset13 as ov_opset
 
 import keras_ov_einsum
 from graphs import run_model
+from keras_ov_einsum.core import backend
 
 __all__ = [
     "Built",
@@ -98,10 +99,9 @@ def build(equation, operands, *, fixed, parts=None):
     part of the contract the fix keeps).
     """
     import keras
-    from keras.src.backend.openvino.core import (
-        OPENVINO_DTYPES,
-        OpenVINOKerasTensor,
-    )
+
+    OPENVINO_DTYPES = backend.symbol("OPENVINO_DTYPES")
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     parameters, tensors = [], []
     for operand in operands:

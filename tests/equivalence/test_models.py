@@ -16,6 +16,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import op_types
+from keras_ov_einsum.core import backend
 from keras_ov_einsum.parts.ops.matmul import PART as matmul_part
 from keras_ov_einsum.parts.ops.prescale import PART as prescale_part
 
@@ -102,9 +103,7 @@ def test_the_table_has_every_keras_hub_equation():
 
 
 def _layer_graph(layer, input_shape, fixed, dtype="float32"):
-    from keras.src.backend.openvino.core import (
-        OpenVINOKerasTensor,
-    )
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     parameter = ov_opset.parameter(
         [-1 if size is None else size for size in input_shape], ov.Type.f32
@@ -175,7 +174,8 @@ ATTENTION = [
 )
 def test_multi_head_attention(query_shape, value_shape, heads, key_dim, axes):
     import keras
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     keras.utils.set_random_seed(0)
     layer = keras.layers.MultiHeadAttention(
@@ -235,7 +235,8 @@ np.save(sys.argv[3], keras.ops.convert_to_numpy(logits))
 def _openvino_logits(preset, inputs, fixed):
     """Logits of the saved GPT-2 as one OpenVINO model, and explain()."""
     import keras_hub
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     backbone = keras_hub.models.GPT2Backbone.from_preset(str(preset))
     token_ids = ov_opset.parameter([-1, -1], ov.Type.i32)
@@ -307,8 +308,8 @@ def test_gpt2_saved_weights_in_all_backends(tmp_path):
     assert_close(fixed, stock, "logits, fix vs stock")
     np.testing.assert_array_equal(fixed.argmax(-1), stock.argmax(-1))
 
-    for backend in FRAMEWORKS:
-        out = tmp_path / f"{backend}.npy"
+    for framework in FRAMEWORKS:
+        out = tmp_path / f"{framework}.npy"
         completed = subprocess.run(
             [
                 sys.executable,
@@ -320,7 +321,7 @@ def test_gpt2_saved_weights_in_all_backends(tmp_path):
             ],
             env=dict(
                 os.environ,
-                KERAS_BACKEND=backend,
+                KERAS_BACKEND=framework,
                 PYTHONPATH=ROOT,
                 TF_CPP_MIN_LOG_LEVEL="3",
             ),
@@ -330,14 +331,14 @@ def test_gpt2_saved_weights_in_all_backends(tmp_path):
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
         other = np.load(out)
-        assert_close(fixed, other, "logits, across backends", backend)
+        assert_close(fixed, other, "logits, across backends", framework)
         # The same greedy tokens wherever the choice is not a near tie.
         rtol, atol = TOLERANCE["logits, across backends"]
         margin = 10 * atol * max(1.0, float(np.abs(other).max()))
         sure = _confident(other, margin)
-        assert sure.mean() > 0.5, backend  # the check is not vacuous
+        assert sure.mean() > 0.5, framework  # the check is not vacuous
         np.testing.assert_array_equal(
-            fixed.argmax(-1)[sure], other.argmax(-1)[sure], backend
+            fixed.argmax(-1)[sure], other.argmax(-1)[sure], framework
         )
 
 
@@ -351,7 +352,8 @@ TIED = [(4, 6), (6, 4), (5, 5), (64, 64)]
 @pytest.mark.parametrize("shape", TIED, ids=[f"{a}x{b}" for a, b in TIED])
 def test_tied_encoder_decoder(shape):
     import keras
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     weights = values(shape, "float32", seed=3)
     kernel = keras.Variable(weights, trainable=False)

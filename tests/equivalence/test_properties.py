@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import keras_ov_einsum
 from graphs import op_types
+from keras_ov_einsum.core import backend
 from keras_ov_einsum.einsum.equation import parse_equation
 from keras_ov_einsum.einsum.plan import plan_lowering
 
@@ -397,7 +398,8 @@ def test_two_variable_operands_keep_the_stock_graph(case, second_dynamic):
 
 def _shared_kernel_model(shared, kernel, fixed):
     import keras
-    from keras.src.backend.openvino.core import OpenVINOKerasTensor
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
     variable = keras.Variable(kernel, trainable=False)
     parameters, outputs = [], []

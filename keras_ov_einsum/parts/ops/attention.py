@@ -37,7 +37,7 @@ import functools
 import inspect
 import threading
 
-from ...core import decisions
+from ...core import backend, decisions
 from ...core.context import GENERATE, inside_generate
 from ...core.part import Hook, Part
 
@@ -101,6 +101,19 @@ def _fused_available_wrapper(stock_available):
     return fused_attention_op_available
 
 
+def _unavailable():
+    """keras 3.12's OpenVINO backend has no ``dot_product_attention`` (it
+    raises NotImplementedError), the branch this part leads to."""
+    import numpy as np
+
+    x = np.zeros((1, 1, 1, 2), "float32")
+    try:
+        backend.module("nn").dot_product_attention(x, x, x)
+    except NotImplementedError as error:
+        return f"the backend's dot_product_attention raises: {error}"
+    return None
+
+
 PART = Part(
     name="attention",
     summary="inside keras-hub's generate(), keras MultiHeadAttention calls "
@@ -120,4 +133,5 @@ PART = Part(
         # Attention calls inside it (its graph's trace) may be fused.
         GENERATE,
     ),
+    unavailable=_unavailable,
 )
