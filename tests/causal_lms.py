@@ -50,14 +50,15 @@ def run_fresh(script, *args):
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def causal_lm(family, dtype="float32"):
-    """A 2-layer ``family`` causal LM, vocabulary 512, seed 0, greedy
-    sampling, no preprocessor. Llama and Gemma have fewer key/value heads
-    than query heads (the cache holds the key/value heads)."""
+def causal_lm(family, dtype="float32", seed=0):
+    """A 2-layer ``family`` causal LM, vocabulary 512, weights drawn from
+    ``seed``, greedy sampling, no preprocessor. Llama and Gemma have fewer
+    key/value heads than query heads (the cache holds the key/value
+    heads)."""
     import keras
     import keras_hub
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     common = dict(vocabulary_size=512, num_layers=2, dtype=dtype)
     if family == "gpt2":
         backbone = keras_hub.models.GPT2Backbone(

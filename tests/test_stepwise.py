@@ -155,6 +155,83 @@ class TestDeclines:
         assert "a prompt row holds no token" in call.reason
 
 
+def _tokens(causal_lm):
+    out = causal_lm.generate(causal_lms.prompt(), stop_token_ids=None)
+    return np.asarray(out["token_ids"]).tolist()
+
+
+def _assign(causal_lm, others, directory):
+    # One weight: the token embedding, which GPT-2's logits read too.
+    embedding = causal_lm.backbone.token_embedding.embeddings
+    embedding.assign(others.backbone.token_embedding.embeddings.numpy())
+    return 1
+
+
+def _set_weights(causal_lm, others, directory):
+    causal_lm.backbone.set_weights(others.backbone.get_weights())
+    return len(causal_lm.weights)
+
+
+def _load_weights(causal_lm, others, directory):
+    path = str(directory / "others.weights.h5")
+    others.backbone.save_weights(path)
+    causal_lm.backbone.load_weights(path)
+    return len(causal_lm.weights)
+
+
+class TestWeightsChanged:
+    """The step model holds the weights it was traced with as Constants:
+    a call that finds one assigned since traces it again. (Stock's
+    compiled model keeps the old ones until ``ov_compiled_model`` is
+    dropped: docs/lowering.md.)"""
+
+    @pytest.mark.parametrize(
+        "change",
+        [_assign, _set_weights, _load_weights],
+        ids=["assign", "set_weights", "load_weights"],
+    )
+    def test_the_next_call_generates_with_the_new_weights(
+        self, change, tmp_path
+    ):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        others = causal_lms.causal_lm("gpt2", seed=1)
+        with keras_ov_einsum.enabled(stepwise=True):
+            causal_lm.generate_function = None
+            before = _tokens(causal_lm)
+            function = causal_lm.generate_function
+            traced = function.compiled_model
+            assigned = change(causal_lm, others, tmp_path)
+            # Neither the generate function nor stock's compiled model is
+            # dropped: the generate function made finds the change.
+            after = _tokens(causal_lm)
+            explanation = keras_ov_einsum.explain()
+            # A generate function made afresh traces the new weights.
+            causal_lm.generate_function = None
+            fresh = _tokens(causal_lm)
+        assert causal_lm.weights  # the checks below compare something
+        assert after != before
+        assert after == fresh
+        assert function.compiled_model is not traced
+        reasons = [d.reason for d in explanation if d.equation == LABEL]
+        assert reasons[-1] == (
+            f"{assigned} of {len(causal_lm.weights)} weights assigned since "
+            "the step model was traced: traced and compiled again"
+        )
+
+    def test_unchanged_weights_keep_the_step_model(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        with keras_ov_einsum.enabled(stepwise=True):
+            causal_lm.generate_function = None
+            first = _tokens(causal_lm)
+            traced = causal_lm.generate_function.compiled_model
+            second = _tokens(causal_lm)
+            explanation = keras_ov_einsum.explain()
+        assert first == second
+        assert causal_lm.generate_function.compiled_model is traced
+        (made,) = [d for d in explanation if d.equation == LABEL]
+        assert made.reason == LOWERED
+
+
 def _op_types(compiled):
     """The compiled model's layer types (the plugin's, after its fusions)."""
     return [

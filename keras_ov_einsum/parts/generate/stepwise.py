@@ -42,6 +42,7 @@ stock's generate function, with the reason in ``explain()``.
 import collections
 import functools
 import threading
+import weakref
 
 from ...core import backend, decisions
 from ...core.extension import extended
@@ -123,7 +124,9 @@ class _StepwiseGenerate:
 
     Falls back to ``stock`` when the part was disabled since it was made.
     The step model is traced and compiled on the first call and kept here
-    (the model keeps this function, as it keeps stock's compiled model).
+    (the model keeps this function, as it keeps stock's compiled model),
+    and again on a call that finds a weight assigned since (stock's
+    compiled model keeps the old weights until it is dropped).
     """
 
     def __init__(self, causal_lm, stock):
@@ -132,6 +135,8 @@ class _StepwiseGenerate:
         self._lock = threading.Lock()
         # (device, compiled model, cache layout, infer request)
         self._compiled = None
+        # What the step model was traced with (_weight_references).
+        self._traced_weights = ()
 
     def __call__(self, inputs, stop_token_ids=None):
 
@@ -173,13 +178,58 @@ class _StepwiseGenerate:
         from keras_hub.src.utils import openvino_utils
 
         device = openvino_utils.get_device()
+        # Once a call: the step model holds the weights it was traced with
+        # as Constants, and a step never reads them from the variables.
+        weights = _weight_values(self.causal_lm)
+        if self._compiled is not None:
+            stale = _assigned_since(self._traced_weights, weights)
+            if stale:
+                _record(
+                    self.causal_lm,
+                    True,
+                    f"{stale} of {len(weights)} weights assigned since the "
+                    "step model was traced: traced and compiled again",
+                )
+                # Freed before the new one is compiled, not after.
+                self._compiled = None
         if self._compiled is None or self._compiled[0] != device:
+            self._traced_weights = _weight_references(weights)
             model, layout = trace_step_model(self.causal_lm)
             compiled = compile_step_model(model, device, self.causal_lm.dtype)
             # One infer request, kept: it keeps its memory between calls.
             request = compiled.create_infer_request()
             self._compiled = (device, compiled, layout, request)
         return self._compiled[3], self._compiled[2]
+
+
+def _weight_values(causal_lm):
+    """The value objects of ``causal_lm``'s weights. ``assign`` (which
+    ``set_weights`` and ``load_weights`` call) gives a variable a new one,
+    a new Constant on OpenVINO; Keras changes none in place."""
+    return [weight.value for weight in causal_lm.weights]
+
+
+def _weight_references(values):
+    """References to ``values`` that do not keep them alive: an assigned
+    variable's old weights are freed as without this part."""
+
+    def reference(value):
+        try:
+            return weakref.ref(value)
+        except TypeError:  # not weakly referenceable: kept
+            return lambda: value
+
+    return [reference(value) for value in values]
+
+
+def _assigned_since(references, values):
+    """How many of ``values`` are not the objects ``references`` were
+    taken of (all of them when the weights are others)."""
+    if len(references) != len(values):
+        return len(values)
+    return sum(
+        reference() is not value for reference, value in zip(references, values)
+    )
 
 
 def trace_step_model(causal_lm):
