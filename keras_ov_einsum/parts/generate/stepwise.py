@@ -137,6 +137,7 @@ class _StepwiseGenerate:
         self._compiled = None
         # What the step model was traced with (_weight_references).
         self._traced_weights = ()
+        self._position_embedding = _position_embedding(causal_lm)
 
     def __call__(self, inputs, stop_token_ids=None):
 
@@ -154,6 +155,7 @@ class _StepwiseGenerate:
             reason = "a prompt row holds no token (stock: its first step reads"
             _record(self.causal_lm, False, reason + " the token at index -1)")
             return self.stock(inputs, stop_token_ids=stop_token_ids)
+        self._check_length(token_ids.shape[1])
         try:
             with self._lock:
                 request, layout = self._compile()
@@ -168,6 +170,23 @@ class _StepwiseGenerate:
             "token_ids": token_ids,
             "padding_mask": _padding_mask(token_ids, mask, stop_token_ids),
         }
+
+    def _check_length(self, length):
+        """Raises stock's RuntimeError, before any work, for a sequence
+        longer than the model's position embedding (GPT-2's). Stock's
+        generate graph fails to trace it; the step model, its sequence
+        dynamic, would read past the table and answer tokens stock's model
+        cannot give."""
+        embedding = self._position_embedding
+        if embedding is None or length <= embedding.sequence_length:
+            return
+        limit = embedding.sequence_length
+        raise RuntimeError(
+            f"{type(self.causal_lm).__name__} cannot generate {length} "
+            f"positions: its position embedding {embedding.name!r} holds "
+            f"{limit} (sequence_length={limit}); generate at most {limit} "
+            "(max_length, or the padded length of token_ids)"
+        )
 
     @property
     def compiled_model(self):
@@ -200,6 +219,24 @@ class _StepwiseGenerate:
             request = compiled.create_infer_request()
             self._compiled = (device, compiled, layout, request)
         return self._compiled[3], self._compiled[2]
+
+
+def _position_embedding(causal_lm):
+    """``causal_lm``'s shortest learned position embedding (GPT-2's holds
+    ``max_sequence_length`` positions); None where there is none (Llama's
+    and Gemma's positions are rotary: any length)."""
+    from keras_hub.src.layers.modeling.position_embedding import (
+        PositionEmbedding,
+    )
+
+    embeddings = [
+        layer
+        for layer in causal_lm._flatten_layers()
+        if isinstance(layer, PositionEmbedding)
+    ]
+    return min(
+        embeddings, key=lambda layer: layer.sequence_length, default=None
+    )
 
 
 def _weight_values(causal_lm):
