@@ -10,6 +10,10 @@ compiled generate function in between as a new model would not have one.
 It prints {"plain": ..., "stop": ..., "padding": ..., "decisions": [...],
 "half_weights": [...]} with each call's token ids and padding mask and
 the stepwise and half_weights parts' decisions.
+
+``python tests/causal_lms.py FAMILY MODE DTYPE edges`` generates instead
+where stock's generate raises or nearly does (``edges``) and prints what
+each call returned or raised.
 """
 
 import contextlib
@@ -21,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "FAMILIES",
+    "SEQUENCE_LENGTH",
     "causal_lm",
     "compile_step_model",
     "float32_compute",
@@ -31,6 +36,8 @@ __all__ = [
 ]
 
 FAMILIES = ("gpt2", "llama", "gemma")
+# GPT-2's max_sequence_length: the rows of its position embedding.
+SEQUENCE_LENGTH = 32
 
 
 def run_fresh(script, *args):
@@ -63,21 +70,22 @@ def _run_script(script, *args):
     )
 
 
-def causal_lm(family, dtype="float32"):
-    """A 2-layer ``family`` causal LM, vocabulary 512, seed 0, greedy
-    sampling, no preprocessor. Llama and Gemma have fewer key/value heads
-    than query heads (the cache holds the key/value heads)."""
+def causal_lm(family, dtype="float32", seed=0):
+    """A 2-layer ``family`` causal LM, vocabulary 512, weights drawn from
+    ``seed``, greedy sampling, no preprocessor. Llama and Gemma have fewer
+    key/value heads than query heads (the cache holds the key/value
+    heads)."""
     import keras
     import keras_hub
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     common = dict(vocabulary_size=512, num_layers=2, dtype=dtype)
     if family == "gpt2":
         backbone = keras_hub.models.GPT2Backbone(
             num_heads=2,
             hidden_dim=64,
             intermediate_dim=128,
-            max_sequence_length=32,
+            max_sequence_length=SEQUENCE_LENGTH,
             **common,
         )
         model_class = keras_hub.models.GPT2CausalLM
@@ -193,9 +201,50 @@ def _generate(model, stop_token_ids):
     }
 
 
-def main(family, mode, dtype):
+def edges(model):
+    """{call: outcome} for the prompt's token ids as int32 and as int64,
+    and padded to ``SEQUENCE_LENGTH`` and one position past it; an
+    outcome is {"token_ids", "dtype"} or {"error": the exception's type
+    name, "message"}."""
+    calls = {"int32": prompt(), "int64": prompt()}
+    calls["int64"]["token_ids"] = calls["int64"]["token_ids"].astype("int64")
+    for name, length in [
+        ("all_positions", SEQUENCE_LENGTH),
+        ("past_positions", SEQUENCE_LENGTH + 1),
+    ]:
+        token_ids = np.zeros((2, length), "int32")
+        token_ids[:, :16] = prompt()["token_ids"]
+        calls[name] = {"token_ids": token_ids, "padding_mask": token_ids != 0}
+    outcomes = {}
+    for name, inputs in calls.items():
+        model.generate_function = None
+        model.ov_compiled_model = None
+        try:
+            out = model.generate(inputs, stop_token_ids=None)
+        except Exception as error:
+            outcomes[name] = {
+                "error": type(error).__name__,
+                "message": str(error),
+            }
+        else:
+            token_ids = np.asarray(out["token_ids"])
+            outcomes[name] = {
+                "token_ids": token_ids.tolist(),
+                "dtype": str(token_ids.dtype),
+            }
+    return outcomes
+
+
+def main(family, mode, dtype, calls="generate"):
     with float32_compute():
-        _main(family, mode, dtype)
+        if calls == "edges":
+            import keras_ov_einsum
+
+            if mode != "stock":
+                keras_ov_einsum.enable(stepwise=mode == "stepwise")
+            print(json.dumps(edges(causal_lm(family, dtype))))
+        else:
+            _main(family, mode, dtype)
 
 
 def _main(family, mode, dtype):

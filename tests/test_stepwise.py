@@ -6,6 +6,8 @@ stock keras-hub compiles its generate graph once per model, stop tokens
 included, so one process cannot run both cleanly.
 """
 
+import functools
+
 import causal_lms
 import keras_hub
 import numpy as np
@@ -172,6 +174,156 @@ class TestDeclines:
         made, call = [d for d in explanation if d.equation == LABEL]
         assert made.lowered and not call.lowered
         assert "a prompt row holds no token" in call.reason
+
+
+def _tokens(causal_lm):
+    out = causal_lm.generate(causal_lms.prompt(), stop_token_ids=None)
+    return np.asarray(out["token_ids"]).tolist()
+
+
+def _assign(causal_lm, others, directory):
+    # One weight: the token embedding, which GPT-2's logits read too.
+    embedding = causal_lm.backbone.token_embedding.embeddings
+    embedding.assign(others.backbone.token_embedding.embeddings.numpy())
+    return 1
+
+
+def _set_weights(causal_lm, others, directory):
+    causal_lm.backbone.set_weights(others.backbone.get_weights())
+    return len(causal_lm.weights)
+
+
+def _load_weights(causal_lm, others, directory):
+    path = str(directory / "others.weights.h5")
+    others.backbone.save_weights(path)
+    causal_lm.backbone.load_weights(path)
+    return len(causal_lm.weights)
+
+
+class TestWeightsChanged:
+    """The step model holds the weights it was traced with as Constants:
+    a call that finds one assigned since traces it again. (Stock's
+    compiled model keeps the old ones until ``ov_compiled_model`` is
+    dropped: docs/lowering.md.)"""
+
+    @pytest.mark.parametrize(
+        "change",
+        [_assign, _set_weights, _load_weights],
+        ids=["assign", "set_weights", "load_weights"],
+    )
+    def test_the_next_call_generates_with_the_new_weights(
+        self, change, tmp_path
+    ):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        others = causal_lms.causal_lm("gpt2", seed=1)
+        with keras_ov_einsum.enabled(stepwise=True):
+            causal_lm.generate_function = None
+            before = _tokens(causal_lm)
+            function = causal_lm.generate_function
+            traced = function.compiled_model
+            assigned = change(causal_lm, others, tmp_path)
+            # Neither the generate function nor stock's compiled model is
+            # dropped: the generate function made finds the change.
+            after = _tokens(causal_lm)
+            explanation = keras_ov_einsum.explain()
+            # A generate function made afresh traces the new weights.
+            causal_lm.generate_function = None
+            fresh = _tokens(causal_lm)
+        assert causal_lm.weights  # the checks below compare something
+        assert after != before
+        assert after == fresh
+        assert function.compiled_model is not traced
+        reasons = [d.reason for d in explanation if d.equation == LABEL]
+        assert reasons[-1] == (
+            f"{assigned} of {len(causal_lm.weights)} weights assigned since "
+            "the step model was traced: traced and compiled again"
+        )
+
+    def test_unchanged_weights_keep_the_step_model(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        with keras_ov_einsum.enabled(stepwise=True):
+            causal_lm.generate_function = None
+            first = _tokens(causal_lm)
+            traced = causal_lm.generate_function.compiled_model
+            second = _tokens(causal_lm)
+            explanation = keras_ov_einsum.explain()
+        assert first == second
+        assert causal_lm.generate_function.compiled_model is traced
+        (made,) = [d for d in explanation if d.equation == LABEL]
+        assert made.reason == LOWERED
+
+
+@functools.cache
+def _edges(family):
+    """Stock's and the stepwise part's ``causal_lms.edges``, each side in a
+    fresh process: stock's compiled model would outlive a call."""
+    return tuple(
+        causal_lms.run_fresh(
+            causal_lms.__file__, family, mode, "float32", "edges"
+        )
+        for mode in ("stock", "stepwise")
+    )
+
+
+def _past_positions():
+    """The prompt padded one position past GPT-2's position embedding."""
+    token_ids = np.zeros((2, causal_lms.SEQUENCE_LENGTH + 1), "int32")
+    token_ids[:, :16] = causal_lms.prompt()["token_ids"]
+    return {"token_ids": token_ids, "padding_mask": token_ids != 0}
+
+
+class TestWhereStockRaises:
+    """The part raises stock's exception where its answer would be tokens
+    stock's model cannot give, and answers where stock's graph fails on
+    what its model computes (docs/lowering.md's known differences)."""
+
+    def test_past_the_position_embedding_both_raise(self):
+        stock, ours = _edges("gpt2")
+        # Stock's trace fails in GPT-2's PositionEmbedding (a Reshape of
+        # the table's 32 rows to 33); the part raises before its own.
+        assert stock["past_positions"]["error"] == "RuntimeError"
+        assert "PositionEmbedding" in stock["past_positions"]["message"]
+        assert ours["past_positions"] == {
+            "error": "RuntimeError",
+            "message": "GPT2CausalLM cannot generate 33 positions: its "
+            "position embedding 'position_embedding' holds 32 "
+            "(sequence_length=32); generate at most 32 (max_length, or the "
+            "padded length of token_ids)",
+        }
+        # Every position the embedding holds: both answer, alike.
+        assert "token_ids" in stock["all_positions"]
+        assert ours["all_positions"] == stock["all_positions"]
+
+    def test_rotary_positions_past_that_length_both_answer(self):
+        stock, ours = _edges("llama")
+        assert "token_ids" in stock["past_positions"]
+        assert ours["past_positions"] == stock["past_positions"]
+
+    @pytest.mark.parametrize("family", ["gpt2", "llama"])
+    def test_int64_token_ids_answered_as_int32_ones(self, family):
+        stock, ours = _edges(family)
+        # Stock's graph writes each int32 token into the int64 ids.
+        assert stock["int64"]["error"] == "RuntimeError"
+        assert "ScatterNDUpdate" in stock["int64"]["message"]
+        assert (
+            "Updates element type must be the same as inputs"
+            in (stock["int64"]["message"])
+        )
+        assert ours["int32"] == stock["int32"]
+        # int32 out, as for int32 ids: generate()'s own concatenate of
+        # the outputs.
+        assert ours["int64"] == stock["int32"]
+
+    def test_past_the_position_embedding_raises_before_any_work(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+        with keras_ov_einsum.enabled(stepwise=True):
+            causal_lm.generate_function = None
+            with pytest.raises(RuntimeError, match="cannot generate 33"):
+                causal_lm.generate(_past_positions(), stop_token_ids=None)
+            explanation = keras_ov_einsum.explain()
+        assert causal_lm.generate_function._compiled is None
+        (made,) = [d for d in explanation if d.equation == LABEL]
+        assert made.reason == LOWERED
 
 
 def _op_types(compiled):

@@ -42,6 +42,7 @@ stock's generate function, with the reason in ``explain()``.
 import collections
 import functools
 import threading
+import weakref
 
 from ...core import backend, decisions
 from ...core.extension import extended
@@ -123,7 +124,9 @@ class _StepwiseGenerate:
 
     Falls back to ``stock`` when the part was disabled since it was made.
     The step model is traced and compiled on the first call and kept here
-    (the model keeps this function, as it keeps stock's compiled model).
+    (the model keeps this function, as it keeps stock's compiled model),
+    and again on a call that finds a weight assigned since (stock's
+    compiled model keeps the old weights until it is dropped).
     """
 
     def __init__(self, causal_lm, stock):
@@ -132,6 +135,9 @@ class _StepwiseGenerate:
         self._lock = threading.Lock()
         # (device, compiled model, cache layout, infer request)
         self._compiled = None
+        # What the step model was traced with (_weight_references).
+        self._traced_weights = ()
+        self._position_embedding = _position_embedding(causal_lm)
 
     def __call__(self, inputs, stop_token_ids=None):
 
@@ -149,6 +155,7 @@ class _StepwiseGenerate:
             reason = "a prompt row holds no token (stock: its first step reads"
             _record(self.causal_lm, False, reason + " the token at index -1)")
             return self.stock(inputs, stop_token_ids=stop_token_ids)
+        self._check_length(token_ids.shape[1])
         try:
             with self._lock:
                 request, layout = self._compile()
@@ -164,6 +171,23 @@ class _StepwiseGenerate:
             "padding_mask": _padding_mask(token_ids, mask, stop_token_ids),
         }
 
+    def _check_length(self, length):
+        """Raises stock's RuntimeError, before any work, for a sequence
+        longer than the model's position embedding (GPT-2's). Stock's
+        generate graph fails to trace it; the step model, its sequence
+        dynamic, would read past the table and answer tokens stock's model
+        cannot give."""
+        embedding = self._position_embedding
+        if embedding is None or length <= embedding.sequence_length:
+            return
+        limit = embedding.sequence_length
+        raise RuntimeError(
+            f"{type(self.causal_lm).__name__} cannot generate {length} "
+            f"positions: its position embedding {embedding.name!r} holds "
+            f"{limit} (sequence_length={limit}); generate at most {limit} "
+            "(max_length, or the padded length of token_ids)"
+        )
+
     @property
     def compiled_model(self):
         """The compiled step model; None until the first call."""
@@ -173,13 +197,76 @@ class _StepwiseGenerate:
         from keras_hub.src.utils import openvino_utils
 
         device = openvino_utils.get_device()
+        # Once a call: the step model holds the weights it was traced with
+        # as Constants, and a step never reads them from the variables.
+        weights = _weight_values(self.causal_lm)
+        if self._compiled is not None:
+            stale = _assigned_since(self._traced_weights, weights)
+            if stale:
+                _record(
+                    self.causal_lm,
+                    True,
+                    f"{stale} of {len(weights)} weights assigned since the "
+                    "step model was traced: traced and compiled again",
+                )
+                # Freed before the new one is compiled, not after.
+                self._compiled = None
         if self._compiled is None or self._compiled[0] != device:
+            self._traced_weights = _weight_references(weights)
             model, layout = trace_step_model(self.causal_lm)
             compiled = compile_step_model(model, device, self.causal_lm.dtype)
             # One infer request, kept: it keeps its memory between calls.
             request = compiled.create_infer_request()
             self._compiled = (device, compiled, layout, request)
         return self._compiled[3], self._compiled[2]
+
+
+def _position_embedding(causal_lm):
+    """``causal_lm``'s shortest learned position embedding (GPT-2's holds
+    ``max_sequence_length`` positions); None where there is none (Llama's
+    and Gemma's positions are rotary: any length)."""
+    from keras_hub.src.layers.modeling.position_embedding import (
+        PositionEmbedding,
+    )
+
+    embeddings = [
+        layer
+        for layer in causal_lm._flatten_layers()
+        if isinstance(layer, PositionEmbedding)
+    ]
+    return min(
+        embeddings, key=lambda layer: layer.sequence_length, default=None
+    )
+
+
+def _weight_values(causal_lm):
+    """The value objects of ``causal_lm``'s weights. ``assign`` (which
+    ``set_weights`` and ``load_weights`` call) gives a variable a new one,
+    a new Constant on OpenVINO; Keras changes none in place."""
+    return [weight.value for weight in causal_lm.weights]
+
+
+def _weight_references(values):
+    """References to ``values`` that do not keep them alive: an assigned
+    variable's old weights are freed as without this part."""
+
+    def reference(value):
+        try:
+            return weakref.ref(value)
+        except TypeError:  # not weakly referenceable: kept
+            return lambda: value
+
+    return [reference(value) for value in values]
+
+
+def _assigned_since(references, values):
+    """How many of ``values`` are not the objects ``references`` were
+    taken of (all of them when the weights are others)."""
+    if len(references) != len(values):
+        return len(values)
+    return sum(
+        reference() is not value for reference, value in zip(references, values)
+    )
 
 
 def trace_step_model(causal_lm):
