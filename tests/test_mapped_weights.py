@@ -379,3 +379,47 @@ def test_a_file_open_for_writing_is_read_not_mapped(tmp_path):
     assert not mapped_weights.is_mapped(weights_file)
     for variable, want in zip(backbone.weights, saved, strict=True):
         np.testing.assert_array_equal(np.asarray(variable), want)
+
+
+FORKED = """
+import os, subprocess, sys
+import numpy as np
+from keras_ov_einsum.parts.loading import mapped_weights
+
+path, other = sys.argv[1:]
+values = np.arange(2**20, dtype=np.float32)
+values.tofile(path)
+(values + 1).tofile(other)
+mapping = mapped_weights._map(path)
+array = np.frombuffer(mapping, np.float32)
+child = os.fork()
+if child == 0:
+    # The child rewrites the file itself: its own copy must be kept.
+    subprocess.run(["cp", other, path], check=True)
+    os._exit(0 if np.array_equal(array, values) else 3)
+_, status = os.waitpid(child, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert np.array_equal(array, values)
+assert np.array_equal(np.fromfile(path, np.float32), values + 1)
+print("kept")
+"""
+
+
+def test_a_forked_child_keeps_the_mapped_contents(tmp_path):
+    """A child inherits the parent's lease, whose breaks the parent's
+    thread handles: it takes its own."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FORKED,
+            str(tmp_path / "w.bin"),
+            str(tmp_path / "other.bin"),
+        ],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split()[-1:] == ["kept"]

@@ -446,6 +446,43 @@ def _keep_contents_of(path):
         _keep_contents(lease)
 
 
+def _after_fork_in_child():
+    """A child shares its parent's leases, whose breaks the parent's
+    thread answers: it takes leases of its own (or copies at once)."""
+    global _lock, _watcher
+    # Another thread may have held the lock at the fork.
+    _lock = threading.RLock()
+    _watcher = None
+    for inherited, lease in list(_leases.items()):
+        del _leases[inherited]
+        os.close(inherited)  # not unlocked: the parent's lease
+        lease.descriptor = None
+        mapping = lease.mapping()
+        if mapping is None:
+            continue
+        try:
+            descriptor = os.open(lease.path, os.O_RDONLY)
+        except OSError:
+            descriptor = None
+        try:
+            status = os.fstat(descriptor) if descriptor is not None else None
+            if status is None or (status.st_dev, status.st_ino) != lease.key:
+                raise OSError("the path holds another file now")
+            _take_lease(descriptor)
+        except (ImportError, AttributeError, OSError):
+            if descriptor is not None:
+                os.close(descriptor)
+            _copy_in_place(mapping, len(mapping))
+            _live[lease.key].discard(mapping)
+            continue
+        lease.descriptor = descriptor
+        _leases[descriptor] = lease
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def release_pages(array):
     """Hands the pages under ``array``, a view of a mapping this part made,
     back to the kernel once the load has copied it (a weight cast to the
