@@ -176,6 +176,61 @@ def test_a_config_that_cannot_be_saved_is_left_out(tmp_path):
     assert "cannot be saved" in declined.reason
 
 
+def _serialized_quantizer(**config):
+    import keras
+    from keras.src.saving import serialization_lib
+
+    serialized = serialization_lib.serialize_keras_object(
+        keras.quantizers.AbsMaxQuantizer()
+    )
+    return {**serialized, "config": {**serialized["config"], **config}}
+
+
+def _with_inner(**fields):
+    return lambda entry: {
+        **entry,
+        "config": {**entry["config"], **fields},
+    }
+
+
+# An entry of the file changed so that keras cannot build its layer with it
+# and run it. Before the part checked the config it built, a wrong type in
+# a field raised inside the build (from_preset failed, or the guard fell
+# back with an internal error) or inside the layer's call (the model loaded,
+# then failed to run).
+MALFORMED = {
+    "weight quantizer of the wrong type": _with_inner(weight_quantizer=5),
+    "activation quantizer of the wrong type": _with_inner(
+        activation_quantizer=5
+    ),
+    "activation quantizer that fails": _with_inner(
+        activation_quantizer=_serialized_quantizer(epsilon="abc")
+    ),
+    "config not an object": lambda entry: {**entry, "config": 7},
+    "unknown class": lambda entry: {**entry, "class_name": "NoSuchConfig"},
+    "entry not an object": lambda entry: 5,
+}
+
+
+@pytest.mark.parametrize("malformed", MALFORMED)
+def test_a_malformed_entry_gets_keras_s_defaults(tmp_path, malformed):
+    _save(_quantized("gpt2"), tmp_path)
+    configs = json.loads((tmp_path / FILE).read_text())
+    path = sorted(configs)[0]
+    configs[path] = MALFORMED[malformed](configs[path])
+    (tmp_path / FILE).write_text(json.dumps(configs))
+    loaded, explained = _load(tmp_path)
+    quantizers = _inputs_quantizers(loaded)
+    assert quantizers[path] is not None  # keras's default
+    assert all(q is None for p, q in quantizers.items() if p != path)
+    (declined,) = [d for d in explained if not d.lowered]
+    assert declined.equation == LABEL
+    assert declined.reason.startswith(f"{path}: ")
+    assert declined.reason.endswith(": keras's default quantizers")
+    assert explained.counts[LABEL] == len(quantizers) - 1
+    assert np.isfinite(_logits(loaded)).all()  # the model runs
+
+
 def test_a_file_that_cannot_be_read_leaves_stock_s_load(tmp_path):
     _save(_quantized("gpt2"), tmp_path)
     (tmp_path / FILE).write_text("{not json")
