@@ -24,24 +24,29 @@ ignores it (and loads the preset as it does today), a preset without it
 loads as stock loads it. An entry keras could not build the layer with
 and run (another mode than the layer's policy, a class it cannot find, a
 field of the wrong type) leaves that layer keras's defaults, the reason in
-``explain()``: never a failed load. Each config is checked where the part
-builds it, as keras will use it: an error raised inside keras's build
-would pass for stock's own, which the package's guard hands on to the
-caller. The keras-hub fix would keep the configs in the preset's config
-itself (not upstreamed here: keras-hub's preset format, not keras's
-OpenVINO backend).
+``explain()``; a file it cannot use (unreadable, not JSON, not an object)
+leaves every layer keras's defaults, with a warning naming it: never a
+failed load. Each config is checked where the part builds it, as keras
+will use it: an error raised inside keras's build would pass for stock's
+own, which the package's guard hands on to the caller. The keras-hub fix
+would keep the configs in the preset's config itself (not upstreamed here:
+keras-hub's preset format, not keras's OpenVINO backend).
 """
 
 import functools
 import json
+import logging
 import os
 import threading
+import warnings
 
 from ...core import decisions
 from ...core.context import scoped
 from ...core.part import Hook, Part
 
 __all__ = ["FILE", "LABEL", "PART", "SAVED_LABEL", "save_configs"]
+
+logger = logging.getLogger("keras_ov_einsum")
 
 FILE = "quantization_configs.json"
 LABEL = "quantization_configs: a layer built with its saved quantization config"
@@ -53,8 +58,8 @@ _LAYERS = (
     ("keras.src.layers.core.embedding", "Embedding"),
     ("keras.src.layers.core.reversible_embedding", "ReversibleEmbedding"),
 )
-# .configs: the loading preset's, by layer path; .verdicts: each distinct
-# entry's check, by its JSON and mode.
+# .configs: the loading preset's, by layer path (None: no file, or none it
+# can use); .verdicts: each distinct entry's check, by its JSON and mode.
 _scope = threading.local()
 
 
@@ -109,18 +114,42 @@ def _loader_wrapper(stock_load):
 
     @functools.wraps(stock_load)
     def load(self, *args, **kwargs):
-        from keras_hub.src.utils import preset_utils
-
-        configs = None
-        if preset_utils.check_file_exists(self.preset, FILE):
-            try:
-                configs = dict(preset_utils.load_json(self.preset, FILE))
-            except (TypeError, ValueError) as error:  # stock's load goes on
-                _declined(FILE, f"cannot be read ({error!r})")
+        # load_task may call load_backbone: the file is read once a load.
+        if getattr(_scope, "configs", False) is not False:
+            return stock_load(self, *args, **kwargs)
+        configs = _read_configs(self.preset)
         with scoped(_scope, "configs", configs), scoped(_scope, "verdicts", {}):
             return stock_load(self, *args, **kwargs)
 
     return load
+
+
+def _read_configs(preset):
+    """The preset's saved configs by layer path; None where it has no file,
+    or one this part cannot use (a warning names it)."""
+    from keras_hub.src.utils import preset_utils
+
+    path = os.path.join(str(preset), FILE)
+    try:
+        if not preset_utils.check_file_exists(preset, FILE):
+            return None
+        path = preset_utils.get_file(preset, FILE)
+        configs = preset_utils.load_json(preset, FILE)
+        if not isinstance(configs, dict):
+            raise ValueError(
+                f"a JSON {type(configs).__name__}, not an object of configs"
+            )
+    except Exception as error:  # stock's load goes on without the file
+        message = (
+            f"keras_ov_einsum: {path} cannot be used ({error!r}): every "
+            "quantized layer is built with keras's default quantizers, as "
+            "stock keras-hub builds it"
+        )
+        logger.warning("%s", message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+        _declined(path, f"cannot be read ({error!r})")
+        return None
+    return configs
 
 
 def _quantized_build_wrapper(stock_quantized_build):
