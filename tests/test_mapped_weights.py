@@ -1,9 +1,12 @@
 """The mapped_weights part: a keras-hub preset's weights are views of the
-mapped weights file, equal to what stock reads, and saving over that file
-leaves the loaded model's weights alone."""
+mapped weights file, equal to what stock reads, and saving over that file,
+or rewriting it in place, leaves the loaded model's weights alone."""
 
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from keras_ov_einsum.parts.loading.mapped_weights import (
 )
 
 WEIGHTS_FILE = "model.weights.h5"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _save(path, shift=0.0):
@@ -255,3 +259,167 @@ def test_a_group_in_another_file_is_read_not_mapped(tmp_path):
     finally:
         other.close()
         store.close()
+
+
+def _copy_datasets(source, target):
+    """Every dataset of the weights file ``source`` written into the same
+    dataset of ``target``, opened by h5py in place ("r+")."""
+    import h5py
+
+    with h5py.File(source, "r") as read, h5py.File(target, "r+") as written:
+
+        def copy(name, item):
+            if isinstance(item, h5py.Dataset):
+                written[name][...] = item[...]
+
+        read.visititems(copy)
+
+
+# How the file is rewritten in place, keeping its inode: by another
+# process, by Python's open in this one, by h5py in this one (which opens
+# a file holding the GIL).
+REWRITES = {
+    "cp": lambda source, target: subprocess.run(
+        ["cp", source, target], check=True
+    ),
+    "copyfile": shutil.copyfile,
+    "h5py r+": _copy_datasets,
+}
+
+
+@pytest.mark.parametrize("rewrite", REWRITES)
+def test_a_file_rewritten_in_place_keeps_the_loaded_weights(
+    tmp_path, caplog, rewrite
+):
+    """A mapping reads the file as it is now: before the part copied the
+    mapped bytes first, the model's weights became the new file's. The
+    copy is made while the writer waits, not after the kernel let it go
+    (which the part reports)."""
+    path, other = tmp_path / "gpt2", tmp_path / "other"
+    first = _save(path)
+    second = _save(other, shift=1.0)
+    weights_file = str(path / WEIGHTS_FILE)
+    other_file = str(other / WEIGHTS_FILE)
+    assert os.path.getsize(weights_file) == os.path.getsize(other_file)
+    with keras_ov_einsum.enabled():
+        loaded = _load(str(path))
+        inode = os.stat(weights_file).st_ino
+        REWRITES[rewrite](other_file, weights_file)
+        assert os.stat(weights_file).st_ino == inode  # in place
+        for variable, want in zip(loaded.weights, first, strict=True):
+            np.testing.assert_array_equal(np.asarray(variable), want)
+        # The model no longer maps the file; a new load reads the new one.
+        assert not mapped_weights.is_mapped(weights_file)
+        reloaded = _load(str(path))
+    for variable, want in zip(reloaded.weights, second, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), want)
+    late = [r for r in caplog.records if r.name == "keras_ov_einsum"]
+    assert not late, late[0].getMessage()
+
+
+SHORTER_FILE = """
+import os, subprocess, sys
+import numpy as np
+import keras_hub
+import keras_ov_einsum
+
+preset, shorter, expected = sys.argv[1:]
+with keras_ov_einsum.enabled():
+    backbone = keras_hub.models.Backbone.from_preset(preset)
+weights_file = os.path.join(preset, "model.weights.h5")
+inode = os.stat(weights_file).st_ino
+subprocess.run(["cp", shorter, weights_file], check=True)
+assert os.stat(weights_file).st_ino == inode
+expected = np.load(expected)
+for i, variable in enumerate(backbone.weights):
+    np.testing.assert_array_equal(np.asarray(variable), expected[str(i)])
+print("kept", len(backbone.weights))
+"""
+
+
+def test_a_shorter_file_in_place_does_not_kill_the_process(tmp_path):
+    """A file truncated under a mapping takes its pages away: the process
+    died of SIGBUS on reading them. Run in a fresh process, so that a crash
+    fails this test instead of ending pytest."""
+    path = tmp_path / "gpt2"
+    saved = _save(path)
+    shorter = tmp_path / "shorter.weights.h5"
+    size = os.path.getsize(path / WEIGHTS_FILE)
+    with open(path / WEIGHTS_FILE, "rb") as file:
+        shorter.write_bytes(file.read(size // 4))
+    expected = tmp_path / "expected.npz"
+    np.savez(expected, **{str(i): value for i, value in enumerate(saved)})
+    env = dict(os.environ, KERAS_BACKEND="openvino", PYTHONPATH=ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-c", SHORTER_FILE, str(path), shorter, expected],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, (
+        f"exit status {completed.returncode}: {completed.stderr[-3000:]}"
+    )
+    assert completed.stdout.split()[-2:] == ["kept", str(len(saved))]
+
+
+def test_a_file_open_for_writing_is_read_not_mapped(tmp_path):
+    """No lease can be had on a file another descriptor may write: its
+    weights are read as stock reads them, the reason in explain()."""
+    path = tmp_path / "gpt2"
+    saved = _save(path)
+    weights_file = str(path / WEIGHTS_FILE)
+    with open(weights_file, "r+b"), keras_ov_einsum.enabled():
+        backbone = _load(str(path))
+        explained = keras_ov_einsum.explain()
+    assert explained.counts[READ_LABEL] == len(backbone.weights)
+    assert MAPPED_LABEL not in explained.counts
+    (declined,) = [d for d in explained if d.equation == READ_LABEL]
+    assert weights_file in declined.reason and "lease" in declined.reason
+    assert not mapped_weights.is_mapped(weights_file)
+    for variable, want in zip(backbone.weights, saved, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), want)
+
+
+FORKED = """
+import os, subprocess, sys
+import numpy as np
+from keras_ov_einsum.parts.loading import mapped_weights
+
+path, other = sys.argv[1:]
+values = np.arange(2**20, dtype=np.float32)
+values.tofile(path)
+(values + 1).tofile(other)
+mapping = mapped_weights._map(path)
+array = np.frombuffer(mapping, np.float32)
+child = os.fork()
+if child == 0:
+    # The child rewrites the file itself: its own copy must be kept.
+    subprocess.run(["cp", other, path], check=True)
+    os._exit(0 if np.array_equal(array, values) else 3)
+_, status = os.waitpid(child, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert np.array_equal(array, values)
+assert np.array_equal(np.fromfile(path, np.float32), values + 1)
+print("kept")
+"""
+
+
+def test_a_forked_child_keeps_the_mapped_contents(tmp_path):
+    """A child inherits the parent's lease, whose breaks the parent's
+    thread handles: it takes its own."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FORKED,
+            str(tmp_path / "w.bin"),
+            str(tmp_path / "other.bin"),
+        ],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split()[-1:] == ["kept"]

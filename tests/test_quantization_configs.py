@@ -3,6 +3,9 @@ quantization config, so a weights-only int8 model (or any other config)
 loads as it was saved; stock rebuilds it with keras's default quantizers."""
 
 import json
+import logging
+import os
+import warnings
 
 import numpy as np
 import pytest
@@ -176,10 +179,114 @@ def test_a_config_that_cannot_be_saved_is_left_out(tmp_path):
     assert "cannot be saved" in declined.reason
 
 
+def _serialized_quantizer(**config):
+    import keras
+    from keras.src.saving import serialization_lib
+
+    serialized = serialization_lib.serialize_keras_object(
+        keras.quantizers.AbsMaxQuantizer()
+    )
+    return {**serialized, "config": {**serialized["config"], **config}}
+
+
+def _with_inner(**fields):
+    return lambda entry: {
+        **entry,
+        "config": {**entry["config"], **fields},
+    }
+
+
+# An entry of the file changed so that keras cannot build its layer with it
+# and run it. Before the part checked the config it built, a wrong type in
+# a field raised inside the build (from_preset failed, or the guard fell
+# back with an internal error) or inside the layer's call (the model loaded,
+# then failed to run).
+MALFORMED = {
+    "weight quantizer of the wrong type": _with_inner(weight_quantizer=5),
+    "activation quantizer of the wrong type": _with_inner(
+        activation_quantizer=5
+    ),
+    "activation quantizer that fails": _with_inner(
+        activation_quantizer=_serialized_quantizer(epsilon="abc")
+    ),
+    "config not an object": lambda entry: {**entry, "config": 7},
+    "unknown class": lambda entry: {**entry, "class_name": "NoSuchConfig"},
+    "entry not an object": lambda entry: 5,
+}
+
+
+@pytest.mark.parametrize("malformed", MALFORMED)
+def test_a_malformed_entry_gets_keras_s_defaults(tmp_path, malformed):
+    _save(_quantized("gpt2"), tmp_path)
+    configs = json.loads((tmp_path / FILE).read_text())
+    path = sorted(configs)[0]
+    configs[path] = MALFORMED[malformed](configs[path])
+    (tmp_path / FILE).write_text(json.dumps(configs))
+    loaded, explained = _load(tmp_path)
+    quantizers = _inputs_quantizers(loaded)
+    assert quantizers[path] is not None  # keras's default
+    assert all(q is None for p, q in quantizers.items() if p != path)
+    (declined,) = [d for d in explained if not d.lowered]
+    assert declined.equation == LABEL
+    assert declined.reason.startswith(f"{path}: ")
+    assert declined.reason.endswith(": keras's default quantizers")
+    assert explained.counts[LABEL] == len(quantizers) - 1
+    assert np.isfinite(_logits(loaded)).all()  # the model runs
+
+
+def _truncated(path):
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+
+
+def _a_directory(path):
+    path.unlink()
+    path.mkdir()
+
+
+# A file the part cannot use. Before it warned, all but a directory in the
+# file's place loaded keras's defaults silently (the reason in explain()
+# only); a directory, or a file it may not read, failed inside the part.
+UNUSABLE = {
+    "truncated": _truncated,
+    "not an object": lambda path: path.write_text("[1, 2]"),
+    "a directory in its place": _a_directory,
+    "not readable": lambda path: path.chmod(0),
+}
+
+
+@pytest.mark.parametrize("unusable", UNUSABLE)
+def test_a_file_it_cannot_use_warns_once(tmp_path, caplog, unusable):
+    if unusable == "not readable" and os.geteuid() == 0:
+        pytest.skip("root reads a file whatever its permissions")
+    _save(_quantized("gpt2"), tmp_path)
+    UNUSABLE[unusable](tmp_path / FILE)
+    path = str(tmp_path / FILE)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with caplog.at_level(logging.WARNING, logger="keras_ov_einsum"):
+                # load_task, then load_backbone inside it: one load.
+                loaded, explained = _load(tmp_path)
+    finally:
+        if unusable == "not readable":
+            (tmp_path / FILE).chmod(0o644)  # for tmp_path's cleanup
+    assert all(q is not None for q in _inputs_quantizers(loaded).values())
+    (warned,) = [w for w in caught if path in str(w.message)]
+    assert issubclass(warned.category, UserWarning)
+    (logged,) = [r for r in caplog.records if path in r.getMessage()]
+    assert logged.levelno == logging.WARNING
+    (declined,) = [d for d in explained if not d.lowered]
+    assert declined.equation == LABEL
+    assert declined.reason.startswith(f"{path}: cannot be read")
+    assert LABEL not in explained.counts
+
+
 def test_a_file_that_cannot_be_read_leaves_stock_s_load(tmp_path):
     _save(_quantized("gpt2"), tmp_path)
     (tmp_path / FILE).write_text("{not json")
-    loaded, explained = _load(tmp_path)
+    with pytest.warns(UserWarning, match="cannot be used"):
+        loaded, explained = _load(tmp_path)
     assert all(q is not None for q in _inputs_quantizers(loaded).values())
     (declined,) = [d for d in explained if d.equation == LABEL]
     assert not declined.lowered and "cannot be read" in declined.reason

@@ -21,22 +21,32 @@ and while keras-hub loads a preset that has the file, hands each quantized
 layer its saved config when the layer builds its quantized variables, as
 if it had been passed to the layer. The file is extra: stock keras-hub
 ignores it (and loads the preset as it does today), a preset without it
-loads as stock loads it. A config of another mode than the layer's policy
-is not used (the reason is in ``explain()``). The keras-hub fix would keep
-the configs in the preset's config itself (not upstreamed here: keras-hub's
-preset format, not keras's OpenVINO backend).
+loads as stock loads it. An entry keras could not build the layer with
+and run (another mode than the layer's policy, a class it cannot find, a
+field of the wrong type) leaves that layer keras's defaults, the reason in
+``explain()``; a file it cannot use (unreadable, not JSON, not an object)
+leaves every layer keras's defaults, with a warning naming it: never a
+failed load. Each config is checked where the part builds it, as keras
+will use it: an error raised inside keras's build would pass for stock's
+own, which the package's guard hands on to the caller. The keras-hub fix
+would keep the configs in the preset's config itself (not upstreamed here:
+keras-hub's preset format, not keras's OpenVINO backend).
 """
 
 import functools
 import json
+import logging
 import os
 import threading
+import warnings
 
 from ...core import decisions
 from ...core.context import scoped
 from ...core.part import Hook, Part
 
 __all__ = ["FILE", "LABEL", "PART", "SAVED_LABEL", "save_configs"]
+
+logger = logging.getLogger("keras_ov_einsum")
 
 FILE = "quantization_configs.json"
 LABEL = "quantization_configs: a layer built with its saved quantization config"
@@ -48,7 +58,9 @@ _LAYERS = (
     ("keras.src.layers.core.embedding", "Embedding"),
     ("keras.src.layers.core.reversible_embedding", "ReversibleEmbedding"),
 )
-_scope = threading.local()  # .configs: the loading preset's, by layer path
+# .configs: the loading preset's, by layer path (None: no file, or none it
+# can use); .verdicts: each distinct entry's check, by its JSON and mode.
+_scope = threading.local()
 
 
 def save_configs(backbone, preset_dir):
@@ -102,18 +114,42 @@ def _loader_wrapper(stock_load):
 
     @functools.wraps(stock_load)
     def load(self, *args, **kwargs):
-        from keras_hub.src.utils import preset_utils
-
-        configs = None
-        if preset_utils.check_file_exists(self.preset, FILE):
-            try:
-                configs = dict(preset_utils.load_json(self.preset, FILE))
-            except (TypeError, ValueError) as error:  # stock's load goes on
-                _declined(FILE, f"cannot be read ({error!r})")
-        with scoped(_scope, "configs", configs):
+        # load_task may call load_backbone: the file is read once a load.
+        if getattr(_scope, "configs", False) is not False:
+            return stock_load(self, *args, **kwargs)
+        configs = _read_configs(self.preset)
+        with scoped(_scope, "configs", configs), scoped(_scope, "verdicts", {}):
             return stock_load(self, *args, **kwargs)
 
     return load
+
+
+def _read_configs(preset):
+    """The preset's saved configs by layer path; None where it has no file,
+    or one this part cannot use (a warning names it)."""
+    from keras_hub.src.utils import preset_utils
+
+    path = os.path.join(str(preset), FILE)
+    try:
+        if not preset_utils.check_file_exists(preset, FILE):
+            return None
+        path = preset_utils.get_file(preset, FILE)
+        configs = preset_utils.load_json(preset, FILE)
+        if not isinstance(configs, dict):
+            raise ValueError(
+                f"a JSON {type(configs).__name__}, not an object of configs"
+            )
+    except Exception as error:  # stock's load goes on without the file
+        message = (
+            f"keras_ov_einsum: {path} cannot be used ({error!r}): every "
+            "quantized layer is built with keras's default quantizers, as "
+            "stock keras-hub builds it"
+        )
+        logger.warning("%s", message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+        _declined(path, f"cannot be read ({error!r})")
+        return None
+    return configs
 
 
 def _quantized_build_wrapper(stock_quantized_build):
@@ -132,29 +168,71 @@ def _quantized_build_wrapper(stock_quantized_build):
 
 def _restored(layer, mode, serialized):
     """The layer's saved config, set as its own; None (keras's defaults,
-    the reason recorded) where it cannot be read or is for another mode."""
+    the reason recorded) where keras could not build the layer with it and
+    run it."""
     from keras.src.saving import serialization_lib
 
     try:
+        # Runs the config's and its quantizers' own checks.
         config = serialization_lib.deserialize_keras_object(serialized)
-    except (TypeError, ValueError) as error:
+    except Exception as error:
         return _declined(
-            layer.path, f"the saved config cannot be read ({error})", layer
+            layer.path, f"the saved config cannot be read ({error!r})", layer
+        )
+    verdicts = getattr(_scope, "verdicts", None)
+    if verdicts is None:
+        verdicts = {}
+    key = (json.dumps(serialized, sort_keys=True), mode)
+    if key not in verdicts:
+        verdicts[key] = _unusable(config, mode)
+    if verdicts[key] is not None:
+        return _declined(layer.path, verdicts[key], layer)
+    layer.quantization_config = config
+    decisions.count(LABEL)
+    return config
+
+
+def _unusable(config, mode):
+    """Why keras could not use ``config`` for a layer of ``mode``, checked
+    as keras uses it: its mode, its quantizers' types, its activation
+    quantizer called (on every input of the layer's call), the config
+    serialized again (with the layer's, on the next save). None: usable."""
+    import keras
+    import numpy as np
+    from keras.src.saving import serialization_lib
+
+    if not isinstance(config, keras.quantizers.QuantizationConfig):
+        return (
+            f"the saved entry is a {type(config).__name__}, not a "
+            "QuantizationConfig"
         )
     try:
         saved_mode = config.mode
     except (AttributeError, NotImplementedError):  # a base class: no mode
         saved_mode = None
     if saved_mode != mode:
-        return _declined(
-            layer.path,
+        return (
             f"the saved config is for mode {saved_mode!r}, the layer's "
-            f"policy is {mode!r}",
-            layer,
+            f"policy is {mode!r}"
         )
-    layer.quantization_config = config
-    decisions.count(LABEL)
-    return config
+    for name in ("weight_quantizer", "activation_quantizer"):
+        quantizer = getattr(config, name, None)
+        if quantizer is not None and not isinstance(
+            quantizer, keras.quantizers.Quantizer
+        ):
+            return (
+                f"its {name} is a {type(quantizer).__name__}, not a keras "
+                "Quantizer"
+            )
+    try:
+        quantizer = getattr(config, "activation_quantizer", None)
+        if quantizer is not None:
+            # A pair, as the layer's call unpacks it.
+            quantized, scale = quantizer(np.ones((1, 4), "float32"), axis=-1)
+        serialization_lib.serialize_keras_object(config)
+    except Exception as error:
+        return f"the saved config fails as keras uses it ({error!r})"
+    return None
 
 
 def _declined(subject, why, layer=None):
