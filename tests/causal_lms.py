@@ -277,6 +277,11 @@ def _main(family, mode, dtype):
                 "padding": padding,
                 "decisions": decisions(stepwise.LABEL),
                 "half_weights": decisions(half_weights.LABEL),
+                "not_installed": [
+                    decision.equation.split(":")[0]
+                    for decision in keras_ov_einsum.explain()
+                    if decision.equation.endswith(": not installed")
+                ],
             }
         )
     )

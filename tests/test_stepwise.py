@@ -87,6 +87,11 @@ def _same_tokens_as_stock(family, dtype="float32"):
     stock's tokens. Returns stock's record."""
     stock = _run(family, "stock", dtype)
     ours = _run(family, "stepwise", dtype)
+    if "stepwise" in ours["not_installed"]:  # keras 3.12: the other parts
+        assert _keras_version() < (3, 13), ours["not_installed"]
+        for call in ("plain", "stop", "padding"):
+            assert ours[call] == stock[call], call
+        return stock
     assert ours["decisions"] == [{"lowered": True, "reason": LOWERED}] * 3
     # One compile a call; float16 kernels kept float16 in each.
     lowered = [decision["lowered"] for decision in ours["half_weights"]]

@@ -611,6 +611,24 @@ def _make_generate_function_wrapper(stock_make_generate_function):
     return make_generate_function
 
 
+def _unavailable():
+    """keras 3.12's OpenVINO backend answers None for a size known only at
+    run time (``ops.shape``), and keras-hub's layers compute with it (GPT-2's
+    position embedding slices its table to the sequence length): the step
+    model, its sequence dynamic, cannot be traced there."""
+    import openvino as ov
+    import openvino.opset13 as ov_opset
+    from keras import ops
+
+    tokens = ov_opset.parameter([-1, -1], ov.Type.i32).output(0)
+    if ops.shape(backend.keras_tensor(tokens))[1] is None:
+        return (
+            "the backend's ops.shape gives None for a dynamic size, which "
+            "keras-hub's layers compute with in the step model"
+        )
+    return None
+
+
 PART = Part(
     name="stepwise",
     summary="keras-hub greedy generate() as one compiled step model with a "
@@ -627,4 +645,5 @@ PART = Part(
             _make_generate_function_wrapper,
         ),
     ),
+    unavailable=_unavailable,
 )
