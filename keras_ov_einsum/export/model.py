@@ -132,7 +132,7 @@ def family_of(causal_lm):
 def _check_config(causal_lm, family):
     """What the trace does not reproduce: a quantized or non-float32
     model, Gemma 2's soft cap and sliding window."""
-    dtype = causal_lm.dtype_policy.name
+    dtype = causal_lm.backbone.dtype_policy.name
     if dtype != "float32":
         raise ExportError(
             f"the model's dtype policy is {dtype!r}: the export traces a "
