@@ -17,7 +17,7 @@ setup() {
         # torch is pinned to the CPU build; an unpinned torch pulls CUDA.
         # The tested stack is pinned in constraints.txt.
         "$VENV/bin/python" -m pip install --quiet -c constraints.txt \
-            -e ".[test,backends,bench]"
+            -e ".[test,backends,bench,export]"
         rm -f "$VENV"/.installed-*
         touch "$stamp"
     fi

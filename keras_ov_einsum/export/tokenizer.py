@@ -51,8 +51,6 @@ def convert(causal_lm):
     """(tokenizer IR, detokenizer IR) of ``causal_lm``'s preprocessor's
     tokenizer. Raises ``ExportError`` where it has none or one of a kind
     not converted."""
-    import openvino_tokenizers
-
     preprocessor = getattr(causal_lm, "preprocessor", None)
     tokenizer = getattr(preprocessor, "tokenizer", None)
     if tokenizer is None:
@@ -65,8 +63,10 @@ def convert(causal_lm):
     kinds = {_qualified(klass) for klass in type(tokenizer).__mro__}
     with contextlib.ExitStack() as stack:
         if _BYTE_PAIR in kinds:
+            _require("tokenizers")
             hf_tokenizer = _byte_pair(tokenizer, add_start)
         elif _SENTENCE_PIECE in kinds:
+            _require("sentencepiece")
             folder = stack.enter_context(tempfile.TemporaryDirectory())
             hf_tokenizer = _sentence_piece(tokenizer, add_start, folder)
         else:
@@ -74,9 +74,24 @@ def convert(causal_lm):
                 f"{type(tokenizer).__name__}: only keras-hub's byte-pair and "
                 "SentencePiece tokenizers are converted"
             )
+        import openvino_tokenizers
+
         return openvino_tokenizers.convert_tokenizer(
             hf_tokenizer, with_detokenizer=True
         )
+
+
+def _require(*modules):
+    """An ImportError naming the extra to install where one of the
+    converters' packages is missing."""
+    import importlib.util
+
+    for name in ("openvino_tokenizers", "transformers", *modules):
+        if importlib.util.find_spec(name) is None:
+            raise ImportError(
+                f"the tokenizer IRs need {name}: pip install "
+                "'keras-ov-einsum[export]'"
+            )
 
 
 def _qualified(klass):
