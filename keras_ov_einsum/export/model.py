@@ -19,10 +19,11 @@ layers read ``position_ids`` and each decoder layer's mask is the one
 built from ``attention_mask`` (causal over the cache's slots, a row's
 padding masked); then ``state_caches.in_state`` moves the caches into
 state. The cache index is the count of filled slots: ``attention_mask``'s
-length less the input's. Gemma's attention is two einsums, which the CPU
-plugin's stateful attention does not take: it runs its own
-``dot_product_attention`` branch (keras-hub's on JAX and TPU) on its
-key/value heads repeated as Llama's are, the form genai's IRs have.
+length less the input's. Gemma's attention is two einsums, not the
+ScaledDotProductAttention the CPU plugin fuses with the state and genai's
+paged attention replaces: it takes its own ``dot_product_attention``
+branch (keras-hub's on JAX and TPU), on key/value heads repeated as
+Llama's are, the form genai's IRs have.
 """
 
 import contextlib
@@ -31,7 +32,7 @@ import functools
 
 from ..core import backend
 
-__all__ = ["FAMILIES", "ExportError", "stateful_model"]
+__all__ = ["FAMILIES", "ExportError", "family_of", "stateful_model"]
 
 
 class ExportError(ValueError):
@@ -360,6 +361,12 @@ def _patched(patches):
     done = []
     try:
         for target, name, value in patches:
+            # A method keras-hub no longer has would be set, never called.
+            if not hasattr(type(target), name):
+                raise ExportError(
+                    f"keras-hub's {type(target).__name__} has no {name} "
+                    "(the trace needs it: another keras-hub version?)"
+                )
             if name in vars(target):
                 raise ExportError(f"{target.name}.{name} is set already")
             object.__setattr__(target, name, value)
