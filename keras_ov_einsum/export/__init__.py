@@ -11,7 +11,11 @@ The directory holds ``openvino_model.xml/.bin`` (the stateful IR:
 (``config.py``). The IR's ``runtime_options`` are those optimum-intel
 writes for a text-generation model: a float16 key/value cache for float
 weights (the plugin's default, u8, for int8), so the pipelines compile it
-as they compile optimum-intel's IR of the same model.
+as they compile optimum-intel's IR of the same model, in the device's
+default precision (bfloat16 on a CPU with bfloat16 units). Keras's
+float32 arithmetic is ``INFERENCE_PRECISION_HINT="f32"``,
+``KV_CACHE_PRECISION="f32"`` (and, for int8 weights,
+``DYNAMIC_QUANTIZATION_GROUP_SIZE="0"``) given to the pipeline.
 """
 
 import pathlib
