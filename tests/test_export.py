@@ -25,6 +25,10 @@ import keras_ov_einsum
 from benchmarks import models
 from keras_ov_einsum.export import ExportError, export_genai, weights
 
+# The tokenizer IRs' converters (and the tokenizers' trainers here).
+for _name in ("openvino_tokenizers", "transformers", "sentencepiece"):
+    pytest.importorskip(_name, reason=f"{_name}: pip install '.[export]'")
+
 FAMILIES = ("gpt2", "llama", "gemma")
 LAYERS = 2
 PROMPTS = ["The quick brown fox is", "Hello world", "def"]
