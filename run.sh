@@ -46,7 +46,7 @@ setup_main() {
     if stamp=$(fresh "$VENV" pyproject.toml constraints.txt); then
         # torch is pinned to the CPU build; an unpinned torch pulls CUDA.
         # The tested stack is pinned in constraints.txt.
-        pip_install "$VENV" -c constraints.txt -e ".[test,backends,bench]"
+        pip_install "$VENV" -c constraints.txt -e ".[test,backends,bench,export]"
         touch "$stamp"
     fi
     PYTHON_FOR_STACK="$VENV/bin/python"

@@ -20,15 +20,18 @@ from .core.install import (
     enabled,
     is_enabled,
 )
+from .export import ExportError, export_genai
 
 __all__ = [
     "Decision",
     "Explanation",
+    "ExportError",
     "UnsupportedVersionError",
     "disable",
     "enable",
     "enabled",
     "explain",
+    "export_genai",
     "is_enabled",
 ]
 

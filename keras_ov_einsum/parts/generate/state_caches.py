@@ -86,10 +86,11 @@ def keeps_model_type(dtype, device):
 def in_state(model, layout, in_model_type=False):
     """``model``, as ``stepwise._trace`` gives it with a key and a value
     cache a layer (``layout``), with its caches in OpenVINO state: inputs
-    (token ids, cache index, beam_idx), one output (the probabilities),
-    an Assign a cache. ``in_model_type``: the state is kept in the type
-    the model writes its caches in (a float16 model's float16), not the
-    cache Parameters' float32. Raises ``Declined`` where a cache is read
+    (token ids, the inputs after the caches: the step model's cache index,
+    beam_idx), one output (the first: the probabilities), an Assign a
+    cache. ``in_model_type``: the state is kept in the type the model
+    writes its caches in (a float16 model's float16), not the cache
+    Parameters' float32. Raises ``Declined`` where a cache is read
     otherwise. Rewrites ``model`` in place (the part hands it a clone).
 
     Each write is taken to put the new positions at the cache index, after
@@ -100,8 +101,8 @@ def in_state(model, layout, in_model_type=False):
     import openvino as ov
     import openvino.opset14 as ov_opset
 
-    parameters = model.get_parameters()
-    token_ids, caches, index = parameters[0], parameters[1:-1], parameters[-1]
+    token_ids, *rest = model.get_parameters()
+    caches, others = rest[: 2 * layout.layers], rest[2 * layout.layers :]
     probabilities, *cache_results = model.get_results()
     beam_idx = ov_opset.parameter(
         ov.PartialShape([token_ids.get_partial_shape()[0]]), ov.Type.i32
@@ -143,7 +144,9 @@ def in_state(model, layout, in_model_type=False):
             present = ov_opset.convert(present, stored).output(0)
         assigns.append(_assign(present, variable))
     try:
-        return ov.Model([probabilities], assigns, [token_ids, index, beam_idx])
+        return ov.Model(
+            [probabilities], assigns, [token_ids, *others, beam_idx]
+        )
     except RuntimeError as error:  # a node still reads a cache Parameter
         raise Declined(f"a cache is read otherwise: {error}") from None
 
