@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import keras_ov_einsum
+from installed import needs_frameworks
 from keras_ov_einsum.core import backend
 from keras_ov_einsum.parts.ops import einsum as einsum_part
 
@@ -297,6 +298,7 @@ def test_enable_before_importing_keras():
     assert out.strip() == "True"
 
 
+@needs_frameworks
 @pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
 def test_other_backends_are_left_alone_with_a_warning(backend):
     out = _run(

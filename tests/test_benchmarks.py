@@ -22,6 +22,9 @@ from benchmarks import (
     runner,
     step,
 )
+from installed import needs_harness
+
+pytestmark = needs_harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 
+from installed import needs_frameworks
+
 from .builders import build_case, case_arrays, run
 from .references import (
     FRAMEWORKS,
@@ -24,6 +26,8 @@ from .references import (
     numpy_reference,
 )
 from .strategies import DTYPE_PAIRS, EinsumCase, einsum_cases
+
+pytestmark = needs_frameworks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 N = None

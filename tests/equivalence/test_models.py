@@ -16,6 +16,7 @@ import pytest
 
 import keras_ov_einsum
 from graphs import op_types
+from installed import needs_frameworks
 from keras_ov_einsum.core import backend
 from keras_ov_einsum.parts.ops.matmul import PART as matmul_part
 from keras_ov_einsum.parts.ops.prescale import PART as prescale_part
@@ -272,6 +273,7 @@ GPT2 = dict(
 )
 
 
+@needs_frameworks
 def test_gpt2_saved_weights_in_all_backends(tmp_path):
     import keras
     import keras_hub

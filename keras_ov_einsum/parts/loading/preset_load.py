@@ -274,7 +274,7 @@ def _initialize_wrapper(stock_initialize):
 
 
 def _is_float(variable):
-    from keras.src.backend import is_float_dtype
+    from keras.src.backend.common.variables import is_float_dtype
 
     return is_float_dtype(variable._dtype)
 

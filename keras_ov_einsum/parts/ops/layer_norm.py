@@ -48,7 +48,7 @@ def replace_layer_normalization(
     plus ``beta``, inside generate(), without tracing keras's 19
     operations first (~0.13 s of GPT-2 Medium's step model trace): None
     where the rewrite below decides after stock."""
-    from keras.src.backend import standardize_dtype
+    from keras.src.backend.common.variables import standardize_dtype
 
     OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
