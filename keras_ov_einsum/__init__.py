@@ -38,7 +38,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def explain():
+def explain() -> Explanation:
     """The decisions of every part since ``enable()``, oldest first, and
     the counts of the parts that act on too many calls to list."""
     from .core.decisions import snapshot

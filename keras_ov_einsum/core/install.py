@@ -22,6 +22,7 @@ import logging
 import re
 import threading
 import warnings
+from collections.abc import Iterator
 
 from . import backend, decisions, guard, in_force
 from .registry import PARTS, by_name, default_switches
@@ -51,7 +52,7 @@ class UnsupportedVersionError(RuntimeError):
     """The installed keras or openvino lacks what the patch hooks into."""
 
 
-def enable(**switches):
+def enable(**switches: bool) -> None:
     """Install the parts on Keras's OpenVINO backend.
 
     Each keyword is a part's switch (True: on); a part not named keeps its
@@ -113,7 +114,7 @@ enable.__doc__ = enable.__doc__.format(
 )
 
 
-def disable():
+def disable() -> None:
     """Restore every stock function; a no-op when not enabled."""
     with _lock:
         if _installed:
@@ -127,13 +128,13 @@ def disable():
         in_force.clear()
 
 
-def is_enabled():
+def is_enabled() -> bool:
     with _lock:
         return in_force.switches() is not None
 
 
 @contextlib.contextmanager
-def enabled(**switches):
+def enabled(**switches: bool) -> Iterator[None]:
     """Enable with these switches for the block, then restore what was
     enabled before (or nothing), on exit and on error alike."""
     with _lock:

@@ -32,9 +32,9 @@ class Outcome:
         return None if self else self.description
 
 
-def lowered(output, description, count=1):
+def lowered(output: object, description: str, count: int = 1) -> Outcome:
     return Outcome(output, description, count)
 
 
-def declined(reason):
+def declined(reason: str) -> Outcome:
     return Outcome(None, reason)

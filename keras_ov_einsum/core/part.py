@@ -15,8 +15,10 @@ the rest (stock first, fall back on any error, record for ``explain()``).
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 
 from . import backend, in_force
+from .outcome import Outcome
 
 __all__ = ["BackendHook", "ExtensionPoint", "FirstOf", "Hook", "Part"]
 
@@ -39,8 +41,8 @@ class Hook:
 
     module: str
     attribute: str
-    operands: object = _every_argument
-    arguments: object = None
+    operands: Callable[..., tuple] = _every_argument
+    arguments: Callable[..., tuple[tuple, dict]] | None = None
 
     def resolve(self):
         return self
@@ -64,8 +66,8 @@ class BackendHook:
     ``backend.Layout.targets``), wherever the installed layout binds it."""
 
     target: str
-    operands: object = _every_argument
-    arguments: object = None
+    operands: Callable[..., tuple] = _every_argument
+    arguments: Callable[..., tuple[tuple, dict]] | None = None
 
     def resolve(self):
         return self
@@ -95,9 +97,9 @@ class FirstOf:
     """One function that keras keeps elsewhere from one version to the
     next: the first of ``hooks`` the installed stack has."""
 
-    hooks: tuple
+    hooks: tuple[Hook | BackendHook, ...]
 
-    def resolve(self):
+    def resolve(self) -> Hook | BackendHook:
         errors = []
         for hook in self.hooks:
             try:
@@ -167,23 +169,23 @@ class Part:
 
     name: str
     summary: str
-    hooks: tuple = ()
-    rewrite: object = None
-    label: object = None
+    hooks: tuple[Hook | BackendHook | FirstOf, ...] = ()
+    rewrite: Callable[..., Outcome | None] | None = None
+    label: str | Callable[..., str] | None = None
     default: bool = True
     counted: bool = False
-    requires: tuple = ()
-    wraps: tuple = ()
-    passes: tuple = ()
-    unavailable: object = None
-    sources: tuple = None
-    replace: object = None
+    requires: tuple[str, ...] = ()
+    wraps: tuple[tuple[Hook | BackendHook | FirstOf, Callable], ...] = ()
+    passes: tuple[tuple[ExtensionPoint, Callable], ...] = ()
+    unavailable: Callable[[], str | None] | None = None
+    sources: tuple[str, ...] | None = None
+    replace: Callable[..., Outcome | None] | None = None
 
-    def label_of(self, *args, **kwargs):
+    def label_of(self, *args, **kwargs) -> str | None:
         if callable(self.label):
             return self.label(*args, **kwargs)
         return self.label
 
-    def is_on(self):
+    def is_on(self) -> bool:
         """Whether ``enable()`` has this part switched on now."""
         return in_force.is_on(self.name)
