@@ -648,13 +648,6 @@ BINARY_OP_TESTS = (
     "add or subtract or multiply or maximum or minimum or matmul or divide "
     "or power or greater or less or equal"
 )
-# keras_openvino cannot be imported before keras: its src/__init__.py
-# imports keras, which imports the half-initialized package back as its
-# backend (NameError: name 'Variable' is not defined). pytest imports a
-# test file inside the package as keras_openvino.src...; "-p keras" has it
-# import keras first, as a plugin. (A conftest.py at keras-openvino's root
-# could do it; each part's patch adding one, they would not apply together.)
-FIRST_IMPORTS = {KERAS: [], KERAS_OPENVINO: ["-p", "keras"]}
 
 
 def _outcomes(tree, target, name, *arguments):
@@ -669,7 +662,7 @@ def _outcomes(tree, target, name, *arguments):
             "-q",
             "-p",
             "no:cacheprovider",
-            *FIRST_IMPORTS[target],
+            *target.pytest_options,
             f"--junitxml={report}",
             *arguments,
         ],
