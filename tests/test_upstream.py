@@ -1,17 +1,25 @@
-"""The upstream patches, one per part: generated from the package, fresh,
-applicable alone and together (to the installed keras and to keras
-master), clean under keras's own lint, and working inside patched copies of
-keras without ``enable()`` (our graph checks, each part's tests on keras
-patched with that part alone, and keras's own tests of what they change on
-keras patched with all of them)."""
+"""The upstream patches, one per part and target (keras 3.15.1's backend,
+keras-openvino's): generated from the package, fresh, applicable alone and
+together (to the installed tree, to keras master, to keras-openvino's
+pinned commit), clean under the target's own lint, and working inside
+patched copies without ``enable()`` (each part's tests on a copy patched
+with that part alone; on keras, our graph checks and keras's own tests of
+what they change on keras patched with all of them).
+
+Each stack holds one target's tree: the keras-3.15 stack tests the keras
+patches on the installed keras, the keras-nightly stack the keras-openvino
+patches on the installed keras-openvino; a test of the other target's
+installed tree skips, saying so."""
 
 import ast
 import importlib
+import io
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import xml.etree.ElementTree as ElementTree
 
@@ -20,42 +28,93 @@ import pytest
 from keras_ov_einsum.upstream import generator as upstream
 
 PARTS = {entry.part: entry for entry in upstream.UPSTREAM}
-EINSUM = PARTS["einsum"]
+KERAS = upstream.KERAS
+KERAS_OPENVINO = upstream.KERAS_OPENVINO
 # keras master's numpy.py, core.py and version.py (tests/data/.../README.md).
 KERAS_MASTER = pathlib.Path(__file__).parent / "data/keras-master-3422977a5e"
-
-
-def _installed_keras_is_the_target():
-    installed = upstream.keras_version(upstream.installed_keras_root())
-    assert installed == upstream.TARGET_KERAS, (
-        f"the installed keras is {installed}; the patches target keras "
-        f"{upstream.TARGET_KERAS}: install that version to compare, or "
-        "regenerate the patches for the new one"
+# The keras-team/keras-openvino commit the keras-openvino patches are also
+# for (its files they change are the 0.0.1 wheel's), read from a git
+# directory of that repository: its code is not committed here.
+PINNED_COMMIT = "cba2a787ad458f3e976dbbb8a41e521c8de82bb9"
+KERAS_OPENVINO_GIT = pathlib.Path(
+    os.environ.get(
+        "KERAS_OPENVINO_GIT", "/work/.mirror/keras-team+keras-openvino/repo"
     )
+)
 
 
-def _patch(part):
-    return PARTS[part].patch_path.read_text()
+def _installed(target):
+    try:
+        upstream.installed_root(target)
+    except upstream.PatchError:
+        return False
+    return True
 
 
-def _every_patch():
-    return [entry.patch_path.read_text() for entry in upstream.UPSTREAM]
+ON_STACK = {
+    KERAS: pytest.mark.skipif(
+        not _installed(KERAS),
+        reason="keras's own OpenVINO backend (keras 3.12-3.15) is not "
+        "installed: the keras-3.15 stack tests the keras patches",
+    ),
+    KERAS_OPENVINO: pytest.mark.skipif(
+        not _installed(KERAS_OPENVINO),
+        reason="keras-openvino is not installed: the keras-nightly stack "
+        "tests the keras-openvino patches",
+    ),
+}
 
 
-@pytest.mark.parametrize("part", PARTS)
-def test_committed_patch_is_fresh(part):
-    _installed_keras_is_the_target()
-    entry = PARTS[part]
-    generated = upstream.make_patch(upstream.installed_keras_root(), entry)
-    assert entry.patch_path.read_text() == generated, (
-        f"{entry.patch_path.relative_to(upstream.ROOT)} is stale: run "
-        "`python -m keras_ov_einsum.upstream make-patch` and commit the result"
+def _each_part(*targets):
+    return [
+        pytest.param(
+            target, entry, marks=ON_STACK[target], id=f"{target.name}-{part}"
+        )
+        for target in targets
+        for part, entry in PARTS.items()
+    ]
+
+
+def _each_target():
+    return [
+        pytest.param(target, marks=ON_STACK[target], id=target.name)
+        for target in (KERAS, KERAS_OPENVINO)
+    ]
+
+
+def _pinned_root(target):
+    """The installed tree, at the version its committed patches are for."""
+    root = upstream.installed_root(target)
+    installed = upstream.version(root, target)
+    assert installed == target.version, (
+        f"the installed {target.name} is {installed}; the patches target "
+        f"{target.version}: install that version to compare, or regenerate "
+        "the patches for the new one"
+    )
+    return root
+
+
+def _patches(target, parts=PARTS):
+    return [PARTS[part].patch_path(target).read_text() for part in parts]
+
+
+@pytest.mark.parametrize("target, entry", _each_part(KERAS, KERAS_OPENVINO))
+def test_committed_patch_is_fresh(target, entry):
+    generated = upstream.make_patch(_pinned_root(target), entry, target)
+    assert entry.patch_path(target).read_text() == generated, (
+        f"{entry.patch_path(target).relative_to(upstream.ROOT)} is stale: run "
+        "`python -m keras_ov_einsum.upstream make-patch --target "
+        f"{target.name}` and commit the result"
     )
 
 
 def test_no_other_patch_is_committed():
     # A part renamed or dropped leaves its old patch behind otherwise.
-    expected = {entry.patch_path.name for entry in upstream.UPSTREAM}
+    expected = {
+        entry.patch_path(target).name
+        for target in upstream.TARGETS.values()
+        for entry in upstream.UPSTREAM
+    }
     committed = {path.name for path in upstream.PATCHES.glob("*.patch")}
     assert committed == expected
 
@@ -67,131 +126,239 @@ def test_every_upstreamed_part_has_a_patch():
     assert sorted(upstreamed) == sorted(PARTS)
 
 
-def test_check_reports_a_clean_apply_to_the_installed_keras():
-    _installed_keras_is_the_target()
-    root = upstream.installed_keras_root()
+@pytest.mark.parametrize("target", _each_target())
+def test_check_reports_a_clean_apply_to_the_installed_tree(target):
+    root = _pinned_root(target)
     completed = subprocess.run(
-        [sys.executable, "-m", "keras_ov_einsum.upstream", "check"],
+        [
+            sys.executable,
+            "-m",
+            "keras_ov_einsum.upstream",
+            "check",
+            "--target",
+            target.name,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    clean = f"applies cleanly to keras {upstream.TARGET_KERAS} at {root}"
+    clean = f"applies cleanly to {target.name} {target.version} at {root}"
     lines = completed.stdout.splitlines()
     assert len(lines) == len(PARTS) + 1, completed.stdout
     for entry, line in zip(upstream.UPSTREAM, lines):
-        assert line.startswith(str(entry.patch_path)) and clean in line, line
+        path = str(entry.patch_path(target))
+        assert line.startswith(path) and clean in line, line
     assert lines[-1].startswith(f"together, in this order: {clean}"), lines
 
 
-@pytest.mark.parametrize("part", PARTS)
-def test_patch_applies_alone_to_keras_master(part):
-    ok, message = upstream.check_patch(_patch(part), KERAS_MASTER)
-    assert ok, message
-    assert "keras 3.16.0" in message
-
-
-def test_patches_apply_together_to_keras_master():
-    ok, message = upstream.check_patches(_every_patch(), KERAS_MASTER)
-    assert ok, message
-
-
-@pytest.fixture(scope="module")
-def keras_copy(tmp_path_factory):
-    """A pristine copy of the installed keras (the keras/src/... layout)."""
-    root = tmp_path_factory.mktemp("keras-src")
-    _copy_keras(root)
-    return root
-
-
-def _copy_keras(root):
+def _copy_installed(target, root):
+    """A pristine copy of the installed ``target`` (its package's folder)."""
     shutil.copytree(
-        upstream.installed_keras_root() / "keras",
-        root / "keras",
+        upstream.installed_root(target) / target.package,
+        root / target.package,
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     # Pins pytest's rootdir and configuration to the copy.
     (root / "pytest.ini").write_text("[pytest]\n")
+    return root
 
 
-def _backend_tree(keras_copy, destination):
-    """Just the files the patches and the version lookup read."""
-    shutil.copytree(
-        keras_copy / upstream.BACKEND, destination / upstream.BACKEND
-    )
-    shutil.copy(
-        keras_copy / upstream.VERSION_FILE, destination / upstream.VERSION_FILE
-    )
-    return destination
+def _copy_keras_master(root):
+    shutil.copytree(KERAS_MASTER / "keras", root / "keras")
+    return root
 
 
-def test_check_explains_why_a_patch_does_not_apply(tmp_path, keras_copy):
-    tree = _backend_tree(keras_copy, tmp_path)
-    numpy_py = tree / upstream.NUMPY
-    stock_line = "result = ov_opset.einsum(inputs, subscripts).output(0)"
-    numpy_py.write_text(
-        numpy_py.read_text().replace(stock_line, stock_line + "  # changed")
-    )
-    ok, message = upstream.check_patch(_patch("einsum"), tree)
-    assert not ok
-    assert message.startswith(
-        f"does not apply to keras {upstream.TARGET_KERAS} at {tree}: hunk 2 "
-        f"of {upstream.NUMPY} does not apply: expected at line"
-    ), message
-    assert f"'    {stock_line}', found '    {stock_line}  # changed'" in (
-        message
-    )
-
-
-def test_check_refuses_a_tree_already_patched(tmp_path, keras_copy):
-    tree = _backend_tree(keras_copy, tmp_path)
-    patch = _patch("einsum")
-    upstream.apply_patch(patch, tree, write=True)
-    ok, message = upstream.check_patch(patch, tree)
-    assert not ok
-    assert f"{EINSUM.module_path} already exists (patch applied?)" in message
-
-
-def test_make_patch_says_which_anchor_is_missing(tmp_path, keras_copy):
-    tree = _backend_tree(keras_copy, tmp_path)
-    numpy_py = tree / upstream.NUMPY
-    numpy_py.write_text(
-        numpy_py.read_text().replace("def matmul(x1, x2):", "def matmul(a, b):")
-    )
-    with pytest.raises(upstream.PatchError, match=r"cannot find def matmul"):
-        upstream.make_patch(tree, PARTS["matmul"])
-
-
-def _git_apply_check(tree, patches):
+@pytest.fixture(scope="module")
+def pinned_keras_openvino(tmp_path_factory):
+    """keras-openvino's package at PINNED_COMMIT, from a git directory of
+    the repository (KERAS_OPENVINO_GIT); skips without one."""
     git = shutil.which("git")
-    if git is None:
-        pytest.skip("git is not installed")
-    return subprocess.run(
-        [git, "apply", "--check", "-v", *map(str, patches)],
-        cwd=tree,
-        env=dict(os.environ, GIT_CEILING_DIRECTORIES=str(tree.parent)),
+    if git is None or not (KERAS_OPENVINO_GIT / "HEAD").exists():
+        pytest.skip(
+            f"no git directory of keras-team/keras-openvino at "
+            f"{KERAS_OPENVINO_GIT} (set KERAS_OPENVINO_GIT)"
+        )
+    archive = subprocess.run(
+        [
+            git,
+            f"--git-dir={KERAS_OPENVINO_GIT}",
+            "archive",
+            "--format=tar",
+            PINNED_COMMIT,
+            KERAS_OPENVINO.package,
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    if archive.returncode:
+        pytest.skip(
+            f"{KERAS_OPENVINO_GIT} has no commit {PINNED_COMMIT[:12]}: "
+            f"{archive.stderr.decode().strip()}"
+        )
+    root = tmp_path_factory.mktemp("keras-openvino-pinned")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+# Every tree the committed patches are checked against: (target, how to
+# make a copy of it in a folder; None: the pinned commit's fixture).
+TREES = {
+    "keras-3.15.1": (KERAS, lambda root: _copy_installed(KERAS, root)),
+    "keras-master-3422977": (KERAS, _copy_keras_master),
+    "keras-openvino-0.0.1": (
+        KERAS_OPENVINO,
+        lambda root: _copy_installed(KERAS_OPENVINO, root),
+    ),
+    "keras-openvino-cba2a78": (KERAS_OPENVINO, None),
+}
+
+
+def _each_tree():
+    installed = {"keras-3.15.1": KERAS, "keras-openvino-0.0.1": KERAS_OPENVINO}
+    return [
+        pytest.param(
+            name,
+            marks=[ON_STACK[installed[name]]] if name in installed else [],
+            id=name,
+        )
+        for name in TREES
+    ]
+
+
+def _patch_binary_accepts(patch_text, root):
+    """Whether ``patch -p1`` applies it (dry run), for README's claim."""
+    completed = subprocess.run(
+        ["patch", "-p1", "--dry-run", "--force", "--silent"],
+        input=patch_text,
+        cwd=root,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    return completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_git_apply_accepts_each_patch_and_all_in_order(tmp_path, keras_copy):
-    # check uses our own applier; the patches must also suit the usual tools.
-    tree = _backend_tree(keras_copy, tmp_path / "tree")
-    paths = [entry.patch_path for entry in upstream.UPSTREAM]
-    for patches in [[path] for path in paths] + [paths]:
-        completed = _git_apply_check(tree, patches)
-        assert completed.returncode == 0, completed.stderr
+@pytest.mark.parametrize("tree", _each_tree())
+def test_patches_apply_alone_and_in_order(tree, tmp_path, request):
+    target, copy = TREES[tree]
+    if copy is None:
+        root = request.getfixturevalue("pinned_keras_openvino")
+    else:
+        root = copy(tmp_path)
+    if target is KERAS_OPENVINO:
+        assert upstream.version(root, target) == target.version
+    for part in PARTS:
+        ok, message = upstream.check_patches(
+            _patches(target, [part]), root, target
+        )
+        assert ok, f"{part}: {message}"
+        if shutil.which("patch"):
+            ok, output = _patch_binary_accepts(
+                _patches(target, [part])[0], root
+            )
+            assert ok, f"patch -p1, {part}: {output}"
+    ok, message = upstream.check_patches(_patches(target), root, target)
+    assert ok, message
+
+
+def test_pinned_commit_gives_the_keras_openvino_patches(pinned_keras_openvino):
+    # One set for both: made against the pinned commit, every patch is the
+    # committed one, made against the 0.0.1 wheel.
+    for entry in upstream.UPSTREAM:
+        generated = upstream.make_patch(
+            pinned_keras_openvino, entry, KERAS_OPENVINO
+        )
+        assert generated == entry.patch_path(KERAS_OPENVINO).read_text()
+
+
+def test_keras_openvino_patches_name_only_its_modules():
+    # The modules, imports and test files are keras-openvino's, not those of
+    # the backend keras 3.15 carried.
+    for entry in upstream.UPSTREAM:
+        text = entry.patch_path(KERAS_OPENVINO).read_text()
+        assert "keras/src/backend/openvino" not in text, entry.part
+        assert "keras.src.backend.openvino" not in text, entry.part
+        test_path = entry.test_path(KERAS_OPENVINO)
+        assert f"+++ b/{test_path}\n" in text, entry.part
+        assert "+from keras_openvino.src.ops.core import " in text, entry.part
+    assert PARTS["einsum"].test_path(KERAS_OPENVINO) == (
+        "keras_openvino/src/ops/einsum_lowering_test.py"
+    )
+    assert PARTS["align_types"].test_path(KERAS_OPENVINO) == (
+        "keras_openvino/src/align_operand_types_test.py"
+    )
+
+
+def test_check_explains_why_a_patch_does_not_apply(tmp_path):
+    tree = _copy_keras_master(tmp_path)
+    numpy_py = tree / KERAS.numpy
+    stock_line = "result = ov_opset.einsum(inputs, subscripts).output(0)"
+    numpy_py.write_text(
+        numpy_py.read_text().replace(stock_line, stock_line + "  # changed")
+    )
+    ok, message = upstream.check_patches(
+        _patches(KERAS, ["einsum"]), tree, KERAS
+    )
+    assert not ok
+    assert message.startswith(
+        f"does not apply to keras 3.16.0 at {tree}: git apply: "
+    ), message
+    assert f"patch failed: {KERAS.numpy}:" in message, message
+    assert f"{KERAS.numpy}: patch does not apply" in message, message
+
+
+def test_check_refuses_a_tree_already_patched(tmp_path):
+    tree = _copy_keras_master(tmp_path)
+    patches = _patches(KERAS, ["einsum"])
+    upstream.apply_patches(patches, tree)
+    ok, message = upstream.check_patches(patches, tree, KERAS)
+    assert not ok
+    module_path = PARTS["einsum"].module_path(KERAS)
+    assert f"{module_path}: already exists in working directory" in message
+
+
+def test_apply_writes_nothing_unless_every_patch_applies(tmp_path):
+    tree = _copy_keras_master(tmp_path)
+    core_py = (tree / KERAS.core).read_text()
+    numpy_py = (tree / KERAS.numpy).read_text()
+    # The second einsum patch finds its own lines in numpy.py.
+    with pytest.raises(upstream.PatchError, match="patch does not apply"):
+        upstream.apply_patches(
+            _patches(KERAS, ["align_types", "einsum", "einsum"]), tree
+        )
+    assert (tree / KERAS.core).read_text() == core_py
+    assert (tree / KERAS.numpy).read_text() == numpy_py
+    assert not (tree / PARTS["einsum"].module_path(KERAS)).exists()
+
+
+def test_cli_applies_and_then_refuses(tmp_path, capsys):
+    tree = _copy_keras_master(tmp_path)
+    patch = str(PARTS["matmul"].patch_path(KERAS))
+    arguments = ["--target", "keras", "--keras-src", str(tree)]
+    assert upstream.main(["apply", *arguments, "--patch", patch]) == 0
+    assert "lower_transposed_matmul" in (tree / KERAS.numpy).read_text()
+    assert upstream.main(["check", *arguments, "--patch", patch]) == 1
+    assert "does not apply to keras 3.16.0" in capsys.readouterr().out
+
+
+def test_make_patch_says_which_anchor_is_missing(tmp_path):
+    tree = _copy_keras_master(tmp_path)
+    numpy_py = tree / KERAS.numpy
+    numpy_py.write_text(
+        numpy_py.read_text().replace("def matmul(x1, x2):", "def matmul(a, b):")
+    )
+    with pytest.raises(upstream.PatchError, match=r"cannot find def matmul"):
+        upstream.make_patch(tree, PARTS["matmul"], KERAS)
 
 
 @pytest.mark.parametrize(
     "part", [part for part, entry in PARTS.items() if entry.module]
 )
-def test_generated_module_is_the_part_merged(part, keras_copy):
+def test_generated_module_is_the_part_merged(part):
     entry = PARTS[part]
-    numpy_source = (keras_copy / upstream.NUMPY).read_text()
+    numpy_source = (KERAS_MASTER / KERAS.numpy).read_text()
     keras_opset = upstream.OPSET_IMPORT.search(numpy_source).group(0)
     module = upstream.generated_module(entry, keras_opset)
     tree = ast.parse(module)
@@ -244,8 +411,8 @@ def test_generator_refuses_a_name_defined_twice(tmp_path, monkeypatch):
 
 
 def test_upstream_tests_are_not_collected_here():
-    # They are keras's test files, run on patched keras copies below; our
-    # own pytest run collects tests/ only.
+    # They are keras's test files, run on patched copies below; our own
+    # pytest run collects tests/ only.
     pyproject = (upstream.ROOT / "pyproject.toml").read_text()
     assert 'testpaths = ["tests"]' in pyproject
     assert not upstream.UPSTREAM_TESTS.is_relative_to(upstream.ROOT / "tests")
@@ -254,43 +421,76 @@ def test_upstream_tests_are_not_collected_here():
     ) == (sorted(entry.test for entry in upstream.UPSTREAM))
 
 
-# keras's own ruff settings (pyproject.toml of keras 3.15.1), so that the
-# files the patch adds pass the lint of a keras pull request.
-KERAS_RUFF = [
+# The targets' own ruff settings (keras 3.15.1's and keras-openvino's
+# pyproject.toml: the same but for the first-party packages), so that the
+# files the patches touch and add pass the lint of a pull request.
+RUFF = [
     "--isolated",
     "--line-length=80",
     "--config=lint.select = ['E', 'F', 'I', 'S101']",
     "--config=lint.ignore = ['E722', 'E741', 'E731']",
     "--config=lint.isort.force-single-line = true",
-    "--config=lint.isort.known-first-party = ['keras']",
 ]
+FIRST_PARTY = {
+    KERAS: "['keras']",
+    KERAS_OPENVINO: "['keras', 'keras_openvino']",
+}
 
 
 @pytest.fixture(scope="module")
 def patched_keras(tmp_path_factory):
     """A copy of the installed keras with every part's patch applied, in
-    order (keras_copy stays pristine)."""
-    root = tmp_path_factory.mktemp("keras-patched")
-    _copy_keras(root)
-    upstream.apply_patches(_every_patch(), root, write=True)
+    order."""
+    root = _copy_installed(KERAS, tmp_path_factory.mktemp("keras-patched"))
+    upstream.apply_patches(_patches(KERAS), root)
     return root
 
 
-def test_patched_files_pass_keras_lint(patched_keras):
+@pytest.fixture(scope="module")
+def patched_keras_openvino(tmp_path_factory, request):
+    """A copy of keras-openvino with every part's patch applied, in order:
+    of the installed package, else of the pinned commit."""
+    root = tmp_path_factory.mktemp("keras-openvino-patched")
+    if _installed(KERAS_OPENVINO):
+        _copy_installed(KERAS_OPENVINO, root)
+    else:
+        pinned = request.getfixturevalue("pinned_keras_openvino")
+        shutil.copytree(
+            pinned / KERAS_OPENVINO.package, root / KERAS_OPENVINO.package
+        )
+    upstream.apply_patches(_patches(KERAS_OPENVINO), root)
+    return root
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(KERAS, marks=ON_STACK[KERAS], id="keras"),
+        # The installed package's or the pinned commit's: on either stack.
+        pytest.param(KERAS_OPENVINO, id="keras-openvino"),
+    ],
+)
+def test_patched_files_pass_the_targets_lint(target, request):
     ruff = shutil.which("ruff", path=os.path.dirname(sys.executable))
     ruff = ruff or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed")
-    files = [upstream.NUMPY, upstream.CORE] + [
+    fixture = {KERAS: "patched_keras", KERAS_OPENVINO: "patched_keras_openvino"}
+    root = request.getfixturevalue(fixture[target])
+    files = sorted({target.numpy, target.core, target.align}) + [
         path
         for entry in upstream.UPSTREAM
-        for path in (entry.module_path, entry.test_path)
+        for path in (entry.module_path(target), entry.test_path(target))
         if path
+    ]
+    settings = [
+        *RUFF,
+        f"--config=lint.isort.known-first-party = {FIRST_PARTY[target]}",
     ]
     for command in (["check"], ["format", "--check", "--diff"]):
         completed = subprocess.run(
-            [ruff, *command, *KERAS_RUFF, *files],
-            cwd=patched_keras,
+            [ruff, *command, *settings, *files],
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=60,
@@ -298,11 +498,11 @@ def test_patched_files_pass_keras_lint(patched_keras):
         assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def _environment(patched_keras):
+def _environment(tree):
     return dict(
         os.environ,
         KERAS_BACKEND="openvino",
-        PYTHONPATH=str(patched_keras),
+        PYTHONPATH=str(tree),
         TF_CPP_MIN_LOG_LEVEL="3",
     )
 
@@ -402,6 +602,7 @@ print("patched keras OK")
 """
 
 
+@ON_STACK[KERAS]
 def test_patched_keras_lowers_without_enable(patched_keras):
     completed = subprocess.run(
         [
@@ -424,7 +625,7 @@ def test_patched_keras_lowers_without_enable(patched_keras):
 # matmuls they lower, and of the ops (slice_update among them) in core.py.
 # Trainer tests need keras's repository conftest.py (not shipped) to be
 # skipped on OpenVINO, so they are deselected here.
-KERAS_TESTS = [entry.test_path for entry in upstream.UPSTREAM] + [
+KERAS_TESTS = [entry.test_path(KERAS) for entry in upstream.UPSTREAM] + [
     "keras/src/layers/core/einsum_dense_test.py",
     "keras/src/layers/core/reversible_embedding_test.py",
     "keras/src/layers/attention/multi_head_attention_test.py",
@@ -449,9 +650,10 @@ BINARY_OP_TESTS = (
 )
 
 
-def _keras_outcomes(patched_keras, name, *arguments):
-    """{test id: "passed" | "failed" | "skipped"} from one pytest run."""
-    report = patched_keras / f"{name}.xml"
+def _outcomes(tree, target, name, *arguments):
+    """{test id: "passed" | "failed" | "skipped"} from one pytest run on a
+    copy of ``target``'s tree."""
+    report = tree / f"{name}.xml"
     completed = subprocess.run(
         [
             sys.executable,
@@ -460,14 +662,15 @@ def _keras_outcomes(patched_keras, name, *arguments):
             "-q",
             "-p",
             "no:cacheprovider",
+            *target.pytest_options,
             f"--junitxml={report}",
             *arguments,
         ],
-        env=_environment(patched_keras),
+        env=_environment(tree),
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=patched_keras,
+        cwd=tree,
     )
     assert report.exists(), completed.stdout[-3000:] + completed.stderr[-3000:]
     outcomes = {}
@@ -485,8 +688,9 @@ def _keras_outcomes(patched_keras, name, *arguments):
 
 @pytest.fixture(scope="module")
 def keras_test_outcomes(patched_keras):
-    return _keras_outcomes(
+    return _outcomes(
         patched_keras,
+        KERAS,
         "report",
         "-m",
         "not requires_trainable_backend",
@@ -494,6 +698,7 @@ def keras_test_outcomes(patched_keras):
     )
 
 
+@ON_STACK[KERAS]
 def test_keras_tests_pass_on_patched_keras(keras_test_outcomes):
     stems = [entry.test[: -len(".py")] for entry in upstream.UPSTREAM]
     ours = [t for t in keras_test_outcomes if any(s in t for s in stems)]
@@ -512,6 +717,7 @@ def test_keras_tests_pass_on_patched_keras(keras_test_outcomes):
     assert len(keras_test_outcomes) > 150, len(keras_test_outcomes)
 
 
+@ON_STACK[KERAS]
 def test_keras_int4_einsum_dense_tests_pass_on_patched_keras(
     keras_test_outcomes,
 ):
@@ -523,9 +729,11 @@ def test_keras_int4_einsum_dense_tests_pass_on_patched_keras(
     assert not failed, f"{len(failed)} of {len(int4)} fail: {failed}"
 
 
+@ON_STACK[KERAS]
 def test_keras_binary_op_tests_pass_on_patched_keras(patched_keras):
-    outcomes = _keras_outcomes(
+    outcomes = _outcomes(
         patched_keras,
+        KERAS,
         "binary_ops",
         "keras/src/ops/numpy_test.py",
         "-k",
@@ -537,16 +745,33 @@ def test_keras_binary_op_tests_pass_on_patched_keras(patched_keras):
     assert len(passed) >= 1143, len(passed)
 
 
-@pytest.mark.parametrize("part", PARTS)
-def test_part_tests_pass_on_keras_patched_with_that_part_alone(part, tmp_path):
+@pytest.mark.parametrize("target, entry", _each_part(KERAS, KERAS_OPENVINO))
+def test_part_tests_pass_on_a_copy_patched_with_that_part_alone(
+    target, entry, tmp_path
+):
     # keras's own tests run once, on the copy with every part; each part's
     # small test file runs here on a copy with only that part's patch.
-    entry = PARTS[part]
-    _copy_keras(tmp_path)
-    upstream.apply_patch(_patch(part), tmp_path, write=True)
+    _copy_installed(target, tmp_path)
+    upstream.apply_patches(_patches(target, [entry.part]), tmp_path)
     for other in upstream.UPSTREAM:
         if other is not entry and other.module:
-            assert not (tmp_path / other.module_path).exists()
-    outcomes = _keras_outcomes(tmp_path, part, entry.test_path)
-    assert outcomes, f"no test ran in {entry.test_path}"
+            assert not (tmp_path / other.module_path(target)).exists()
+    test_path = entry.test_path(target)
+    outcomes = _outcomes(tmp_path, target, entry.part, test_path)
+    assert outcomes, f"no test ran in {test_path}"
+    assert all(outcome == "passed" for outcome in outcomes.values()), outcomes
+
+
+@ON_STACK[KERAS_OPENVINO]
+def test_part_tests_pass_on_keras_openvino_patched_with_every_part(
+    patched_keras_openvino,
+):
+    # On keras, keras_test_outcomes runs them on keras with every part.
+    outcomes = _outcomes(
+        patched_keras_openvino,
+        KERAS_OPENVINO,
+        "every_part",
+        *(entry.test_path(KERAS_OPENVINO) for entry in upstream.UPSTREAM),
+    )
+    assert len(outcomes) >= 14, outcomes
     assert all(outcome == "passed" for outcome in outcomes.values()), outcomes

@@ -5,24 +5,24 @@
 """
 
 from .generator import (
+    TARGETS,
     UPSTREAM,
     PatchError,
+    Target,
     Upstream,
-    apply_patch,
     apply_patches,
-    check_patch,
     check_patches,
     main,
     make_patch,
 )
 
 __all__ = [
+    "TARGETS",
     "UPSTREAM",
     "PatchError",
+    "Target",
     "Upstream",
-    "apply_patch",
     "apply_patches",
-    "check_patch",
     "check_patches",
     "main",
     "make_patch",

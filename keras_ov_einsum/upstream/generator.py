@@ -1,26 +1,29 @@
-"""The lowerings as patches to keras's own OpenVINO backend, one per part,
-and their checker.
+"""The lowerings as patches to the OpenVINO backend they change, one per
+part and per target, and their checker.
 
-    python -m keras_ov_einsum.upstream make-patch [--keras-src DIR]
+    python -m keras_ov_einsum.upstream make-patch [--target T] [--src DIR]
         [--out-dir DIR]
-    python -m keras_ov_einsum.upstream check [--keras-src DIR] [--patch F ...]
-    python -m keras_ov_einsum.upstream apply --keras-src DIR [--patch F ...]
+    python -m keras_ov_einsum.upstream check [--target T] [--src DIR]
+        [--patch F ...]
+    python -m keras_ov_einsum.upstream apply --src DIR [--target T]
+        [--patch F ...]
 
-``make-patch`` writes one unified diff per upstreamed part (``UPSTREAM``,
-in the order they are meant to be applied) against keras's layout:
-``patches/keras-VERSION-PART.patch``. Each adds the part's module to
-``keras/src/backend/openvino/`` (``outcome.py`` and the part's own
-``sources``, parts.py, merged into one: a single source of truth for the
-monkeypatch and the patch), the part's keras-style test file
-(``upstream_tests/``) and its call in ``numpy.py`` or ``core.py``; the
-align_types part only fixes ``core.py``'s ``align_operand_types`` in place
-(the monkeypatch wraps it instead). Every patch is made against the
-unpatched keras file, and each part's lines sit apart from the others' (its
+A target is a project whose source tree holds the backend (``TARGETS``):
+``keras`` (keras 3.12-3.15, ``keras/src/backend/openvino/``) or
+``keras-openvino`` (keras 3.16 and later load the backend from that
+package, ``keras_openvino/src/``). ``make-patch`` writes one unified diff
+per upstreamed part (``UPSTREAM``, in the order they are meant to be
+applied) against the target's tree: ``patches/TARGET-VERSION-PART.patch``.
+Each adds the part's module beside the backend's ``numpy.py`` and
+``core.py`` (``outcome.py`` and the part's own ``sources`` merged into one:
+a single source of truth for the monkeypatch and the patch), the part's
+keras-style test file (``tests/``) beside it and its call in ``numpy.py``
+or ``core.py``; the align_types part only fixes ``align_operand_types`` in
+place (the monkeypatch wraps it instead). Every patch is made against the
+unpatched file, and each part's lines sit apart from the others' (its
 import at its own place), so each applies alone and all apply one after
-the other. ``check`` says whether patches apply to a keras source tree (by
-default the installed keras, whose ``keras/src/...`` layout is the same)
-and why not. Everything here uses the standard library only: no ``patch``
-binary, no git, no keras import.
+the other. ``check`` and ``apply`` run ``git apply`` on a tree (by default
+the installed package's, whose layout is the repository's).
 """
 
 import argparse
@@ -28,19 +31,22 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import os
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 
 from ..core.registry import by_name
 
 __all__ = [
+    "TARGETS",
     "UPSTREAM",
     "PatchError",
+    "Target",
     "Upstream",
-    "apply_patch",
     "apply_patches",
-    "check_patch",
     "check_patches",
     "main",
     "make_patch",
@@ -49,33 +55,148 @@ __all__ = [
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 ROOT = PACKAGE.parent
 PATCHES = ROOT / "patches"
-# The keras-style test files the patches add, one per part: keras's files,
-# not ours (pyproject's testpaths leaves them out of our test run).
+# The keras-style test files the patches add, one per part, written for
+# keras's layout (``Target.test_text`` moves their imports to another's):
+# keras's files, not ours (pyproject's testpaths leaves them out of our
+# test run).
 UPSTREAM_TESTS = PACKAGE / "upstream" / "tests"
-TARGET_KERAS = "3.15.1"
 # Every part module starts from the result type its lowering answers with.
 SHARED_SOURCES = ("core/outcome.py",)
 # A part module's declaration (``PART = Part(...)``, its ``Hook``s) and the
 # functions only they name are the monkeypatch's glue: keras calls the
 # lowerings itself.
 _GLUE_CLASSES = ("Part", "Hook", "BackendHook", "ExtensionPoint")
-BACKEND = "keras/src/backend/openvino"
-NUMPY = f"{BACKEND}/numpy.py"
-CORE = f"{BACKEND}/core.py"
-VERSION_FILE = "keras/src/version.py"
 
-# Each part's edits of numpy.py and core.py. No patch's context may hold
-# another part's lines, so that the patches apply together: numpy.py's
+
+def _dotted(path):
+    """The module a source path names: ``a/b/c.py`` -> ``a.b.c``."""
+    return path.removesuffix(".py").replace("/", ".")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A project the patches are made for: where its OpenVINO backend keeps
+    what the parts change, and so where a part's module, call and test go.
+
+    ``name``: ``--target``, and the patches' file names
+    (``NAME-VERSION-PART.patch``); ``title``: the backend, as a patch's
+    header names it. ``package``: its top-level package; the
+    folder holding it is the root of a source tree, as of a checkout.
+    ``numpy``, ``core``: the backend's ``numpy.py`` and ``core.py``;
+    ``align``: the file defining ``align_operand_types``. ``modules``: the
+    folder the parts' modules go in, beside the numpy.py and core.py that
+    import them; a part's test goes beside its module (align_types':
+    beside ``align``). ``version_file``; ``version``: the version the
+    committed patches are made against; ``release``: how upstream names
+    that version (``{version}`` filled in); ``same_as``: other trees the
+    committed patches are for, whose files they change are the same.
+    ``pytest_options``: what pytest needs to run a test in the tree (the
+    patch's header says so).
+    """
+
+    name: str
+    title: str
+    package: str
+    numpy: str
+    core: str
+    align: str
+    modules: str
+    version_file: str
+    version: str
+    release: str
+    same_as: str = ""
+    pytest_options: tuple = ()
+
+    @property
+    def core_module(self):
+        return _dotted(self.core)
+
+    def module_path(self, module):
+        return f"{self.modules}/{module}.py"
+
+    def module_import(self, module):
+        return f"{_dotted(self.modules)}.{module}"
+
+    @property
+    def folder(self):
+        """The backend's folder, as a patch's header names it."""
+        return os.path.commonpath([self.numpy, self.core, self.align])
+
+    def test_text(self, template):
+        """A test file written for keras's layout, importing from this
+        target's modules instead."""
+        for keras_path, path in (
+            (KERAS.numpy, self.numpy),
+            (KERAS.core, self.core),
+        ):
+            template = template.replace(
+                f"from {_dotted(keras_path)} import",
+                f"from {_dotted(path)} import",
+            )
+        return template
+
+    def patch_name(self, part, version=None):
+        return f"{self.name}-{version or self.version}-{part}.patch"
+
+    def describe(self, version):
+        """What a patch made against ``version`` targets, for its header."""
+        if version == "unknown":
+            return f"an unknown {self.name} version"
+        release = self.release.format(version=version)
+        if version == self.version and self.same_as:
+            release += f"; the same files as {self.same_as}"
+        return f"{self.name} {version} ({release})"
+
+
+_IN_KERAS = "keras/src/backend/openvino"
+KERAS = Target(
+    name="keras",
+    title="keras's OpenVINO backend",
+    package="keras",
+    numpy=f"{_IN_KERAS}/numpy.py",
+    core=f"{_IN_KERAS}/core.py",
+    align=f"{_IN_KERAS}/core.py",
+    modules=_IN_KERAS,
+    version_file="keras/src/version.py",
+    version="3.15.1",
+    release="git tag v{version}",
+)
+# keras-team/keras-openvino's backend: the ops modules keras.ops dispatches
+# to in ops/, the dtype helpers (align_operand_types among them) in utils.py.
+# The parts' modules go into ops/, beside the numpy.py and core.py that call
+# them, as in keras's backend folder.
+KERAS_OPENVINO = Target(
+    name="keras-openvino",
+    title="keras-openvino, Keras's OpenVINO backend",
+    package="keras_openvino",
+    numpy="keras_openvino/src/ops/numpy.py",
+    core="keras_openvino/src/ops/core.py",
+    align="keras_openvino/src/utils.py",
+    modules="keras_openvino/src/ops",
+    version_file="keras_openvino/src/version.py",
+    version="0.0.1",
+    release="the PyPI release",
+    # Its numpy.py, core.py and utils.py are byte for byte the wheel's.
+    same_as="keras-team/keras-openvino at cba2a787ad45",
+    # keras_openvino cannot be imported before keras: its src/__init__.py
+    # imports keras, which imports the half-initialized package back as its
+    # backend (NameError: name 'Variable' is not defined). pytest imports a
+    # test inside the package as keras_openvino.src...; "-p keras" makes it
+    # import keras first, as a plugin. (A conftest.py at the repository's
+    # root could; each patch adding one, they would not apply together.)
+    pytest_options=("-p", "keras"),
+)
+TARGETS = {target.name: target for target in (KERAS, KERAS_OPENVINO)}
+
+# Each part's edits of numpy.py and core.py, written for any target (the
+# import of its module added by ``_from_import``). No patch's context may
+# hold another part's lines, so that the patches apply together: numpy.py's
 # import block has one place a backend module sorts to that is the same in
-# keras 3.15.1 and master (after the last import of the backend's core),
-# the einsum part's; the matmul and prescale parts import inside the
-# function they change, as the backend does elsewhere (math.py, nn.py).
-EINSUM_IMPORT_ANCHOR = (
-    "from keras.src.backend.openvino.core import while_loop\n"
-)
-EINSUM_IMPORT = (
-    "from keras.src.backend.openvino.einsum_lowering import lower_einsum\n"
-)
+# keras 3.15.1, keras master and keras-openvino (after the last import from
+# the backend's core), the einsum part's; the matmul and prescale parts
+# import inside the function they change, as the backend does elsewhere
+# (math.py, nn.py).
+EINSUM_IMPORT_ANCHOR = "from {} import while_loop\n"
 EINSUM_ANCHOR = "    result = ov_opset.einsum(inputs, subscripts).output(0)\n"
 EINSUM_CALL = """\
     # An einsum with a constant kernel (a Keras variable), as in EinsumDense,
@@ -93,9 +214,6 @@ MATMUL_ANCHOR = (
     ".output(0))\n"
 )
 MATMUL_CALL = """\
-    from keras.src.backend.openvino.transposed_matmul import (
-        lower_transposed_matmul,
-    )
 
     result = ov_opset.matmul(x1, x2, False, False)
     # matmul(x, transpose(constant)), as in tied embedding logits, reads the
@@ -110,9 +228,6 @@ MULTIPLY_ANCHOR = (
     "    return OpenVINOKerasTensor(ov_opset.multiply(x1, x2).output(0))\n"
 )
 MULTIPLY_CALL = """\
-    from keras.src.backend.openvino.prescaled_projection import (
-        lower_prescaled_projection,
-    )
 
     result = ov_opset.multiply(x1, x2)
     # A projection scaled by a power of two (attention's query scaling)
@@ -125,10 +240,6 @@ MULTIPLY_CALL = """\
 """
 CORE_IMPORT_ANCHOR = (
     "from keras.src.backend.common.stateless_scope import StatelessScope\n"
-)
-SLICE_UPDATE_IMPORT = (
-    "from keras.src.backend.openvino.slab_slice_update import "
-    "lower_slice_update\n"
 )
 SLICE_UPDATE_DEF = "def slice_update(inputs, start_indices, updates):\n"
 SLICE_UPDATE_ANCHOR = "    return OpenVINOKerasTensor(result)\n"
@@ -158,46 +269,70 @@ ALIGN_FIX = """\
         x2 = ov_opset.convert(x2, result_type).output(0)
 """
 # The package imports an older opset than keras for older OpenVINOs; inside
-# keras the module uses whatever opset the backend's numpy.py uses.
+# the backend the module uses whatever opset the backend's numpy.py uses.
 OPSET_IMPORT = re.compile(r"^import openvino\.opset\d+ as ov_opset$", re.M)
+_VERSION = re.compile(r'__version__ = "([^"]+)"')
 
 
 class PatchError(RuntimeError):
-    """A patch cannot be generated for, or applied to, a keras tree."""
+    """A patch cannot be generated for, or applied to, a source tree."""
 
 
-def _einsum_numpy(text):
+def _from_import(module, name, indent=""):
+    """``from module import name`` as ruff's isort writes it under the
+    targets' settings (force-single-line, 80 columns): in parentheses only
+    when the line would be longer."""
+    line = f"{indent}from {module} import {name}"
+    if len(line) <= 80:
+        return line + "\n"
+    return f"{indent}from {module} import (\n{indent}    {name},\n{indent})\n"
+
+
+# Each edit maps (the stock file's text, the target, the part's module as
+# imported there) to the patched text.
+
+
+def _einsum_numpy(text, target, module):
+    anchor = EINSUM_IMPORT_ANCHOR.format(target.core_module)
     _expect_once(
-        NUMPY,
+        target.numpy,
         text,
         [
-            (EINSUM_IMPORT_ANCHOR, "the import of while_loop"),
+            (anchor, "the import of while_loop"),
             (EINSUM_ANCHOR, "the Einsum in einsum()"),
         ],
     )
-    text = text.replace(
-        EINSUM_IMPORT_ANCHOR, EINSUM_IMPORT_ANCHOR + EINSUM_IMPORT, 1
-    )
+    import_line = _from_import(module, "lower_einsum")
+    text = text.replace(anchor, anchor + import_line, 1)
     return text.replace(EINSUM_ANCHOR, EINSUM_CALL, 1)
 
 
-def _matmul_numpy(text):
-    _expect_once(NUMPY, text, [(MATMUL_DEF, "def matmul(x1, x2)")])
+def _matmul_numpy(text, target, module):
+    _expect_once(target.numpy, text, [(MATMUL_DEF, "def matmul(x1, x2)")])
     return _replace_last_line(
-        NUMPY, text, MATMUL_DEF, MATMUL_ANCHOR, MATMUL_CALL
+        target.numpy,
+        text,
+        MATMUL_DEF,
+        MATMUL_ANCHOR,
+        _from_import(module, "lower_transposed_matmul", "    ") + MATMUL_CALL,
     )
 
 
-def _prescale_numpy(text):
-    _expect_once(NUMPY, text, [(MULTIPLY_DEF, "def multiply(x1, x2)")])
+def _prescale_numpy(text, target, module):
+    _expect_once(target.numpy, text, [(MULTIPLY_DEF, "def multiply(x1, x2)")])
     return _replace_last_line(
-        NUMPY, text, MULTIPLY_DEF, MULTIPLY_ANCHOR, MULTIPLY_CALL
+        target.numpy,
+        text,
+        MULTIPLY_DEF,
+        MULTIPLY_ANCHOR,
+        _from_import(module, "lower_prescaled_projection", "    ")
+        + MULTIPLY_CALL,
     )
 
 
-def _slice_update_core(text):
+def _slice_update_core(text, target, module):
     _expect_once(
-        CORE,
+        target.core,
         text,
         [
             (CORE_IMPORT_ANCHOR, "the import of StatelessScope"),
@@ -205,31 +340,40 @@ def _slice_update_core(text):
         ],
     )
     text = text.replace(
-        CORE_IMPORT_ANCHOR, CORE_IMPORT_ANCHOR + SLICE_UPDATE_IMPORT, 1
+        CORE_IMPORT_ANCHOR,
+        CORE_IMPORT_ANCHOR + _from_import(module, "lower_slice_update"),
+        1,
     )
     return _replace_last_line(
-        CORE, text, SLICE_UPDATE_DEF, SLICE_UPDATE_ANCHOR, SLICE_UPDATE_CALL
+        target.core,
+        text,
+        SLICE_UPDATE_DEF,
+        SLICE_UPDATE_ANCHOR,
+        SLICE_UPDATE_CALL,
     )
 
 
-def _align_types_core(text):
+def _align_types(text, target, module):
     _expect_once(
-        CORE, text, [(ALIGN_ANCHOR, "align_operand_types()'s two Converts")]
+        target.align,
+        text,
+        [(ALIGN_ANCHOR, "align_operand_types()'s two Converts")],
     )
     return text.replace(ALIGN_ANCHOR, ALIGN_FIX, 1)
 
 
 @dataclasses.dataclass(frozen=True)
 class Upstream:
-    """What one part's patch gives keras.
+    """What one part's patch gives the backend.
 
-    ``part``: the part's name in parts.py; ``outcome.py`` and its
-    ``sources`` make up ``module``. ``module``: the new module's name in
-    keras's backend, None when the part adds none. ``test``: its keras-style
-    test file in ``upstream_tests/``, added to keras's backend under the
-    same name. ``summary``: what it changes, for the patch's header and the
-    module's docstring. ``edits``: ``(keras path, function)`` pairs, each
-    function mapping the stock file's text to the patched one.
+    ``part``: the part's name in the registry; ``outcome.py`` and its
+    ``sources`` make up ``module``. ``module``: the new module's name in the
+    backend, None when the part adds none. ``test``: its keras-style test
+    file in ``tests/``, added beside the module under the same name.
+    ``summary``: what it changes, for the patch's header and the module's
+    docstring. ``edits``: ``(file, edit)`` pairs, ``file`` the ``Target``
+    field naming the file it changes (``"numpy"``, ``"core"``,
+    ``"align"``), ``edit`` mapping its stock text to the patched one.
     """
 
     part: str
@@ -238,26 +382,25 @@ class Upstream:
     summary: str
     edits: tuple
 
-    @property
-    def module_path(self):
-        return f"{BACKEND}/{self.module}.py" if self.module else None
+    def module_path(self, target):
+        return target.module_path(self.module) if self.module else None
 
-    @property
-    def test_path(self):
-        return f"{BACKEND}/{self.test}"
+    def test_path(self, target):
+        """Beside the module, or beside the file the part fixes."""
+        if self.module:
+            folder = target.modules
+        else:
+            folder = os.path.dirname(getattr(target, self.edits[0][0]))
+        return f"{folder}/{self.test}"
 
     @property
     def sources(self):
         """This package's modules merged into ``module``, in order."""
         return SHARED_SOURCES + tuple(by_name()[self.part].sources)
 
-    def patch_name(self, version=TARGET_KERAS):
-        return f"keras-{version}-{self.part}.patch"
-
-    @property
-    def patch_path(self):
-        """The committed patch, for the keras version it targets."""
-        return PATCHES / self.patch_name()
+    def patch_path(self, target):
+        """The committed patch, for the version ``target`` pins."""
+        return PATCHES / target.patch_name(self.part)
 
 
 # In the order the patches are meant to be applied and reviewed: the
@@ -269,7 +412,7 @@ UPSTREAM = (
         test="align_operand_types_test.py",
         summary="Convert a binary op's operands only when their OpenVINO "
         "type differs\nfrom the result type.",
-        edits=((CORE, _align_types_core),),
+        edits=(("align", _align_types),),
     ),
     Upstream(
         part="einsum",
@@ -277,7 +420,7 @@ UPSTREAM = (
         test="einsum_lowering_test.py",
         summary="Lower einsums with a constant kernel (EinsumDense) to a "
         "MatMul on a view\nof the kernel.",
-        edits=((NUMPY, _einsum_numpy),),
+        edits=(("numpy", _einsum_numpy),),
     ),
     Upstream(
         part="matmul",
@@ -285,7 +428,7 @@ UPSTREAM = (
         test="transposed_matmul_test.py",
         summary="Feed matmul(x, transpose(constant)) to MatMul as "
         "transpose_b, not a\ntransposed copy of the constant.",
-        edits=((NUMPY, _matmul_numpy),),
+        edits=(("numpy", _matmul_numpy),),
     ),
     Upstream(
         part="slice_update",
@@ -293,7 +436,7 @@ UPSTREAM = (
         test="slab_slice_update_test.py",
         summary="Write slice_update's whole trailing axes as slabs: one "
         "index row per\nslab, not per element.",
-        edits=((CORE, _slice_update_core),),
+        edits=(("core", _slice_update_core),),
     ),
     Upstream(
         part="prescale",
@@ -301,24 +444,37 @@ UPSTREAM = (
         test="prescaled_projection_test.py",
         summary="Scale a projection's input, not its output, by a power "
         "of two\n(attention's query scaling).",
-        edits=((NUMPY, _prescale_numpy),),
+        edits=(("numpy", _prescale_numpy),),
     ),
 )
 
 
-def installed_keras_root():
-    """The folder holding the installed ``keras/`` package."""
-    spec = importlib.util.find_spec("keras")
+def default_target():
+    """keras-openvino where its package is installed (keras 3.16 and later
+    load the backend from it), else keras."""
+    installed = importlib.util.find_spec(KERAS_OPENVINO.package) is not None
+    return KERAS_OPENVINO if installed else KERAS
+
+
+def installed_root(target):
+    """The folder holding the installed ``target.package``."""
+    spec = importlib.util.find_spec(target.package)
     if spec is None or spec.origin is None:
-        raise PatchError("keras is not installed")
-    return pathlib.Path(spec.origin).parent.parent
+        raise PatchError(f"{target.package} is not installed")
+    root = pathlib.Path(spec.origin).parent.parent
+    if not (root / target.numpy).exists():
+        raise PatchError(
+            f"the installed {target.package} has no {target.numpy}: not the "
+            f"{target.name} target (--target)"
+        )
+    return root
 
 
-def keras_version(keras_src):
-    """The ``__version__`` in ``keras_src``'s version file, or "unknown"."""
-    version_file = pathlib.Path(keras_src) / VERSION_FILE
+def version(tree, target):
+    """The ``__version__`` in ``tree``'s version file, or "unknown"."""
+    version_file = pathlib.Path(tree) / target.version_file
     if version_file.exists():
-        match = re.search(r'__version__ = "([^"]+)"', version_file.read_text())
+        match = _VERSION.search(version_file.read_text())
         if match:
             return match.group(1)
     return "unknown"
@@ -500,46 +656,55 @@ def _replace_last_line(path, text, definition, line, replacement):
     return text[:start] + body + text[end:]
 
 
-def make_patch(keras_src, upstream):
-    """``upstream``'s unified diff for the keras tree under ``keras_src``,
-    made against the unpatched files."""
-    keras_src = pathlib.Path(keras_src)
-    numpy_path = keras_src / NUMPY
+def make_patch(tree, upstream, target):
+    """``upstream``'s unified diff for ``target``'s source tree under
+    ``tree``, made against the unpatched files."""
+    tree = pathlib.Path(tree)
+    numpy_path = tree / target.numpy
     if not numpy_path.exists():
-        raise PatchError(f"no {NUMPY} under {keras_src}")
+        raise PatchError(f"no {target.numpy} under {tree}")
     opset = OPSET_IMPORT.search(numpy_path.read_text())
-    version = keras_version(keras_src)
-    target = "an unknown keras version"
-    if version != "unknown":
-        target = f"keras {version} (git tag v{version})"
     position = UPSTREAM.index(upstream) + 1
     header = (
         f"keras-ov-einsum, part {upstream.part} ({position} of "
-        f"{len(UPSTREAM)}), in keras's OpenVINO backend:\n"
+        f"{len(UPSTREAM)}), in {target.title}:\n"
         f"{upstream.summary}\n"
-        f"Target: {target}, {BACKEND}.\n"
+        f"Target: {target.describe(version(tree, target))}, "
+        f"{target.folder}.\n"
         "Generated by `python -m keras_ov_einsum.upstream make-patch`; "
-        "do not edit.\nApply from the root of a keras checkout with "
-        "`git apply` or `patch -p1`,\nalone or after the parts before it "
-        "(keras-ov-einsum's patches/README.md).\n\n"
+        f"do not edit.\nApply from the root of a {target.name} checkout "
+        "with `git apply` or `patch -p1`,\nalone or after the parts before "
+        "it (keras-ov-einsum's patches/README.md).\n"
     )
+    if target.pytest_options:
+        options = " ".join(target.pytest_options)
+        header += (
+            f"Run its test with `KERAS_BACKEND=openvino pytest {options} "
+            f"{upstream.test_path(target)}`\n(keras imported first: "
+            f"{target.package} cannot be imported before it).\n"
+        )
+    header += "\n"
     parts = [header]
-    for path, edit in upstream.edits:
-        original = (keras_src / path).read_text()
-        parts += _diff(path, original, edit(original))
+    module = upstream.module and target.module_import(upstream.module)
+    for field, edit in upstream.edits:
+        path = getattr(target, field)
+        original = (tree / path).read_text()
+        parts += _diff(path, original, edit(original, target, module))
     if upstream.module:
-        module = generated_module(upstream, opset and opset.group(0))
-        parts += _diff(upstream.module_path, None, module)
-    test = (UPSTREAM_TESTS / upstream.test).read_text()
-    parts += _diff(upstream.test_path, None, test)
+        text = generated_module(upstream, opset and opset.group(0))
+        parts += _diff(upstream.module_path(target), None, text)
+    test = target.test_text((UPSTREAM_TESTS / upstream.test).read_text())
+    parts += _diff(upstream.test_path(target), None, test)
     return "".join(parts)
 
 
-def make_patches(keras_src):
-    """{patch file name: text}, one per part, for ``keras_src``."""
-    version = keras_version(keras_src)
+def make_patches(tree, target):
+    """{patch file name: text}, one per part, for ``target``'s ``tree``."""
+    found = version(tree, target)
     return {
-        upstream.patch_name(version): make_patch(keras_src, upstream)
+        target.patch_name(upstream.part, found): make_patch(
+            tree, upstream, target
+        )
         for upstream in UPSTREAM
     }
 
@@ -562,153 +727,44 @@ def _diff(path, old, new):
 
 # ------------------------------------------------------------------- apply
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
+def apply_patches(patch_texts, tree, *, check=False):
+    """Apply (or, with ``check``, only check) patches one after the other
+    to ``tree`` with ``git apply``: all of them or nothing.
 
-def _parse(patch_text):
-    """[(path, is_new, [(old_start, [lines with ' '/'-'/'+' prefix])])].
-
-    Text before the first ``---`` (our header) is ignored, as patch and git
-    apply ignore it. Hunk bodies are read by their line counts.
+    Returns the paths they change; raises PatchError with git's reason.
     """
-    lines = patch_text.splitlines(keepends=True)
-    files, index = [], 0
-    while index < len(lines):
-        if not (
-            lines[index].startswith("--- ")
-            and index + 1 < len(lines)
-            and lines[index + 1].startswith("+++ ")
-        ):
-            index += 1
-            continue
-        old = lines[index][4:].strip()
-        new = lines[index + 1][4:].strip()
-        path = new[2:] if new.startswith("b/") else new
-        hunks, index = [], index + 2
-        while index < len(lines) and lines[index].startswith("@@"):
-            match = _HUNK.match(lines[index])
-            if match is None:
-                raise PatchError(f"malformed hunk header {lines[index]!r}")
-            old_left = int(match.group(2) or 1)
-            new_left = int(match.group(4) or 1)
-            body, index = [], index + 1
-            while old_left or new_left:
-                if index >= len(lines):
-                    raise PatchError(f"hunk of {path} is cut short")
-                line = lines[index]
-                if line[:1] in (" ", "\n"):
-                    old_left, new_left = old_left - 1, new_left - 1
-                    line = " " + line[1:] if line[:1] == " " else " \n"
-                elif line[:1] == "-":
-                    old_left -= 1
-                elif line[:1] == "+":
-                    new_left -= 1
-                else:
-                    raise PatchError(f"unexpected line in {path}: {line!r}")
-                body.append(line)
-                index += 1
-            hunks.append((int(match.group(1)), body))
-        files.append((path, old == "/dev/null", hunks))
-    return files
+    git = shutil.which("git")
+    if git is None:
+        raise PatchError("git is not installed: check and apply run git apply")
+    tree = pathlib.Path(tree).resolve()
+    if not tree.is_dir():
+        raise PatchError(f"{tree} is not a folder")
+    # One input: git applies a series given as several files one file at a
+    # time, each against the unpatched tree, and keeps those that applied.
+    completed = subprocess.run(
+        [git, "apply", "--numstat", "--check" if check else "--apply"],
+        input="".join(patch_texts),
+        cwd=tree,
+        # Not the repository of a folder above the tree (a venv inside a
+        # checkout): paths would be read from that repository's root.
+        env=dict(os.environ, GIT_CEILING_DIRECTORIES=str(tree.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if completed.returncode:
+        reason = completed.stderr.strip() or f"exit {completed.returncode}"
+        raise PatchError(f"git apply: {reason}")
+    paths = [line.split("\t")[-1] for line in completed.stdout.splitlines()]
+    return sorted(set(paths))
 
 
-def _apply_file(path, original, hunks):
-    """Apply hunks to ``original`` lines; raise PatchError saying where not."""
-    result, cursor = [], 0
-    for number, (old_start, body) in enumerate(hunks, 1):
-        expected = [line[1:] for line in body if line[0] in (" ", "-")]
-        replacement = [line[1:] for line in body if line[0] in (" ", "+")]
-        at = _find(original, expected, max(old_start - 1, 0), cursor)
-        if at is None:
-            line, want, found = _first_difference(original, expected, old_start)
-            raise PatchError(
-                f"hunk {number} of {path} does not apply: expected at line "
-                f"{line} {want!r}, found {found!r}"
-            )
-        result += original[cursor:at] + replacement
-        cursor = at + len(expected)
-    return result + original[cursor:]
-
-
-def _first_difference(original, expected, old_start):
-    """(line number, expected text, found text) of the first mismatch."""
-    for offset, want in enumerate(expected):
-        index = old_start - 1 + offset
-        found = original[index] if 0 <= index < len(original) else None
-        if found != want:
-            shown = "end of file" if found is None else found.rstrip("\n")
-            return index + 1, want.rstrip("\n"), shown
-    return old_start, "", "the same lines, but before an earlier hunk"
-
-
-def _find(lines, block, near, start):
-    """Where ``block`` occurs in ``lines`` at or after ``start``, nearest
-    ``near``: offsets allowed, no fuzz, as ``git apply`` does."""
-    candidates = [
-        i
-        for i in range(start, len(lines) - len(block) + 1)
-        if lines[i : i + len(block)] == block
-    ]
-    return min(candidates, key=lambda i: abs(i - near)) if candidates else None
-
-
-def apply_patches(patch_texts, keras_src, *, write):
-    """Apply (or, with ``write=False``, only check) patches one after the
-    other to a keras tree.
-
-    Returns the paths they change; raises PatchError explaining a failure.
-    Nothing is written unless every patch applies.
-    """
-    keras_src = pathlib.Path(keras_src)
-    changes = {}
-    for patch_text in patch_texts:
-        changes.update(_changes(patch_text, keras_src, changes))
-    if write:
-        for target, text in changes.items():
-            target.write_text(text)
-    return sorted(str(target.relative_to(keras_src)) for target in changes)
-
-
-def apply_patch(patch_text, keras_src, *, write):
-    """Apply (or only check) one patch; see ``apply_patches``."""
-    return apply_patches([patch_text], keras_src, write=write)
-
-
-def _changes(patch_text, keras_src, earlier):
-    """{target: new text} for one patch, reading a file as ``earlier``
-    patches left it when they changed it."""
-    changes = {}
-    # New files first: "already exists" is the clearest sign of a tree
-    # that was patched before.
-    files = sorted(_parse(patch_text), key=lambda entry: not entry[1])
-    for path, is_new, hunks in files:
-        target = keras_src / path
-        if is_new:
-            if target in earlier or target.exists():
-                raise PatchError(f"{path} already exists (patch applied?)")
-            original = []
-        elif target in earlier:
-            original = earlier[target].splitlines(keepends=True)
-        else:
-            if not target.exists():
-                raise PatchError(f"{path} is missing from {keras_src}")
-            original = target.read_text().splitlines(keepends=True)
-        changes[target] = "".join(_apply_file(path, original, hunks))
-    if not changes:
-        raise PatchError("the patch has no file changes")
-    return changes
-
-
-def check_patch(patch_text, keras_src):
-    """(ok, message) for applying ``patch_text`` to ``keras_src``."""
-    return check_patches([patch_text], keras_src)
-
-
-def check_patches(patch_texts, keras_src):
+def check_patches(patch_texts, tree, target):
     """(ok, message) for applying ``patch_texts`` one after the other."""
-    where = f"keras {keras_version(keras_src)} at {keras_src}"
+    where = f"{target.name} {version(tree, target)} at {tree}"
     try:
-        paths = apply_patches(patch_texts, keras_src, write=False)
+        paths = apply_patches(patch_texts, tree, check=True)
     except PatchError as error:
         return False, f"does not apply to {where}: {error}"
     return True, f"applies cleanly to {where} ({', '.join(paths)})"
@@ -720,53 +776,60 @@ def check_patches(patch_texts, keras_src):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m keras_ov_einsum.upstream")
     commands = parser.add_subparsers(dest="command", required=True)
+    target_help = (
+        "the project whose tree the patches are for (default: keras-openvino "
+        "if it is installed, else keras)"
+    )
     make = commands.add_parser("make-patch", help="write every part's patch")
-    make.add_argument(
-        "--keras-src", help="keras source tree (default: the installed keras)"
-    )
-    make.add_argument(
-        "--out-dir", help=f"default: {PATCHES.relative_to(ROOT)}/"
-    )
     for name, text in [
         ("check", "do the patches apply, alone and together? (exit 0 or 1)"),
-        ("apply", "apply the patches, in order, to a keras tree"),
+        ("apply", "apply the patches, in order, to a source tree"),
     ]:
         command = commands.add_parser(name, help=text)
-        command.add_argument(
-            "--keras-src",
-            required=name == "apply",
-            help="keras source tree (default: the installed keras)",
-        )
         command.add_argument(
             "--patch",
             action="append",
             help="a patch file, repeated for several, applied in the order "
             "given (default: every part's, in patches/README.md's order)",
         )
+    for name, command in commands.choices.items():
+        command.add_argument("--target", choices=TARGETS, help=target_help)
+        command.add_argument(
+            "--src",
+            "--keras-src",
+            dest="src",
+            required=name == "apply",
+            help="the root of the target's source tree, as of a checkout "
+            "(default: the installed package's)",
+        )
+    make.add_argument(
+        "--out-dir", help=f"default: {PATCHES.relative_to(ROOT)}/"
+    )
     args = parser.parse_args(argv)
     try:
-        keras_src = pathlib.Path(args.keras_src or installed_keras_root())
+        target = TARGETS[args.target] if args.target else default_target()
+        tree = pathlib.Path(args.src or installed_root(target))
         if args.command == "make-patch":
             out_dir = pathlib.Path(args.out_dir or PATCHES)
-            for name, text in make_patches(keras_src).items():
+            for name, text in make_patches(tree, target).items():
                 (out_dir / name).write_text(text)
-                print(f"wrote {out_dir / name} (against {keras_src})")
+                print(f"wrote {out_dir / name} (against {tree})")
             return 0
-        paths = args.patch or [str(u.patch_path) for u in UPSTREAM]
+        paths = args.patch or [str(u.patch_path(target)) for u in UPSTREAM]
         texts = [pathlib.Path(path).read_text() for path in paths]
         if args.command == "check":
             every = True
             for path, text in zip(paths, texts):
-                ok, message = check_patch(text, keras_src)
+                ok, message = check_patches([text], tree, target)
                 print(f"{path} {message}")
                 every = every and ok
             if len(texts) > 1:
-                ok, message = check_patches(texts, keras_src)
+                ok, message = check_patches(texts, tree, target)
                 print(f"together, in this order: {message}")
                 every = every and ok
             return 0 if every else 1
-        changed = apply_patches(texts, keras_src, write=True)
-        print(f"patched {', '.join(changed)} under {keras_src}")
+        changed = apply_patches(texts, tree)
+        print(f"patched {', '.join(changed)} under {tree}")
         return 0
     except (PatchError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
