@@ -33,7 +33,14 @@ from ..parts.ops import (
     slice_update,
 )
 
-__all__ = ["PARTS", "by_name", "default_switches", "dependents", "required"]
+__all__ = [
+    "PARTS",
+    "by_name",
+    "default_switches",
+    "dependents",
+    "markdown_table",
+    "required",
+]
 
 PARTS = (
     int8.PART,
@@ -86,3 +93,23 @@ def required(name):
 def dependents(name):
     """The parts that require ``name``, directly or through another."""
     return tuple(part.name for part in PARTS if name in required(part.name))
+
+
+def markdown_table():
+    """The parts as the README's table: a line a part, from its summary,
+    the default ones first."""
+    parts = by_name()
+    lines = [
+        "| `enable()` switch | default | what it does |",
+        "|---|---|---|",
+    ]
+    for name, on in default_switches().items():
+        # An opt-in part says which opt-in parts it needs.
+        needs = [
+            other for other in parts[name].requires if not parts[other].default
+        ]
+        default = "on" if on else "off"
+        if needs:
+            default += f" (with {', '.join(needs)})"
+        lines.append(f"| `{name}` | {default} | {parts[name].summary} |")
+    return "\n".join(lines) + "\n"

@@ -236,11 +236,8 @@ def _keep_half_weights(compile_step_model, model, device, dtype):
 
 PART = Part(
     name="half_weights",
-    summary="a float16 model's step model keeps its kernels float16 behind "
-    "a decompression Convert and is marked a language model, the form "
-    "OpenVINO's float16 IRs have: the CPU plugin then packs them float16 "
-    "instead of a float32 copy of each (acts on the stepwise part's step "
-    "model only)",
+    summary="a float16 step model's kernels kept float16 behind "
+    "decompression Converts, as in OpenVINO's IRs",
     requires=("stepwise",),
     passes=((stepwise.COMPILE, _keep_half_weights),),
 )

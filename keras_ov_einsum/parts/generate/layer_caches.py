@@ -194,11 +194,8 @@ _record = functools.partial(stepwise._record, label=LABEL)
 
 PART = Part(
     name="layer_caches",
-    summary="the stepwise part's step model takes and gives a key and a "
-    "value cache a layer instead of keras-hub's stack of them: no copy of "
-    "every layer's cache out of the stack and back into it each step, and "
-    "a one-row generation runs on the prefix holding the filled positions "
-    "(acts on the stepwise part's step model only)",
+    summary="the step model takes a key and a value cache a layer, not "
+    "keras-hub's stack of all of them",
     requires=("stepwise",),
     passes=((stepwise.TRACE, _trace_per_layer),),
 )

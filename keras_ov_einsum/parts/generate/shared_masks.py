@@ -214,10 +214,8 @@ _DECODER_MASK_TENSORS = (
 
 PART = Part(
     name="shared_masks",
-    summary="keras-hub GPT-2/Llama/Gemma call_with_cache: the causal mask "
-    "and rotary tables each decoder layer builds for itself are built once "
-    "a call and shared, and so are the index rows of their cache writes "
-    "(fewer operations to trace and compile)",
+    summary="the causal mask, rotary tables and cache-write index rows built "
+    "once a call, not once a layer",
     passes=((slice_update.SLAB_INDICES, _shared_slab_indices),),
     wraps=tuple(
         (Hook(module, f"{name}.call_with_cache"), _call_wrapper)

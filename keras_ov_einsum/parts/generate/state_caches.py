@@ -382,11 +382,8 @@ _record = functools.partial(stepwise._record, label=LABEL)
 
 PART = Part(
     name="state_caches",
-    summary="the stepwise part's step model keeps each layer's key and "
-    "value cache in OpenVINO state, in the form the CPU plugin fuses into "
-    "its attention (as openvino-genai's IR does): no step copies a cache, "
-    "the new positions are appended in place (acts on the layer_caches "
-    "part's step model only)",
+    summary="the step model's caches in OpenVINO state, appended to in place "
+    "by the plugin's fused attention",
     requires=("layer_caches",),
     passes=((stepwise.TRACE, _trace_in_state),),
 )

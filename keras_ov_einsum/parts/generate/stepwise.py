@@ -631,14 +631,8 @@ def _unavailable():
 
 PART = Part(
     name="stepwise",
-    summary="keras-hub greedy generate() as one compiled step model with a "
-    "key/value cache, the prompt and each new token run as its inferences "
-    "(as openvino-genai does), instead of one model holding a pass over "
-    "the padded prompt and a Loop of steps: a shorter compile, one pass "
-    "over the weights less",
-    # On since the prompt pass makes the first token (23624b2): GPT-2
-    # Medium's first call 6.89 -> 4.30 s, tokens/s 14.9 -> 15.5 (harness,
-    # same run; docs/performance.md for the committed run).
+    summary="greedy generate() as inferences of one compiled step model, as "
+    "openvino-genai runs",
     wraps=(
         (
             Hook(_CAUSAL_LM, "CausalLM.make_generate_function"),

@@ -577,10 +577,8 @@ def _detach(path, keep_contents):
 
 PART = Part(
     name="mapped_weights",
-    summary="keras-hub from_preset: the weights file is mapped (as OpenVINO "
-    "maps an IR's weights), not read into new memory; saving over a mapped "
-    "file writes a new one, and a file rewritten in place is copied first "
-    "(under a lease), so a loaded model keeps its weights",
+    summary="from_preset maps the weights file instead of reading it; a "
+    "rewrite in place cannot reach the model",
     wraps=(
         (
             Hook(_PRESET_UTILS, "KerasPresetLoader._load_backbone_weights"),

@@ -65,10 +65,8 @@ def _getitem_wrapper(stock_getitem):
 
 PART = Part(
     name="policy_lookups",
-    summary="keras's dtype policy map (a quantized keras-hub model's) answers "
-    "a layer it holds no policy for with its default at once when no key is "
-    "a pattern, instead of trying each key as a regular expression at every "
-    "layer call",
+    summary="a dtype policy map without patterns answers a layer it holds "
+    "nothing for at once, not by regex",
     wraps=(
         (Hook(_POLICY_MAP, "DTypePolicyMap.__getitem__"), _getitem_wrapper),
     ),

@@ -294,11 +294,8 @@ def _zeros(shape, dtype):
 
 PART = Part(
     name="preset_load",
-    summary="keras-hub from_preset: the backbone's variables, which the "
-    "preset's weights replace, start as a zero Broadcast instead of random "
-    "values drawn and copied (two thirds of GPT-2 Medium's load), the "
-    "weights read from the file are not copied again, and float32 weights "
-    "loaded as bfloat16 are rounded in NumPy, not through a Python list",
+    summary="from_preset draws no random values for the weights the preset "
+    "replaces, and copies no weight twice",
     wraps=(
         (
             Hook(_PRESET_UTILS, "KerasPresetLoader.load_backbone"),

@@ -47,8 +47,7 @@ def _get_attr_skipset_wrapper(stock_get_attr_skipset):
 
 PART = Part(
     name="saving_skipsets",
-    summary="keras's load_weights (every from_preset) computes the "
-    "attributes to skip once a layer type, not once a layer: keras caches "
-    "them under one key and looks under another",
+    summary="load_weights finds the attributes to skip once a layer type, "
+    "not once a layer",
     wraps=((Hook(_SAVING_LIB, "get_attr_skipset"), _get_attr_skipset_wrapper),),
 )

@@ -46,9 +46,8 @@ def _set_vocabulary_and_merges_wrapper(stock_set):
 
 PART = Part(
     name="untracked_vocabulary",
-    summary="keras-hub's byte-pair tokenizer (GPT-2's) sets its vocabulary "
-    "and merges without keras tracking each of their ~100,000 items "
-    "(strings and ints, which it never needs to track)",
+    summary="the byte-pair tokenizer's vocabulary and merges set without "
+    "keras tracking each item",
     wraps=(
         (
             Hook(_BPE, "BytePairTokenizer.set_vocabulary_and_merges"),

@@ -57,8 +57,7 @@ def rewrite_align_operand_types(aligned, x1, x2, *args, **kwargs):
 
 PART = Part(
     name="align_types",
-    summary="build no Convert from a binary op's operand to the type it "
-    "already has (stock converts both operands of every add, multiply, ...)",
+    summary="no Convert of a binary op's operand to the type it already has",
     # Every binding of it: core.py's operators call it by its own name,
     # numpy.py imports it as _align_operand_types (core/backend.py).
     hooks=(BackendHook("align_operand_types"),),

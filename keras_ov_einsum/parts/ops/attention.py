@@ -116,11 +116,8 @@ def _unavailable():
 
 PART = Part(
     name="attention",
-    summary="inside keras-hub's generate(), keras MultiHeadAttention calls "
-    "that run no dropout go through dot_product_attention, one fused "
-    "ScaledDotProductAttention layer, as keras does for layers without "
-    "dropout (GPT-2's have 0.1); keras-hub's Llama attention takes its "
-    "own dot_product_attention branch there too",
+    summary="inside generate(), attention as one fused "
+    "ScaledDotProductAttention, whatever the unused dropout rate",
     wraps=(
         (
             Hook(_MHA, "MultiHeadAttention._compute_attention"),

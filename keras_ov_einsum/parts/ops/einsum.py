@@ -35,7 +35,7 @@ EINSUM = BackendHook("numpy.einsum", operands=_operands)
 
 PART = Part(
     name="einsum",
-    summary="lower einsums with one constant operand (EinsumDense) to a "
+    summary="an einsum with a constant kernel (every EinsumDense) as a "
     "MatMul on a view of the kernel",
     hooks=(EINSUM,),
     rewrite=rewrite_einsum,

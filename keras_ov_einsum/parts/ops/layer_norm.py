@@ -130,10 +130,8 @@ def _mvn(dtype, x, gamma, beta, epsilon):
 
 PART = Part(
     name="layer_norm",
-    summary="inside keras-hub's generate(), keras's layer normalization "
-    "over the last axis is one MVN node times gamma plus beta (one fused "
-    "layer on the CPU plugin, as in optimum-intel's IR) instead of ~19 "
-    "operations; its variance rounds as MVN's mean of squared deviations",
+    summary="inside generate(), layer normalization as one MVN node, as in "
+    "optimum-intel's IR",
     hooks=(Hook(_NN, "_layer_normalization"),),
     rewrite=rewrite_layer_normalization,
     replace=replace_layer_normalization,

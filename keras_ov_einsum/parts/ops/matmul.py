@@ -139,8 +139,8 @@ MATMUL = BackendHook("numpy.matmul")
 
 PART = Part(
     name="matmul",
-    summary="feed matmul(x, transpose(constant)) (keras-hub's tied "
-    "embedding logits) to MatMul as transpose_b, not a transposed copy",
+    summary="matmul(x, transpose(constant)) (the tied logits) as a MatMul on "
+    "the constant itself, not a transposed copy",
     hooks=(MATMUL,),
     rewrite=rewrite_matmul,
     label="matmul(x, transpose(kernel))",

@@ -212,9 +212,8 @@ MULTIPLY = BackendHook("numpy.multiply")
 
 PART = Part(
     name="prescale",
-    summary="multiply(x @ kernel + bias, s), s a power of two (attention's "
-    "query scaling), as (x * s) @ kernel + bias * s: exact, and the CPU "
-    "plugin keeps the Multiply out of the projection",
+    summary="attention's power-of-two query scale applied before the "
+    "projection: exact, and kept out of it",
     hooks=(MULTIPLY,),
     rewrite=rewrite_multiply,
     label="multiply(x @ kernel + bias, scale)",

@@ -254,9 +254,8 @@ SLICE_UPDATE = BackendHook("core.slice_update", operands=_data_and_updates)
 
 PART = Part(
     name="slice_update",
-    summary="write slice_update's trailing axes that are written whole "
-    "(keras-hub's key/value cache) as slabs: one index row per slab, not "
-    "per element",
+    summary="key/value-cache writes address whole slabs: one index row a "
+    "slab, not one an element",
     hooks=(SLICE_UPDATE,),
     rewrite=rewrite_slice_update,
     replace=replace_slice_update,
