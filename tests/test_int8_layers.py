@@ -118,6 +118,36 @@ def test_lora_is_declined_with_the_reason():
     assert any(d.lowered and d.reason.endswith("kept int8") for d in decisions)
 
 
+def test_a_quantization_geometry_of_its_own_is_declined():
+    """keras 3.16's int8 strategy contracts a layer's kernel and lays out
+    its scales through the layer's geometry: one of the layer's own may do
+    either otherwise, so the layer is left to stock and the int8 part."""
+    geometries = pytest.importorskip(
+        "keras.src.quantizers.geometry",
+        reason="keras before 3.16 has no quantization geometries: each "
+        "layer's own _int8_call is hooked",
+    )
+    import keras
+
+    class Geometry(geometries.ProjectionGeometry):
+        pass
+
+    class OwnGeometryDense(keras.layers.Dense):
+        def _quantization_geometry(self):
+            return Geometry(self)
+
+    keras.utils.set_random_seed(0)
+    layer = OwnGeometryDense(96)
+    layer.build((None, None, 64))
+    layer.quantize("int8")
+    _, decisions = _equals_stock(layer, (64,), BOTH)
+    declined = [d for d in decisions if d.equation.startswith("OwnGeometry")]
+    assert [(d.lowered, d.reason) for d in declined] == [
+        (False, "a quantization geometry of its own (Geometry)")
+    ]
+    assert any(d.lowered and d.reason.endswith("kept int8") for d in decisions)
+
+
 @pytest.mark.parametrize("int8_dot_products", [False, True])
 def test_a_quantized_gpt2_generates_stocks_tokens(
     int8_dot_products, monkeypatch
