@@ -79,6 +79,8 @@ def test_bias_and_activation_are_stocks():
     _, decisions = _equals_stock(layer, (64,), BOTH)
     (decision,) = decisions
     assert decision.lowered, decision.reason
+    # Built whole, not the int8 part's product inside stock's layer.
+    assert decision.reason.startswith("int8 layer built whole")
 
 
 def test_a_longer_contraction_is_summed_in_exact_parts(monkeypatch):
@@ -88,6 +90,7 @@ def test_a_longer_contraction_is_summed_in_exact_parts(monkeypatch):
     layer, tail = _quantized_layer("dense", 256, None, 1024)
     fixed, decisions = _equals_stock(layer, tail, BOTH)
     (decision,) = decisions
+    assert decision.reason.startswith("int8 layer built whole")
     assert "in 4 exact parts of K (views of its rows, no copy)" in (
         decision.reason
     )
