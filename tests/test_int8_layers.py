@@ -79,6 +79,8 @@ def test_bias_and_activation_are_stocks():
     _, decisions = _equals_stock(layer, (64,), BOTH)
     (decision,) = decisions
     assert decision.lowered, decision.reason
+    # Built whole, not the int8 part's product inside stock's layer.
+    assert decision.reason.startswith("int8 layer built whole")
 
 
 def test_a_longer_contraction_is_summed_in_exact_parts(monkeypatch):
@@ -88,6 +90,7 @@ def test_a_longer_contraction_is_summed_in_exact_parts(monkeypatch):
     layer, tail = _quantized_layer("dense", 256, None, 1024)
     fixed, decisions = _equals_stock(layer, tail, BOTH)
     (decision,) = decisions
+    assert decision.reason.startswith("int8 layer built whole")
     assert "in 4 exact parts of K (views of its rows, no copy)" in (
         decision.reason
     )
@@ -115,6 +118,36 @@ def test_lora_is_declined_with_the_reason():
         (False, "LoRA is enabled")
     ]
     # Stock built the layer; the int8 part kept its product int8.
+    assert any(d.lowered and d.reason.endswith("kept int8") for d in decisions)
+
+
+def test_a_quantization_geometry_of_its_own_is_declined():
+    """keras 3.16's int8 strategy contracts a layer's kernel and lays out
+    its scales through the layer's geometry: one of the layer's own may do
+    either otherwise, so the layer is left to stock and the int8 part."""
+    geometries = pytest.importorskip(
+        "keras.src.quantizers.geometry",
+        reason="keras before 3.16 has no quantization geometries: each "
+        "layer's own _int8_call is hooked",
+    )
+    import keras
+
+    class Geometry(geometries.ProjectionGeometry):
+        pass
+
+    class OwnGeometryDense(keras.layers.Dense):
+        def _quantization_geometry(self):
+            return Geometry(self)
+
+    keras.utils.set_random_seed(0)
+    layer = OwnGeometryDense(96)
+    layer.build((None, None, 64))
+    layer.quantize("int8")
+    _, decisions = _equals_stock(layer, (64,), BOTH)
+    declined = [d for d in decisions if d.equation.startswith("OwnGeometry")]
+    assert [(d.lowered, d.reason) for d in declined] == [
+        (False, "a quantization geometry of its own (Geometry)")
+    ]
     assert any(d.lowered and d.reason.endswith("kept int8") for d in decisions)
 
 

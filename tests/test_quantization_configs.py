@@ -46,6 +46,12 @@ def _logits(model):
     return np.asarray(model(inputs))
 
 
+def _declined(explained):
+    """This part's declines (another part's, such as a fallback to stock,
+    are that part's tests' concern)."""
+    return [d for d in explained if d.equation == LABEL and not d.lowered]
+
+
 def _save(model, path, **switches):
     with keras_ov_einsum.enabled(**switches):
         model.save_to_preset(str(path))
@@ -226,8 +232,7 @@ def test_a_malformed_entry_gets_keras_s_defaults(tmp_path, malformed):
     quantizers = _inputs_quantizers(loaded)
     assert quantizers[path] is not None  # keras's default
     assert all(q is None for p, q in quantizers.items() if p != path)
-    (declined,) = [d for d in explained if not d.lowered]
-    assert declined.equation == LABEL
+    (declined,) = _declined(explained)
     assert declined.reason.startswith(f"{path}: ")
     assert declined.reason.endswith(": keras's default quantizers")
     assert explained.counts[LABEL] == len(quantizers) - 1
@@ -276,8 +281,7 @@ def test_a_file_it_cannot_use_warns_once(tmp_path, caplog, unusable):
     assert issubclass(warned.category, UserWarning)
     (logged,) = [r for r in caplog.records if path in r.getMessage()]
     assert logged.levelno == logging.WARNING
-    (declined,) = [d for d in explained if not d.lowered]
-    assert declined.equation == LABEL
+    (declined,) = _declined(explained)
     assert declined.reason.startswith(f"{path}: cannot be read")
     assert LABEL not in explained.counts
 

@@ -12,19 +12,22 @@ against float32's 0.15 s on this project's AVX512 machine).
 Here the layer is built in one go from the same arithmetic in the same
 order: ``Abs``, ``ReduceMax``, the ``Add`` of epsilon and the ``Divide``
 of 127 by it make the scale; ``Multiply``, ``Round`` (half to even),
-``Maximum`` and ``Minimum`` and the int8 ``Convert`` the quantized inputs;
-the int8 part's exact product on the int8 kernel, kept float32 where it
-is exact in float32 (one part of K: keras's int32 round trip changes no
-value there); the layer's own scale layout (``_adjust_scale_for_quant``),
-the ``Multiply`` of the two scales and the ``Divide``; then keras's bias
-and activation as stock adds them. The results are stock's bit for bit
-(the tests compare them), where the int8 part's are. GPT-2 Medium's int8
-step model: 7058 nodes against 8018 (ad hoc); in the harness at debee96
-(git history of docs/results/gpt2_medium) its trace took 0.27 s against
-0.37 s, its time to the first token 3.05 x genai's against 3.39 x, each
-decoding step the same (Llama-small: no gain within that run's spread).
-The CPU plugin merges the identical quantizations of one input (query,
-key and value) itself.
+``Maximum`` and ``Minimum`` and the int8 ``Convert`` the quantized
+inputs; the int8 part's exact product on the int8 kernel, kept float32
+where it is exact in float32 (one part of K: keras's int32 round trip
+changes no value there); the inputs' scale laid out as the outputs
+(keras 3.15: the layer's ``_adjust_scale_for_quant``; keras 3.16: its
+quantization geometry, which also names the quantized axes), the
+``Multiply`` of the two scales, its operands in the installed keras's
+order, and the ``Divide``; then keras's bias and activation as stock
+adds them. The results are stock's bit for bit (the tests compare them),
+where the int8 part's are. GPT-2 Medium's int8 step model: 7058 nodes
+against 8018 (ad hoc); in the harness at debee96 (git history of
+docs/results/gpt2_medium) its trace took 0.27 s against 0.37 s, its time
+to the first token 3.05 x genai's against 3.39 x, each decoding step the
+same (Llama-small: no gain within that run's spread). The CPU plugin
+merges the identical quantizations of one input (query, key and value)
+itself.
 
 Inside keras-hub's ``generate()`` on a CPU whose int8 dot products sum
 in int32 without saturating (AVX512 VNNI, AVX-VNNI, AMX), the product is
@@ -44,7 +47,8 @@ CPUs with AVX2's saturating int8 products, the exact float32 form above.
 
 Declined, with the reason, and built by stock and the int8 part as
 before: another quantizer or value range, LoRA, a compute type other than
-float32, an eager call, and the einsums the int8 part does not lower.
+float32, an eager call, a quantization geometry of the layer's own (keras
+3.16), and the einsums the int8 part does not lower.
 """
 
 import functools
@@ -56,7 +60,7 @@ import openvino.opset13 as ov_opset
 from ...core import backend
 from ...core.context import GENERATE, inside_generate
 from ...core.outcome import declined, lowered
-from ...core.part import Hook, Part
+from ...core.part import FirstOf, Hook, Part
 from ...einsum.build import plan_einsum
 from .int8 import (
     MAX_INT32_CONTRACTION,
@@ -83,12 +87,39 @@ def _layer_operands(layer, inputs, *args, **kwargs):
     return (inputs, layer._kernel)
 
 
-EINSUM_DENSE = Hook(
-    "keras.src.layers.core.einsum_dense",
-    "EinsumDense._int8_call",
+def _as_layer_call(strategy, layer, inputs, training=None):
+    """keras 3.16's ``Int8Strategy._call_projection(layer, inputs,
+    training)`` read as keras 3.15's ``layer._int8_call(inputs,
+    training)``."""
+    return (layer, inputs), {"training": training}
+
+
+# keras 3.16 moved both layers' int8 forward into the int8 mode's strategy
+# (reached through ``Layer.quantized_call``): one function for both layers.
+_PROJECTION = Hook(
+    "keras.src.quantizers.modes.int8",
+    "Int8Strategy._call_projection",
     _layer_operands,
+    arguments=_as_layer_call,
 )
-DENSE = Hook("keras.src.layers.core.dense", "Dense._int8_call", _layer_operands)
+EINSUM_DENSE = FirstOf(
+    (
+        Hook(
+            "keras.src.layers.core.einsum_dense",
+            "EinsumDense._int8_call",
+            _layer_operands,
+        ),
+        _PROJECTION,
+    )
+)
+DENSE = FirstOf(
+    (
+        Hook(
+            "keras.src.layers.core.dense", "Dense._int8_call", _layer_operands
+        ),
+        _PROJECTION,
+    )
+)
 
 
 def _is_its_case(layer):
@@ -97,12 +128,38 @@ def _is_its_case(layer):
     return getattr(layer, "inputs_quantizer", None) is not None
 
 
-def _why_not(layer, inputs):
+def _geometry(layer):
+    """The layer's quantization geometry (keras 3.16 and later: how the
+    int8 strategy contracts its kernel and lays out its scales), or None
+    (keras 3.15: the layer's own ``_int8_call`` does)."""
+    geometry = getattr(layer, "_quantization_geometry", None)
+    return None if geometry is None else geometry()
+
+
+def _is_einsum(layer, geometry):
+    if geometry is None:
+        return hasattr(layer, "equation")
+    from keras.src.quantizers.geometry import EinsumProjectionGeometry
+
+    return isinstance(geometry, EinsumProjectionGeometry)
+
+
+def _why_not(layer, inputs, geometry):
     """Why this int8 layer call is left to stock and the int8 part, or
     None."""
     OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
     from keras.src.quantizers.quantizers import AbsMaxQuantizer
 
+    if geometry is not None:
+        from keras.src.quantizers import geometry as geometries
+
+        # A geometry of the layer's own may contract or align otherwise.
+        if type(geometry) not in (
+            geometries.ProjectionGeometry,
+            geometries.EinsumProjectionGeometry,
+        ):
+            name = type(geometry).__name__
+            return f"a quantization geometry of its own ({name})"
     quantizer = layer.inputs_quantizer
     if type(quantizer) is not AbsMaxQuantizer:
         return f"inputs quantized by {type(quantizer).__name__}"
@@ -123,18 +180,50 @@ def _why_not(layer, inputs):
     if inputs.output.get_element_type() != ov.Type.f32:
         return f"inputs of {inputs.output.get_element_type().get_type_name()}"
     rank = inputs.output.get_partial_shape().rank
-    if not hasattr(layer, "equation") and (
+    if not _is_einsum(layer, geometry) and (
         rank.is_dynamic or not 2 <= rank.get_length() <= 9
     ):
         return "inputs of a dynamic rank or above 9"
     return None
 
 
+def _inputs_axes(layer, geometry):
+    """The axes the inputs quantizer reduces over."""
+    if geometry is not None:
+        axes = geometry.inputs_quantization_axis
+    elif hasattr(layer, "equation"):
+        axes = layer.quantization_axis
+    else:
+        axes = -1
+    return (axes,) if isinstance(axes, int) else tuple(axes)
+
+
+def _output_scale(layer, geometry, inputs_scale, kernel_scale):
+    """What the product is divided by: the inputs' scale laid out as the
+    outputs times the kernel's, as the installed keras builds it (its
+    operands in its order)."""
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
+
+    if geometry is not None:
+        # keras 3.16: the kernel's scale is stored in the outputs' layout.
+        aligned = geometry.align_inputs_scale(OpenVINOKerasTensor(inputs_scale))
+        return ov_opset.multiply(aligned.output, kernel_scale)
+    if hasattr(layer, "equation"):
+        aligned = layer._adjust_scale_for_quant(
+            OpenVINOKerasTensor(inputs_scale), "input"
+        )
+        return ov_opset.multiply(aligned.output, kernel_scale)
+    return ov_opset.multiply(kernel_scale, inputs_scale)
+
+
 def replace_int8_layer(layer, inputs, training=None):
     """The int8 layer's output built whole (the module docstring), or None:
     stock and the int8 part build it (the rewrite records why, the int8
     part its einsum's own decision)."""
-    if not _is_its_case(layer) or _why_not(layer, inputs):
+    if not _is_its_case(layer):
+        return None
+    geometry = _geometry(layer)
+    if _why_not(layer, inputs, geometry):
         return None
     from keras import ops
 
@@ -142,17 +231,18 @@ def replace_int8_layer(layer, inputs, training=None):
 
     x = inputs.output
     kernel = ops.convert_to_tensor(layer._kernel).output
-    is_dense = not hasattr(layer, "equation")
-    if is_dense:
-        rows = "abcdefgh"[: x.get_partial_shape().rank.get_length() - 1]
-        equation, axes = f"{rows}k,kn->{rows}n", (-1,)
+    if _is_einsum(layer, geometry):
+        equation = layer.equation
     else:
-        equation, axes = layer.equation, layer.quantization_axis
+        rows = "abcdefgh"[: x.get_partial_shape().rank.get_length() - 1]
+        equation = f"{rows}k,kn->{rows}n"
     quantizer = layer.inputs_quantizer
     low, high = quantizer.value_range
     # AbsMaxQuantizer's arithmetic, in its order and its float32 constants.
     magnitude = ov_opset.reduce_max(
-        ov_opset.abs(x), ov_opset.constant(list(axes), ov.Type.i32), True
+        ov_opset.abs(x),
+        ov_opset.constant(list(_inputs_axes(layer, geometry)), ov.Type.i32),
+        True,
     )
     scale = ov_opset.divide(
         _float32(high), ov_opset.add(magnitude, _float32(quantizer.epsilon))
@@ -182,13 +272,7 @@ def replace_int8_layer(layer, inputs, training=None):
         )
 
     kernel_scale = ops.convert_to_tensor(layer.kernel_scale).output
-    if is_dense:
-        scales = ov_opset.multiply(kernel_scale, scale)
-    else:
-        inputs_scale = layer._adjust_scale_for_quant(
-            OpenVINOKerasTensor(scale), "input"
-        ).output
-        scales = ov_opset.multiply(inputs_scale, kernel_scale)
+    scales = _output_scale(layer, geometry, scale, kernel_scale)
     y = OpenVINOKerasTensor(ov_opset.divide(product, scales).output(0))
     if layer.bias is not None:
         y = ops.add(y, layer.bias)
@@ -221,7 +305,7 @@ def rewrite_int8_layer(result, layer, inputs, *args, **kwargs):
     decision is recorded beside it), or None when it is not its case."""
     if not _is_its_case(layer):
         return None
-    reason = _why_not(layer, inputs)
+    reason = _why_not(layer, inputs, _geometry(layer))
     return declined(reason) if reason else None
 
 

@@ -52,6 +52,8 @@ FILE = "quantization_configs.json"
 LABEL = "quantization_configs: a layer built with its saved quantization config"
 SAVED_LABEL = "quantization_configs: a layer's quantization config saved"
 _PRESET_UTILS = "keras_hub.src.utils.preset_utils"
+# The layers whose quantized_build gets a saved config (from keras 3.16
+# each inherits Layer.quantized_build(input_shape, mode, config=None)).
 _LAYERS = (
     ("keras.src.layers.core.dense", "Dense"),
     ("keras.src.layers.core.einsum_dense", "EinsumDense"),
@@ -59,7 +61,8 @@ _LAYERS = (
     ("keras.src.layers.core.reversible_embedding", "ReversibleEmbedding"),
 )
 # .configs: the loading preset's, by layer path (None: no file, or none it
-# can use); .verdicts: each distinct entry's check, by its JSON and mode.
+# can use); .verdicts: each distinct entry's check, by its JSON and mode;
+# .building: the layer whose quantized_build a wrapper runs.
 _scope = threading.local()
 
 
@@ -159,9 +162,14 @@ def _quantized_build_wrapper(stock_quantized_build):
     @functools.wraps(stock_quantized_build)
     def quantized_build(self, shape, mode, config=None):
         saved = getattr(_scope, "configs", None)
-        if config is None and saved and self.path in saved:
+        # From keras 3.16 a subclass's wrapper (ReversibleEmbedding's)
+        # calls its base class's (Embedding's, both on the inherited
+        # method): the outer one decides, once.
+        outer = getattr(_scope, "building", False) is self
+        if config is None and saved and self.path in saved and not outer:
             config = _restored(self, mode, saved[self.path])
-        return stock_quantized_build(self, shape, mode, config)
+        with scoped(_scope, "building", self):
+            return stock_quantized_build(self, shape, mode, config)
 
     return quantized_build
 
