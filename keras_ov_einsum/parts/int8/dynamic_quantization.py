@@ -44,10 +44,8 @@ def _weights_only_may_quantize(next_answer, forms):
 
 PART = Part(
     name="dynamic_quantization",
-    summary="opt-in, with int8: a model whose int8 layers are all "
-    "weights-only compiles with the CPU plugin's dynamic quantization of "
-    "their inputs (OpenVINO's default, as openvino-genai runs its int8 "
-    "IRs): faster, not stock's values",
+    summary="weights-only int8 models compiled with the plugin's dynamic "
+    "quantization, as genai runs them: faster, not stock's values",
     default=False,
     requires=("int8",),
     passes=((int8.PLUGIN_MAY_QUANTIZE, _weights_only_may_quantize),),

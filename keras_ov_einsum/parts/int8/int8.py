@@ -565,11 +565,8 @@ def _label(*args, **kwargs):
 
 PART = Part(
     name="int8",
-    summary="opt-in: lower int8 x int8 einsums and matmuls (quantize('int8') "
-    "EinsumDense and Dense) as exact float32 MatMuls on the int8 kernel, "
-    "and weights-only int8 ones (float32 x int8) as float32 MatMuls on it, "
-    "which the CPU plugin keeps int8; models holding one compile in f32 "
-    "without dynamic quantization",
+    summary="int8 x int8 and weights-only int8 products as exact MatMuls on "
+    "the int8 kernel, which the plugin keeps int8",
     # Tried before the einsum and matmul parts, which build the other form.
     hooks=(EINSUM, MATMUL),
     rewrite=rewrite_int8,

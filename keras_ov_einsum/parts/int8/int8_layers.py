@@ -317,10 +317,8 @@ def _label(layer, *args, **kwargs):
 
 PART = Part(
     name="int8_layers",
-    summary="opt-in, with int8: keras's default int8 EinsumDense and Dense "
-    "(inputs quantized in the graph) built whole, the same arithmetic in "
-    "fewer nodes (a shorter trace); inside generate() on a CPU with VNNI "
-    "or AMX, summed by the plugin's int8 kernels",
+    summary="keras's default int8 EinsumDense and Dense built whole: stock's "
+    "arithmetic in fewer nodes",
     hooks=(EINSUM_DENSE, DENSE),
     rewrite=rewrite_int8_layer,
     replace=replace_int8_layer,

@@ -259,10 +259,8 @@ def _declined(subject, why, layer=None):
 
 PART = Part(
     name="quantization_configs",
-    summary="keras-hub save_to_preset/from_preset keep each layer's "
-    "quantization config (a weights-only int8 model loads weights-only; "
-    "stock rebuilds it with keras's default quantizers, which quantize "
-    "every activation row)",
+    summary="presets keep each layer's quantization config: a weights-only "
+    "int8 model loads weights-only",
     wraps=(
         (
             Hook(_PRESET_UTILS, "KerasPresetSaver.save_backbone"),
