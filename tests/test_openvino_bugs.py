@@ -3,11 +3,12 @@
 Each reproducer is built with OpenVINO's own opset (no Keras, no package
 code) and asserts the correct behaviour, marked ``xfail(strict=True)``: the
 day an OpenVINO upgrade fixes the bug, the test passes, strict turns that
-into a failure, and the decline it names in plan.py can be revisited.
-Each runs in a subprocess: the same bug in other shapes writes past a
-buffer and corrupts the heap. One bug here is keras's OpenVINO backend's,
-not OpenVINO's: it made the suite's generate() comparisons depend on
-their order.
+into a failure, and the decline it names in plan.py (or the workaround in
+a part) can be revisited. A bug that shows on some CPUs only skips, with
+the reason, where it cannot show. Each runs in a subprocess: the same bug
+in other shapes writes past a buffer and corrupts the heap. One bug here
+is keras's OpenVINO backend's, not OpenVINO's: it made the suite's
+generate() comparisons depend on their order.
 """
 
 import subprocess
