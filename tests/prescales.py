@@ -23,6 +23,7 @@ def scaled_projection(
     width=8,
     heads=2,
     head=4,
+    split_heads=True,
     seed=0,
     parts=None,
 ):
@@ -30,15 +31,29 @@ def scaled_projection(
     ``heads`` x ``head``, times ``scale``. Returns (model, explain(), layer).
     ``fixed``: built under ``enable(**parts)``.
     ``also_read``: something else reads the projection before the multiply
-    (a second model output)."""
+    (a second model output).
+    ``split_heads=False``: EinsumDense('btd,de->bte') into ``heads * head``,
+    whose lowered MatMul needs no Reshape after it."""
     import keras
     import openvino as ov
 
     keras.utils.set_random_seed(seed)
+    if split_heads:
+        equation, output_shape, bias_axes = (
+            "btd,dnh->btnh",
+            (None, heads, head),
+            "nh",
+        )
+    else:
+        equation, output_shape, bias_axes = (
+            "btd,de->bte",
+            (None, heads * head),
+            "e",
+        )
     layer = keras.layers.EinsumDense(
-        "btd,dnh->btnh",
-        output_shape=(None, heads, head),
-        bias_axes="nh" if bias else None,
+        equation,
+        output_shape=output_shape,
+        bias_axes=bias_axes if bias else None,
         bias_initializer="random_normal",
         dtype=dtype,
     )
@@ -80,7 +95,7 @@ def numpy_scaled_projection(layer, x, scale):
     import keras
 
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float64")
-    y = np.einsum("btd,dnh->btnh", x.astype("float64"), kernel)
+    y = np.einsum(layer.equation, x.astype("float64"), kernel)
     if layer.bias is not None:
         y = y + keras.ops.convert_to_numpy(layer.bias)
     return y * scale

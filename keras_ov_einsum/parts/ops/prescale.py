@@ -12,6 +12,12 @@ Multiply on the input row, which the plugin leaves outside the layer. When
 ``s`` is a power of two, scaling is exact in binary floating point (only
 the exponent changes, barring overflow and underflow), so both forms give
 the same numbers; any other scale is declined.
+
+A scale that is infinite in the computation type is the one exception: the
+plugin folds a Multiply by it after a MatMul into the layer's weights,
+where each product with a zero input element is ``0 * inf``, and every
+output comes out NaN. ``sign(x @ W + b) * inf`` is the same IEEE product,
+and a Multiply the plugin cannot fold.
 """
 
 import math
@@ -61,6 +67,8 @@ def lower_prescaled_projection(multiply):
         or multiply.get_output_element_type(0) != element_type
     ):
         return declined("the projection and its scale differ in type")
+    if _infinite_in(scale, element_type):
+        return _signed_infinity(multiply, product_index, scale)
     unsafe = _unsafe_scale(scale, element_type)
     if unsafe is not None:
         return declined(unsafe)
@@ -85,6 +93,25 @@ def lower_prescaled_projection(multiply):
         output,
         f"MatMul on the input scaled by {scale:g} (a power of two), bias "
         "scaled: no Multiply after the projection",
+    )
+
+
+def _signed_infinity(multiply, product_index, scale):
+    """``multiply(projection, scale)``, ``scale`` +-inf in its type, as
+    ``multiply(sign(projection), scale)``: inf times a nonzero number is
+    the infinity of its sign, times zero NaN, so the values are the same.
+    The Sign keeps the CPU plugin from folding the Multiply into the
+    MatMul's weights (tests/test_openvino_bugs.py)."""
+    operands = [
+        ov_opset.sign(multiply.input_value(product_index)).output(0),
+        multiply.input_value(1 - product_index),
+    ]
+    if product_index == 1:
+        operands.reverse()
+    return lowered(
+        ov_opset.multiply(*operands).output(0),
+        f"Sign(projection) * {scale:g} (infinite): the CPU plugin would "
+        "fold the Multiply into the MatMul's weights, every output NaN",
     )
 
 
@@ -158,15 +185,26 @@ def _is_power_of_two(scale):
     return mantissa == 0.5
 
 
+def _infinite_in(scale, element_type):
+    """Whether ``scale`` (as stored) is +-inf in ``element_type``: infinite
+    already, or at least 2**(largest exponent + 1). A scale just below
+    that which rounds to inf is not caught: it stays declined."""
+    largest = _NORMAL_EXPONENTS[element_type][2]
+    return math.isinf(scale) or (
+        math.isfinite(scale) and abs(scale) >= 2.0 ** (largest + 1)
+    )
+
+
 def _unsafe_scale(scale, element_type):
     """Why scaling the input by ``scale`` might not give the scaled
     product's numbers in ``element_type``, or None when it does.
 
     ``scale`` is the constant as stored, before any Convert to the
-    computation type: a power of two there may be infinite or subnormal in
-    that type (2**16 is inf in float16), and an infinite scale on the input
-    gives NaN everywhere (inf * 0, inf - inf inside the sum) where stock's
-    scaled result is +-inf. Scaling by 2**k is exact only while no value
+    computation type: a power of two there may be subnormal in that type
+    (2**-30 in float16), or infinite (2**16 in float16: those are
+    ``_signed_infinity``'s), and an infinite scale on the input would give
+    NaN everywhere (inf * 0, inf - inf inside the sum) where stock's scaled
+    result is +-inf. Scaling by 2**k is exact only while no value
     leaves the type's normal range: an input within 2**|k| of its largest
     (smallest normal) magnitude overflows (turns subnormal) where the
     scaled product, after a kernel that shrinks (grows) it, would not. No
@@ -175,11 +213,8 @@ def _unsafe_scale(scale, element_type):
     beyond the square root of the type's limits.
     """
     type_name, smallest, largest = _NORMAL_EXPONENTS[element_type]
-    if not math.isfinite(scale):
-        return (
-            f"the scale {scale:g} is not finite: scaled first, the input "
-            "gives NaN (inf * 0, inf - inf) where the scaled result is +-inf"
-        )
+    if math.isnan(scale):
+        return "the scale is not a number (NaN)"
     if not _is_power_of_two(scale):
         return (
             f"the scale {scale:g} is not a power of two: scaling the input "

@@ -52,3 +52,23 @@ class PrescaledProjectionTest(testing.TestCase):
         self.assertAllClose(
             _run(model, inputs), layer(inputs) * 0.125, atol=1e-6
         )
+
+    def test_infinite_scale_multiplies_the_projections_sign(self):
+        # The CPU plugin folds a Multiply by inf after a MatMul into its
+        # weights, where 0 * inf makes every output NaN; sign(y) * inf is
+        # the same product, which it cannot fold.
+        layer = layers.Dense(6, bias_initializer="random_normal")
+        layer.build((None, None, 8))
+        parameter, x = _parameter((None, None, 8))
+        y = ops.multiply(layer(x), float("inf"))
+        model = ov.Model([y.output], [parameter])
+        types = [node.get_type_name() for node in model.get_ordered_ops()]
+        self.assertIn("Sign", types)
+        inputs = np.random.default_rng(0).standard_normal((2, 3, 8))
+        inputs = inputs.astype("float32")
+        kernel = ops.convert_to_numpy(layer.kernel).astype("float64")
+        bias = ops.convert_to_numpy(layer.bias)
+        expected = (inputs.astype("float64") @ kernel + bias) * np.inf
+        got = _run(model, inputs)
+        self.assertFalse(np.isnan(got).any())
+        self.assertAllClose(got, expected)
