@@ -1,11 +1,10 @@
 """Map a keras-hub preset's weights file instead of reading it.
 
 Stock ``from_preset`` reads every weight out of ``model.weights.h5`` into
-a new NumPy array: for GPT-2 Medium 1.4 GB of fresh memory, most of a
-3.7-6.8 s load on this project's 2-core machine (NumPy asks for huge pages
-for large arrays, and faulting them in is slow on a virtual machine; see
-docs/native-gap.md). OpenVINO does not read an IR's weights either: it
-maps the ``.bin`` file, and so does openvino-genai.
+a new NumPy array: a fresh copy of the model, most of the load (NumPy asks
+for huge pages for large arrays, and faulting them in is slow on a
+virtual machine; docs/native-gap.md). OpenVINO does not read an IR's
+weights either: it maps the ``.bin`` file, and so does openvino-genai.
 
 While keras-hub loads a backbone's weights, this part hands keras each
 weight as a NumPy view of a private (copy-on-write) mapping of the file,
@@ -140,9 +139,9 @@ def _mapped(store, key, mappings):
     ):
         return None
     # The store's file, not ``dataset.file``: h5py builds a new File object
-    # on every call of that (a third of this function's time, ad hoc). A
-    # dataset of another file (keras's store refuses the links that lead
-    # there) is read as stock reads it.
+    # on every call of that (docs/native-gap.md times it). A dataset of
+    # another file (keras's store refuses the links that lead there) is
+    # read as stock reads it.
     file = store.h5_file
     if dataset.id.fileno != file.id.fileno:
         return None
@@ -487,10 +486,10 @@ def release_pages(array):
     """Hands the pages under ``array``, a view of a mapping this part made,
     back to the kernel once the load has copied it (a weight cast to the
     variable's type): the load then holds one weight of the file at a
-    time beside the copies, not the whole file (GPT-2 Medium's float32
-    file beside its float16 copies was the float16 load's peak). The
-    mapping is private and never written: a later read of those pages
-    reads the file again. Returns whether ``array`` was such a view."""
+    time beside the copies, not the whole file, which was a float16 load's
+    peak (docs/native-gap.md). The mapping is private and never written: a
+    later read of those pages reads the file again. Returns whether
+    ``array`` was such a view."""
     import numpy as np
 
     base = array
