@@ -6,10 +6,10 @@ MatMul (``plan.py``); ``build_lowered`` lays the kernel out (a reshape of
 the original constant, transposed only when its label order is
 interleaved) and builds the MatMul. The einsum part
 (``parts/ops/einsum.py``) puts that in place of the Einsum node stock
-built. Operands are ``openvino.Output`` values
-already converted to the compute type (exactly what the stock backend hands
-to ``opset.einsum``); the result has the same element type and shape.
-Only small shape and axis constants are added to the graph.
+built. Operands are ``openvino.Output`` values already converted to the
+compute type (exactly what the stock backend hands to ``opset.einsum``);
+the result has the same element type and shape. Only small shape and axis
+constants are added to the graph.
 """
 
 import dataclasses
@@ -197,10 +197,9 @@ def _transposed_kernel(kernel, permutation):
     it holds both). The Transpose another einsum already built on the same
     kernel is found among the kernel's readers, which the graph owns: it
     lives exactly as long as a graph uses it. (A module-level cache of the
-    nodes kept every kernel alive until ``disable()``: 64 MB a dropped
-    model's kernel.) Two threads lowering one kernel at once may each build
-    one: a second copy, never a wrong result.
-    """
+    nodes kept every dropped model's kernels alive until ``disable()``.) Two
+    threads lowering one kernel at once may each build one: a second copy,
+    never a wrong result."""
     order = list(permutation)
     for target in kernel.get_target_inputs():
         node = target.get_node()

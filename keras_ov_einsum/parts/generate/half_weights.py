@@ -2,18 +2,16 @@
 own IRs do.
 
 keras-hub compiles a float16 model with the f16 precision hint. On a CPU
-without float16 arithmetic (AVX2, as this project's machine) the plugin
-then computes in float32 and converts every float16 Constant to float32
-when it compiles: GPT-2 Medium's first call grew RSS by 2.8 GB (a float32
-copy of each kernel beside Keras's float16 one) and each step read 1.4 GB
-of kernels (the harness at 1cdc3aa, docs/native-gap.md). An IR that
-optimum-intel exports in float16 holds each kernel as ``Convert(float32)``
-of a float16 Constant marked as a decompression; the CPU plugin packs
-such a kernel float16 and widens it inside its FullyConnected kernel, but
-only in a model it takes for a large language model, one holding a state
-variable (``python -m benchmarks.bandwidth --weights f16-decompressed
-[--stateful]``: 12.1 -> 19.5 GB/s and 1386 -> 715 MB on GPT-2 Medium's
-shapes, docs/native-gap.md).
+without float16 arithmetic the plugin then computes in float32 and
+converts every float16 Constant to float32 when it compiles: a float32
+copy of each kernel beside Keras's float16 one, which every step reads
+(docs/parts.md). An IR that optimum-intel exports in float16 holds each
+kernel as ``Convert(float32)`` of a float16 Constant marked as a
+decompression; the CPU plugin packs such a kernel float16 and widens it
+inside its FullyConnected kernel, but only in a model it takes for a
+large language model, one holding a state variable (``python -m
+benchmarks.bandwidth --weights f16-decompressed [--stateful]`` shows it;
+docs/native-gap.md has its figures).
 
 This part gives the stepwise part's step model that form before it is
 compiled: each MatMul of a float16 activation and a 2-D float16 kernel
@@ -23,21 +21,17 @@ the kernel a view of the variable's Constant (no copy; behind a Transpose,
 a transposed float16 copy), each Gather from a float16 embedding table
 gathers from the table behind a decompression Convert too, and the model
 gets one state variable of one float32 that nothing reads: the plugin's
-mark of a language model (the key/value cache kept in OpenVINO state
-would be the full form; the step model keeps it at its boundary,
-stepwise.py says why).
+mark of a language model (a step model whose caches the state_caches part
+keeps in state is one already, and gets no mark).
 
 Values: on a CPU that computes float16 in float32 the products are stock's
 (the plugin widens the same float16 values and rounds the results to
-float16 where stock's graph did; the stepwise tests compare tokens with
-stock's). On a CPU with float16 arithmetic (AVX512-FP16, where the plugin
-computes in float16) the stepwise tests' float16 tokens are stock's too. A
-step model whose caches the state_caches part keeps in state is a language
-model to the plugin already, and gets no mark. bfloat16 is
-declined: under the f16 hint the plugin packs bfloat16 kernels behind the
-decompression as float16, a lossy conversion (GPT-2 Medium gave other
-tokens, ad hoc). Only the CPU plugin is known to pack this way; on other
-devices the part declines.
+float16 where stock's graph did); on a CPU with float16 arithmetic, where
+the plugin computes in float16, the stepwise tests' float16 tokens are
+stock's too. bfloat16 is declined: under the f16 hint the plugin packs
+bfloat16 kernels behind the decompression as float16, a lossy conversion
+(a bfloat16 GPT-2 gave other tokens). Only the CPU plugin is known to pack
+this way; on other devices the part declines.
 """
 
 from ...core import decisions
@@ -144,7 +138,7 @@ def _decompress_float16_tables(model):
     """Each Gather of rows of a float16 Constant (an embedding table) as
     ``Convert(f16)(Gather(decompression(table), ids))``, as in OpenVINO's
     float16 IRs: the plugin then gathers from the float16 table instead of
-    a float32 copy of it (206 MB for GPT-2 Medium's). Returns how many."""
+    a float32 copy of it. Returns how many."""
     import openvino as ov
     import openvino.opset14 as ov_opset
 

@@ -7,12 +7,9 @@ length, heads, head_dim]``, reads each layer's part as ``cache[:, i,
 the stepwise part's step model that is, every step, a Gather copying each
 layer's part out of the input (the CPU plugin runs these Gathers in its
 reference kernel) and a Concat copying every layer's part into the output:
-the whole cache copied twice, however few of its positions are filled. On
-GPT-2 Medium with a cache of 512 positions (ad hoc: the step model
-profiled with the plugin's counters at position 300) the Gathers took 148
-ms and the Concats 103 of a step's 393 profiled ms, against 72 ms of
-FullyConnected layers, and generate(max_length=512) made 0.33 x
-openvino-genai's tokens/s (``docs/native-gap.md``).
+the whole cache copied twice, however few of its positions are filled,
+which over a long generation costs a step more than its FullyConnected
+layers (docs/native-gap.md, "Longer generations").
 
 This part has the step model take and give a key and a value cache of
 ``[batch, length, heads, head_dim]`` a layer instead: the trace hands

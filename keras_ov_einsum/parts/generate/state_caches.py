@@ -1,49 +1,41 @@
 """The stepwise step model's key and value caches kept in OpenVINO state,
 appended to in place by the CPU plugin's attention.
 
-With the ``layer_caches`` part the step model takes a key and a value
-cache a layer and gives them back updated: every step each layer's cache
-write (a ScatterNDUpdate) copies its whole input cache into its output,
-and the attention transposes every filled position's keys and values. On
-GPT-2 Medium a step grew by ~0.2 ms a filled position (ad hoc: 67 ms a
-step at 64 positions, 117 at 301), and at 256 tokens Keras made 0.62 x
-openvino-genai's tokens/s (``docs/native-gap.md``). genai's IR keeps its
-cache in OpenVINO state instead: a ReadValue of the past positions, a
-Concat of the new ones, the attention reading the Concat and an Assign of
-it, the form the CPU plugin's ``StatefulSDPAFusion`` turns into one
-ScaledDotProductAttentionWithKVCache a layer, which appends each new
+With ``layer_caches`` the step model takes each layer's key and value
+caches and gives them back: every step each cache write (a
+ScatterNDUpdate) copies its whole input cache to its output and the
+attention transposes every filled position's keys and values, so a step
+grows with the positions filled (docs/native-gap.md, "Longer
+generations"). genai's IR keeps its cache in state instead: a ReadValue
+of the past positions, a Concat of the new ones that the attention reads,
+an Assign of it: the form the plugin's ``StatefulSDPAFusion`` turns into
+one ScaledDotProductAttentionWithKVCache a layer, which appends each new
 position to a cache it owns.
 
-This part rewrites the step model ``layer_caches`` traced into that form:
-each layer's write of its new keys (values) at the cache index becomes the
-past keys (a ReadValue, reordered by a ``beam_idx`` input as the plugin's
-pattern has it) concatenated with the new ones, and the cache Parameters
-and Results go. keras's ``repeat`` of the key/value heads for
-grouped-query attention (Llama) becomes the Unsqueeze, Broadcast and
-Reshape the pattern knows (the same copies of each head). The state holds
-exactly the filled positions and the new ones, so a reader of the cache's
-length (the causal mask) reads the Concat's: the attention covers the
-positions the prefixes of ``stepwise._generate`` covered, less the masked
-ones past them.
+This part rewrites the ``layer_caches`` step model into that form: each
+layer's write of its new keys (values) at the cache index becomes the
+past keys (a ReadValue, reordered by a ``beam_idx`` input as the pattern
+has it) concatenated with the new ones; the cache Parameters and Results
+go. keras's ``repeat`` of the key/value heads (Llama's grouped-query
+attention) becomes the Unsqueeze, Broadcast and Reshape the pattern
+knows, the same copies of each head. The state holds exactly the filled
+positions and the new ones, so the causal mask reads the Concat's length:
+the attention covers what the prefixes of ``stepwise._generate`` covered,
+less the masked positions past them. Where a cache is read otherwise, or
+not by a ScaledDotProductAttention behind keras's Transpose (Gemma's
+einsums), the part declines, the reason in ``explain()``.
 
-Where a cache is read otherwise, or the attention reading it is not a
-ScaledDotProductAttention behind keras's Transpose (Gemma's einsums), the
-part declines and the step model keeps its cache Parameters, with the
-reason in ``explain()``. The plugin stores the state in its
-``KV_CACHE_PRECISION``, u8 (quantized) by default: ``stepwise`` compiles
-a step model with state in its variables' type. That is the cache's
-boundary type (float32), as the Parameters carried it, except for a
-float16 model on a device that computes in float16 (its
-``OPTIMIZATION_CAPABILITIES`` list FP16, as a CPU with AVX512-FP16's do):
-there each new position is rounded to float16 before the cache takes it
-(the model's Convert, which the plugin keeps when it computes in float16),
-so a float16 state holds the same values in half the bytes, as stock's
-Loop holds its cache in the plugin's execution precision. (On that CPU a
-float32 state also kept the plugin from fusing all but the first layer's
-attention with its cache: the plugin lowered the other layers' state to
-float16 itself, outside its pattern.) Where the plugin computes a float16
-model in float32 it drops those Converts: a float16 state would round
-what stock keeps.
+The plugin stores state in its ``KV_CACHE_PRECISION``, u8 (quantized) by
+default: ``stepwise`` compiles with the variables' type instead. That is
+float32, the type the cache Parameters carried, except for a float16
+model on a device that computes in float16 (``OPTIMIZATION_CAPABILITIES``
+lists FP16): there the model's Convert rounds each new position to
+float16 before the cache takes it, so a float16 state holds the same
+values in half the bytes, as stock's Loop holds its cache in the
+execution precision (and a float32 state kept the plugin from fusing all
+but the first layer: it lowered the others' state to float16 itself,
+outside its pattern). Where the plugin computes float16 in float32 it
+drops those Converts: a float16 state would round what stock keeps.
 """
 
 import functools
@@ -218,7 +210,7 @@ def _read_length_of(past, new, caches):
     ``past`` (the state as read) with ``new``'s positions added: the
     Concat's, computed beside it (a ShapeOf of the Concat, or of a
     Convert after the ReadValue, kept the plugin from fusing a float16
-    model's first layer, ad hoc)."""
+    model's first layer)."""
     import openvino as ov
     import openvino.opset14 as ov_opset
 

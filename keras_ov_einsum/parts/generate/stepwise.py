@@ -1,42 +1,40 @@
 """Generate with one compiled step model, as OpenVINO's own pipeline does.
 
-On the OpenVINO backend keras-hub compiles a causal LM's whole
-``generate_step`` as one model: the prompt pass, then a Loop whose body
-holds every layer a second time. Compiling the doubled graph is most of the
-first call, and the Loop costs ~3.6 ms an iteration outside its layers
-(GPT-2 Medium, ``docs/``). openvino-genai compiles one forward step with a
-key/value cache instead, and runs the prompt and each decoding step as
-separate inferences of it.
+keras-hub compiles a causal LM's whole ``generate_step`` as one OpenVINO
+model: the prompt pass, then a Loop whose body holds every layer again.
+Compiling the doubled graph is most of the first call, and the Loop costs
+time of its own every iteration (docs/parts.md). openvino-genai compiles
+one forward step with a key/value cache and runs the prompt and each
+decoding step as inferences of it.
 
 This part does the same for keras-hub's greedy causal LMs: it traces
-``call_with_cache`` once, on Parameters (token ids ``[B, S]``, the cache
-``[B, layers, 2, L, heads, head_dim]``, the cache index), into a model whose
-outputs are the sampler's probabilities for the last position and the new
+``call_with_cache`` once on Parameters (token ids ``[B, S]``, the cache
+``[B, layers, 2, L, heads, head_dim]``, the cache index) into a model
+giving the sampler's probabilities for the last position and the new
 cache, compiles it as ``ov_infer`` compiles stock's (same device, same
-``INFERENCE_PRECISION_HINT``), and runs greedy decoding in Python around
-it as genai does: the prompt pass covers only the prompt (stock's covers
-every padded position) and gives the first new token (stock recomputes
-the prompt's last token in a first step: 9 passes over the weights for 8
-new tokens, genai's 8). Each inference reads the cache from one of two
-buffers and writes it into the other: the cache is never copied (with the
-``state_caches`` part the caches are the request's OpenVINO state). The other
-parts apply inside the step model: they hook the backend ops the trace
-calls.
+``INFERENCE_PRECISION_HINT``) and decodes greedily in Python around it.
+The prompt pass covers only the prompt and gives the first new token
+(stock's covers every padded position and recomputes the prompt's last
+token in a first step: 9 passes over the weights for 8 new tokens,
+genai's 8). Each inference reads the cache from one of two buffers and
+writes the other: it is never copied (with ``state_caches``, it is the
+request's OpenVINO state). The other parts apply inside the step model:
+they hook the backend ops the trace calls.
 
-A float16 or bfloat16 model's cache crosses the step model's boundary in
-float32 (converted to the model's type inside). Stock's Loop keeps its cache
-inside the compiled graph, where the plugin holds it in its execution
-precision: float32 on a CPU without float16/bfloat16 units, whatever the f16
-hint asks. A cache Parameter of the model's own type would round it to that
-type between steps, and a 2-layer Llama in bfloat16 then picked another
-token at a near tie (tests/test_stepwise.py). Where the plugin does compute
-in the low type, the Convert inside rounds as the Loop's storage does.
+A float16 or bfloat16 model's cache crosses the boundary in float32
+(converted inside), as stock's Loop holds its cache in the plugin's
+execution precision: float32 on a CPU without float16/bfloat16 units,
+whatever the f16 hint asks. A cache Parameter of the model's own type
+would round it between steps, and a 2-layer bfloat16 Llama then picked
+another token at a near tie (tests/test_stepwise.py). Where the plugin
+computes in the low type, the Convert inside rounds as the Loop's storage
+does.
 
-Only models whose ``generate_step``, ``call_with_cache`` and
-``_build_cache`` are GPT-2's, Llama's or Gemma's (the ones the tests compare
-with stock, token for token, in float32, float16 and bfloat16) and
-keras-hub's ``GreedySampler`` itself are run this way; anything else keeps
-stock's generate function, with the reason in ``explain()``.
+Only causal LMs whose ``generate_step``, ``call_with_cache`` and
+``_build_cache`` are GPT-2's, Llama's or Gemma's (the tests compare their
+tokens with stock's in float32, float16 and bfloat16), with keras-hub's
+``GreedySampler`` itself, run this way; anything else keeps stock's
+generate function, the reason in ``explain()``.
 """
 
 import collections
@@ -399,9 +397,9 @@ def _share_batch(parameters):
     telling the plugin so lets its shape passes merge the arithmetic each
     decoder layer repeats on its own tensors' shapes (its causal mask,
     positions and cache indices). Apart, the two batches stay two unknowns
-    and every layer keeps its copy: GPT-2 Medium's compiled step model
-    keeps 3054 layers instead of 2088, and compiles longer (ad hoc:
-    docs/native-gap.md). The values computed are the same."""
+    and every layer keeps its copy: a compiled step model of many more
+    layers, compiled longer (docs/native-gap.md, "One batch symbol"). The
+    values computed are the same."""
     import openvino as ov
 
     if not hasattr(ov, "Symbol"):  # OpenVINO before symbols: nothing shared
@@ -493,9 +491,8 @@ def _generate(request, layout, token_ids, mask, index, stop_token_ids):
         if not trimmed:
             return buffers[parity]
         # A multiple of _PREFIX_STEP: the plugin makes and keeps executors
-        # for each new input shape (one position at a time grew RSS by 430
-        # MB over 254 steps of GPT-2 Medium and made each new length
-        # ~14 ms slower, ad hoc).
+        # for each new input shape, memory and time a shape (one position
+        # at a time: docs/native-gap.md, docs/parts.md).
         prefix = -(-positions // _PREFIX_STEP) * _PREFIX_STEP
         if (parity, prefix) not in prefixes:
             prefixes[parity, prefix] = [

@@ -3,22 +3,15 @@ plugin, as OpenVINO's own pipeline runs an int8 IR.
 
 For an int8-weight FullyConnected layer the CPU plugin quantizes the
 layer's float32 inputs to int8 itself, per group of inputs ("dynamic
-quantization", on by default where the CPU has int8 dot products: AVX512
-VNNI, AVX-VNNI, AMX), and sums int8 x int8 products: faster than
-decompressing the weights to float32, and not stock's values. The int8
-part turns it off (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``) so that an int8
-model's results are stock's; openvino-genai leaves it on for its int8 IRs.
-Whether that is faster depends on the CPU. On the AVX512 VNNI AMD EPYC of
-2026-12-01 it was not, for one-row decoding steps (this part was reverted
-then, docs/native-gap.md). On the AMX Xeon of 2026-12-02, GPT-2 Medium's
-int8 IR profiled with it off took 7.4-8.2 ms a step in its 24 [1024,
-4096] layers against 4.7-6.1 with the plugin's default, and keras's
-weights-only step model 6.8-7.2 ms there with it off (ad hoc,
-``PERF_COUNT``, docs/native-gap.md): off is most of the weights-only rows'
-distance from genai on that CPU. On the Xeon without AMX (AVX512 VNNI)
-of that afternoon, the harness's weights-only GPT-2 Medium rows made
-0.89 x genai's tokens/s with this part and 0.63 x with the int8 part
-alone (docs/performance.md).
+quantization", on by default where the CPU has int8 dot products: VNNI,
+AMX), and sums int8 x int8 products: not stock's values, and faster than
+decompressing the weights to float32 on some CPUs. The int8 part turns it
+off (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``) so that an int8 model's
+results are stock's; openvino-genai leaves it on for its int8 IRs. Whether
+it pays depends on the CPU: on some VNNI CPUs it did not for one-row
+decoding steps (this part was once reverted for it), on others it was
+most of the weights-only rows' distance from genai (docs/native-gap.md,
+machine by machine; docs/parts.md).
 
 With this part the int8 part leaves the option to the plugin for a model
 whose int8 layers are all weights-only ones it built. A model holding an

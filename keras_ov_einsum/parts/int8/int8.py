@@ -1,56 +1,51 @@
 """Opt-in: keep Keras's int8 kernels int8 through the lowering.
 
 Keras's ``quantize("int8")`` EinsumDense computes ``einsum(x, kernel)`` on
-int8 activations and an int8 kernel, and its OpenVINO ``einsum`` promotes
-both to int32. OpenVINO folds the kernel's Convert into an int32 constant:
-four bytes a weight, repacked as float32 by the CPU plugin, whose MatMul has
-no int32 kernel. Here the same product is built as a float32 MatMul on the
-int8 constant behind ``Convert`` and a ``Multiply`` by ones, the weight
-decompression pattern the CPU plugin keeps compressed (its FullyConnected
-layer reads the int8 weights), and converted back to int32.
+int8 activations and an int8 kernel; its OpenVINO ``einsum`` promotes both
+to int32, and OpenVINO folds the kernel's Convert into an int32 constant:
+four bytes a weight, repacked as float32 by the CPU plugin, whose MatMul
+has no int32 kernel. Here the product is a float32 MatMul on the int8
+constant behind ``Convert`` and a ``Multiply`` by ones, the weight
+decompression pattern the plugin keeps compressed (its FullyConnected
+layer reads the int8 weights), converted back to int32. Keras's quantized
+``Dense`` (``matmul(x, kernel)``) is lowered the same way.
 
 The result is the exact integer product (NumPy's), so stock's int32 result
 bit for bit wherever stock's own float32 sums are exact (always for
 K <= 1024), when two things hold:
 
-- every partial sum is an integer float32 holds exactly: with int8 operands
-  each product is at most 128 * 128 = 2**14 in size, so a contraction of
+- every partial sum is an integer float32 holds exactly: an int8 x int8
+  product is at most 128 * 128 = 2**14 in size, so a contraction of
   K <= 2**24 / 2**14 = 1024 terms never rounds, in any order. A longer one
   (a feed-forward layer's down projection) is split along K into parts of
-  at most 1024, each its own MatMul, and the parts are summed in int32.
-  (Stock computes its int32 MatMul as a float32 FullyConnected: beyond
-  2**24 it rounds, e.g. 33032192 for 33032193; this form does not.)
-- the plugin computes the layer in float32: it does not quantize its
-  activations ("dynamic quantization", on by default for int8 weights) and
-  does not run it in bfloat16 (the default inference precision on CPUs with
-  bfloat16 units). ``compile_options`` asks for both
+  at most 1024, each its own MatMul, summed in int32. (Stock computes its
+  int32 MatMul as a float32 FullyConnected: beyond 2**24 it rounds, e.g.
+  33032192 for 33032193; this form does not.)
+- the plugin computes the layer in float32: no dynamic quantization of its
+  activations (on by default for int8 weights), no bfloat16 (the default
+  precision on CPUs with bfloat16 units). ``compile_options`` asks for both
   (``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``, ``INFERENCE_PRECISION_HINT=f32``,
-  which keras-hub already sets for int8 models) when a model holds such a
-  layer and the caller set nothing else (the opt-in dynamic_quantization
+  which keras-hub sets for int8 models) when a model holds such a layer
+  and the caller set nothing else, on any device that may be the CPU
+  (AUTO, HETERO and MULTI hand them on); the opt-in dynamic_quantization
   part leaves the first to the plugin where every int8 layer is a
-  weights-only one), on any device that may be the CPU
-  (AUTO, HETERO and MULTI hand them on). Compile while enabled: the graph
-  cannot carry them (``COMPILE_OPTIONS_WARNING``).
-
-Keras's quantized ``Dense`` computes ``matmul(x, kernel)`` the same way and
-is lowered the same way.
+  weights-only one. Compile while enabled: the graph cannot carry them
+  (``COMPILE_OPTIONS_WARNING``).
 
 Weights-only int8 (``quantize("int8", config=Int8QuantizationConfig(
-activation_quantizer=None))``, what OpenVINO's own int8 IRs hold) multiplies
-float32 inputs by the int8 kernel: stock promotes the kernel to float32 and
-OpenVINO folds that into a float32 copy. Here the kernel stays int8 behind
-the same decompression pattern and the product is stock's float32 MatMul,
-summed by the plugin's int8-weight kernel: equal to stock within float32
-rounding (not bit for bit).
+activation_quantizer=None))``, the form of OpenVINO's own int8 IRs)
+multiplies float32 inputs by the int8 kernel: stock folds the promoted
+kernel into a float32 copy. Here the kernel stays int8 behind the same
+pattern and the product is stock's float32 MatMul, summed by the plugin's
+int8-weight kernel: stock's within float32 rounding, not bit for bit.
 
 An int8 ``ReversibleEmbedding``'s tied logits, ``matmul(x,
 transpose(embeddings))`` (keras-hub's GPT-2 and Gemma heads), get either
 form on the untransposed table: stock folds the transpose into a float32
-copy, which a decoding step reads whole (GPT-2 Medium's 206 MB, a fifth of
-its int8 step's time).
-
-Int8 einsums that are batched MatMuls (not a FullyConnected layer) or sum an
-operand first get the ordinary lowering, with the reason recorded.
+copy, which every decoding step reads whole (docs/native-gap.md has its
+share of a step). Int8 einsums that are batched MatMuls (no
+FullyConnected layer) or sum an operand first get the ordinary lowering,
+with the reason recorded.
 """
 
 import functools
@@ -314,9 +309,9 @@ def _row_views(kernel, parts):
     """The [K, N] int8 kernel's parts of K as Constants on runs of its rows,
     which lie one after the other in the variable's buffer: no copy. A
     VariadicSplit of the Constant (the other way) is folded into new
-    Constants when the model compiles, a copy of the int8 bytes (GPT-2
-    Medium's down projections: 96 MB of its int8 first call's growth).
-    None when the kernel is no Constant behind Reshapes."""
+    Constants when the model compiles, a copy of the int8 bytes
+    (docs/native-gap.md, "Memory"). None when the kernel is no Constant
+    behind Reshapes."""
     matrix = matrix_view(kernel)
     if matrix is None:
         return None

@@ -6,44 +6,37 @@ inputs inside the graph (``AbsMaxQuantizer``: a scale a row, ``127 /
 int8), multiply them by the int8 kernel and divide the product by both
 scales: ~16 keras operations a layer, each through keras's type promotion,
 and the einsum's int32 promotion and back. Tracing them is what makes the
-int8 step model's trace longer than float32's (GPT-2 Medium: 0.37 s
-against float32's 0.15 s on this project's AVX512 machine).
+int8 step model's trace longer than float32's.
 
 Here the layer is built in one go from the same arithmetic in the same
 order: ``Abs``, ``ReduceMax``, the ``Add`` of epsilon and the ``Divide``
 of 127 by it make the scale; ``Multiply``, ``Round`` (half to even),
-``Maximum`` and ``Minimum`` and the int8 ``Convert`` the quantized
-inputs; the int8 part's exact product on the int8 kernel, kept float32
-where it is exact in float32 (one part of K: keras's int32 round trip
-changes no value there); the inputs' scale laid out as the outputs
-(keras 3.15: the layer's ``_adjust_scale_for_quant``; keras 3.16: its
-quantization geometry, which also names the quantized axes), the
-``Multiply`` of the two scales, its operands in the installed keras's
-order, and the ``Divide``; then keras's bias and activation as stock
-adds them. The results are stock's bit for bit (the tests compare them),
-where the int8 part's are. GPT-2 Medium's int8 step model: 7058 nodes
-against 8018 (ad hoc); in the harness at debee96 (git history of
-docs/results/gpt2_medium) its trace took 0.27 s against 0.37 s, its time
-to the first token 3.05 x genai's against 3.39 x, each decoding step the
-same (Llama-small: no gain within that run's spread). The CPU plugin
-merges the identical quantizations of one input (query, key and value)
-itself.
+``Maximum``, ``Minimum`` and the int8 ``Convert`` the quantized inputs;
+the int8 part's exact product on the int8 kernel, kept float32 where it is
+exact in float32 (one part of K: keras's int32 round trip changes no
+value there); the inputs' scale laid out as the outputs (keras 3.15: the
+layer's ``_adjust_scale_for_quant``; keras 3.16: its quantization
+geometry, which also names the quantized axes), the ``Multiply`` of the
+two scales, its operands in the installed keras's order, and the
+``Divide``; then keras's bias and activation as stock adds them. The
+results are stock's bit for bit where the int8 part's are (the tests
+compare them): fewer nodes to trace and compile, the same decoding step
+(the CPU plugin merges the identical quantizations of one input, query,
+key and value, itself).
 
-Inside keras-hub's ``generate()`` on a CPU whose int8 dot products sum
-in int32 without saturating (AVX512 VNNI, AVX-VNNI, AMX), the product is
-the plugin's int8 FullyConnected instead (``int8.int8_dot_product``: a
-FakeQuantize that maps each int8 value to itself marks the inputs int8):
-the same integer sums, one layer whatever K, the plugin's int8 kernels
-(GPT-2 Medium's int8 decoding in the README's command at 87c0df5,
-docs/performance.md: 74.3 tokens/s against 50.7 with the int8 part
-alone, trace 0.25 s against 0.33 s, compile 0.88 s against 0.82 s). A
-model with a FakeQuantize is compiled by the plugin's low-precision
-pipeline, which turns divisions into multiplications by reciprocals: the
-layers' de-scaling and the model's other divisions round differently
-from stock's (one float32 ulp here and there), so this form is kept to
-``generate()``, whose results are token ids (the tests compare them with
-stock's), as the attention and layer_norm parts are. Elsewhere, and on
-CPUs with AVX2's saturating int8 products, the exact float32 form above.
+Inside keras-hub's ``generate()`` on a CPU whose int8 dot products sum in
+int32 without saturating (VNNI, AMX), the product is the plugin's int8
+FullyConnected instead (``int8.int8_dot_product``: a FakeQuantize that
+maps each int8 value to itself marks the inputs int8): the same integer
+sums, one layer whatever K, the plugin's int8 kernels. A model with a
+FakeQuantize is compiled by the plugin's low-precision pipeline, which
+turns divisions into multiplications by reciprocals: the layers'
+de-scaling and the model's other divisions round differently from stock's
+(one float32 ulp here and there), so this form is kept to ``generate()``,
+whose results are token ids (the tests compare them with stock's), as the
+attention and layer_norm parts are. Elsewhere, and on CPUs whose int8
+products saturate, the exact float32 form above. What each form measured:
+docs/native-gap.md and docs/parts.md.
 
 Declined, with the reason, and built by stock and the int8 part as
 before: another quantizer or value range, LoRA, a compute type other than
@@ -78,8 +71,8 @@ __all__ = [
 ]
 
 # Instruction sets whose int8 dot products accumulate in int32 without an
-# int16 intermediate: AVX2's vpmaddubsw saturates pairs of products at
-# 2**15, and oneDNN halves the weights where it is all there is.
+# int16 intermediate. Where vpmaddubsw is all there is, it saturates pairs
+# of products at 2**15, and oneDNN halves the weights.
 _INT32_DOT_PRODUCTS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 

@@ -1,39 +1,34 @@
 """Map a keras-hub preset's weights file instead of reading it.
 
-Stock ``from_preset`` reads every weight out of ``model.weights.h5`` into
-a new NumPy array: for GPT-2 Medium 1.4 GB of fresh memory, most of a
-3.7-6.8 s load on this project's 2-core machine (NumPy asks for huge pages
-for large arrays, and faulting them in is slow on a virtual machine; see
-docs/native-gap.md). OpenVINO does not read an IR's weights either: it
-maps the ``.bin`` file, and so does openvino-genai.
+Stock ``from_preset`` reads every weight of ``model.weights.h5`` into a new
+NumPy array: a fresh copy of the model, most of the load (NumPy backs large
+arrays with huge pages, slow to fault in on a virtual machine;
+docs/native-gap.md). OpenVINO and openvino-genai map an IR's ``.bin``
+instead.
 
 While keras-hub loads a backbone's weights, this part hands keras each
 weight as a NumPy view of a private (copy-on-write) mapping of the file,
-with the dtype, shape and values stock's read gives. With ``preset_load``
-the backbone's Constants then share those pages: the load reads nothing,
-and the kernel pages them in from the page cache when the plugin first
-reads them. Only plain datasets are mapped: contiguous, unfiltered,
-native-endian numbers of a single-file weights store on disk; anything
-else (keras's bfloat16 datasets, chunked or compressed data, links,
+with stock's dtype, shape and values; with ``preset_load`` the Constants
+share those pages, which the kernel reads from the page cache when the
+plugin first needs them. Only plain datasets are mapped (contiguous,
+unfiltered, native-endian numbers of a single-file store on disk); the
+rest (keras's bfloat16 datasets, chunked or compressed data, links,
 sharded or in-archive stores) is read as stock reads it.
 
-A mapping reads the file as it is now, not as it was when the model
-loaded: a file rewritten in place (``cp`` over it, h5py's "r+") would
-change the model's weights, and a shorter one would take its pages away
-(SIGBUS on the next read; OpenVINO's own mapping of an IR has that
-caveat). So this part maps a file only under a read lease (Linux's
-``F_SETLEASE``): whoever opens the file for writing or truncates it waits
-in the kernel until a thread of this part has put a private copy of the
-mapped bytes at the same addresses (one ``mremap``: a reader sees the same
-values throughout), and the model keeps the weights it loaded. Nothing
-runs per inference; the copy costs memory only once the file is rewritten.
-Where the kernel grants no lease (another system, a file of another owner
-or open for writing, a filesystem without leases), the weights are read as
+A mapping reads the file as it is now: rewritten in place (``cp`` over it,
+h5py's "r+") it would change the model's weights, shortened it would take
+its pages away (SIGBUS; OpenVINO's mapping of an IR has that caveat). So a
+file is mapped only under a read lease (Linux's ``F_SETLEASE``): a writer
+or truncater waits in the kernel until this part's thread has put a
+private copy of the bytes at the same addresses (one ``mremap``: readers
+see the same values throughout), and the model keeps the weights it
+loaded. Nothing runs per inference; the copy costs memory only once the
+file is rewritten. Without a lease (another system, another owner's file,
+one open for writing, a filesystem without leases) the weights are read as
 stock reads them. h5py opens a file holding the GIL, which that thread
-needs: while the part is on, h5py's opens for writing in this process copy
-first. keras saving over a file a model maps writes a new file instead
-(unlinked first, or copied for an append): nothing to copy, the model
-keeps the old inode.
+needs, so h5py's opens for writing in this process copy first; keras
+saving over a mapped file writes a new file instead (unlinked first, or
+copied for an append), and the model keeps the old inode.
 """
 
 import collections
@@ -140,9 +135,9 @@ def _mapped(store, key, mappings):
     ):
         return None
     # The store's file, not ``dataset.file``: h5py builds a new File object
-    # on every call of that (a third of this function's time, ad hoc). A
-    # dataset of another file (keras's store refuses the links that lead
-    # there) is read as stock reads it.
+    # on every call of that (docs/native-gap.md times it). A dataset of
+    # another file (keras's store refuses the links that lead there) is
+    # read as stock reads it.
     file = store.h5_file
     if dataset.id.fileno != file.id.fileno:
         return None
@@ -487,10 +482,10 @@ def release_pages(array):
     """Hands the pages under ``array``, a view of a mapping this part made,
     back to the kernel once the load has copied it (a weight cast to the
     variable's type): the load then holds one weight of the file at a
-    time beside the copies, not the whole file (GPT-2 Medium's float32
-    file beside its float16 copies was the float16 load's peak). The
-    mapping is private and never written: a later read of those pages
-    reads the file again. Returns whether ``array`` was such a view."""
+    time beside the copies, not the whole file, which was a float16 load's
+    peak (docs/native-gap.md). The mapping is private and never written: a
+    later read of those pages reads the file again. Returns whether
+    ``array`` was such a view."""
     import numpy as np
 
     base = array

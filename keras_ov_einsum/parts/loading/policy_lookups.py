@@ -2,14 +2,12 @@
 every key as a regular expression when no key is one.
 
 A quantized keras-hub model's layers take their dtype policies from a
-``DTypePolicyMap`` that holds one entry a quantized layer (GPT-2 Medium's
-int8 model: 145). ``DTypePolicyMap.__getitem__`` answers a path it holds
-from its dict; for any other path (every layer norm, dropout, attention
-and decoder block asking for its compute dtype) it runs ``re.fullmatch``
-of every key against the path, and a layer's dtype is asked for at each of
-its calls. In GPT-2 Medium's weights-only int8 model that was 182 such
-lookups in ``from_preset`` and 617 in the first ``generate()``: 0.067 s of
-the two (ad hoc, keras 3.15, each lookup timed).
+``DTypePolicyMap`` that holds one entry a quantized layer.
+``DTypePolicyMap.__getitem__`` answers a path it holds from its dict; for
+any other path (every layer norm, dropout, attention and decoder block
+asking for its compute dtype, at each of its calls) it runs
+``re.fullmatch`` of every key against the path (docs/native-gap.md counts
+the lookups of a load and a first ``generate()``).
 
 A key with no regular-expression syntax in it (``re.escape`` leaves it as
 it is) matches only the path equal to it, which the dict lookup already

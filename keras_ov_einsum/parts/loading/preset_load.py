@@ -2,30 +2,25 @@
 replace.
 
 ``from_preset`` builds the backbone from its config, which runs every
-layer's initializer, then overwrites every variable with the preset's saved
-weights. On Keras's OpenVINO backend an initializer is NumPy drawing the
-values in float64 and OpenVINO copying them into a Constant: for GPT-2
-Medium's 355M parameters that was two thirds of a 31 s ``from_preset``
-(profiled on this project's 2-core machine), all of it thrown away.
+layer's initializer, then overwrites every variable with the preset's
+saved weights. On Keras's OpenVINO backend an initializer is NumPy drawing
+the values in float64 and OpenVINO copying them into a Constant: most of
+a stock ``from_preset``, all of it thrown away (docs/parts.md).
 
 While a preset loader builds a backbone whose weights it then loads, this
-part gives each new variable a zero Broadcast instead (no bytes, no
+part gives each new float variable a zero Broadcast instead (no bytes, no
 draw); ``load_weights`` then assigns the saved values, as it does stock,
 but into a Constant that shares the array read from the weights file
-instead of copying it (stock copies every weight once more: a second
-transient copy of the model, ~1 s for GPT-2 Medium). A float32 weight
-loaded into a bfloat16 variable is rounded in NumPy, bit for bit as stock
-rounds it: stock hands OpenVINO a Python list of every value (its
-``constant()`` does that for bfloat16, which NumPy lacks), two thirds of a
-bfloat16 GPT-2 Medium's ~30 s load (profiled). A weight loaded into a
-variable of another NumPy type (float32 into float16) is cast once, to
-stock's bits (float32 to float16 by OpenVINO's Convert, faster than
-NumPy's ``astype``), and the Constant shares the cast array (stock copies
-it once more). After either cast, a weight the mapped_weights part mapped
-gives its pages back (``mapped_weights.release_pages``): GPT-2 Medium's
-float16 load peaked at 2119 MB over its imports with the whole float32
-file resident beside the float16 copies, 782 MB without (ad hoc, the
-same load alternated).
+(stock copies every weight once more: a second transient copy of the
+model). A weight loaded into a variable of another type is cast once, to
+stock's bits, and the Constant shares the cast array (stock copies it once
+more): float32 to bfloat16 in NumPy (stock hands OpenVINO a Python list of
+every value, as its ``constant()`` does for bfloat16, which NumPy lacks:
+most of a bfloat16 load), float32 to float16 by OpenVINO's Convert (faster
+than NumPy's ``astype``). After either cast, a weight the mapped_weights
+part mapped gives its pages back (``mapped_weights.release_pages``): the
+load never holds the whole float32 file beside the cast copies.
+
 Only float variables created inside ``Backbone.from_config`` under a
 loader called with ``load_weights=True`` are touched: a task's own layers
 (a classifier head the preset may not hold), integer variables (a dropout
@@ -178,10 +173,8 @@ def _float16_by_openvino(value):
     """A float16 Constant of float32 ``value`` (C-ordered, no NaN), cast by
     OpenVINO's constant folding of a Convert: NumPy's bits (round to
     nearest even, overflow to infinity, subnormals; the tests check the
-    edges) in less time, 0.07 s for 50 M values against NumPy's 0.17 s
-    (ad hoc); a float16 GPT-2 Medium's load 3.19 -> 2.14 s in the harness
-    (docs/performance-half.md). Not for NaNs: their payload bits come out
-    otherwise."""
+    edges) in less time than NumPy takes (docs/parts.md, docs/native-gap.md).
+    Not for NaNs: their payload bits come out otherwise."""
     import openvino as ov
     import openvino.opset13 as ov_opset
     from openvino.passes import ConstantFolding, Manager

@@ -1,36 +1,33 @@
 """A keras-hub preset keeps each layer's quantization config.
 
 keras's ``quantize("int8", config=...)`` takes a ``QuantizationConfig``
-that chooses the layer's quantizers: ``Int8QuantizationConfig(
-activation_quantizer=None)`` quantizes the weights only, the form
-OpenVINO's int8 IRs hold. keras serializes the config with the layer's own
-``get_config``, but a keras-hub preset does not hold its layers' configs:
-it rebuilds the backbone from its hyperparameters and a ``DTypePolicyMap``
-of each layer's quantization mode. So ``from_preset`` builds every int8
-layer with keras's default quantizers: a weights-only model comes back
-quantizing every activation row, silently another model with other
-outputs (keras 3.15, keras-hub 0.32), and the only way to run a
-weights-only model was to load float32 weights and quantize them in every
-process (GPT-2 Medium: ~40 s and 2.9 x the int8 IR's peak memory in the
-benchmark).
+that chooses the layer's quantizers (``Int8QuantizationConfig(
+activation_quantizer=None)``: weights only, the form of OpenVINO's int8
+IRs) and serializes it in the layer's own ``get_config``. A keras-hub
+preset holds no layer configs: it rebuilds the backbone from its
+hyperparameters and a ``DTypePolicyMap`` of quantization modes, so
+``from_preset`` builds every int8 layer with keras's default quantizers
+and a weights-only model comes back quantizing every activation row:
+silently another model, with other outputs (keras 3.15, keras-hub 0.32).
+It could only be run by quantizing float32 weights in every process
+(docs/native-gap.md has what that cost).
 
-This part writes the configs beside the preset's own files
-(``quantization_configs.json``: each layer's path, the key its dtype policy
-has in the map, and its serialized config) when keras-hub saves a backbone,
-and while keras-hub loads a preset that has the file, hands each quantized
-layer its saved config when the layer builds its quantized variables, as
-if it had been passed to the layer. The file is extra: stock keras-hub
-ignores it (and loads the preset as it does today), a preset without it
-loads as stock loads it. An entry keras could not build the layer with
-and run (another mode than the layer's policy, a class it cannot find, a
-field of the wrong type) leaves that layer keras's defaults, the reason in
+This part writes ``quantization_configs.json`` beside the preset's files
+when keras-hub saves a backbone (each layer's path, the key its dtype
+policy has in the map, its serialized config) and, while keras-hub loads
+a preset that has it, hands each quantized layer its saved config as the
+layer builds its quantized variables, as if it had been passed to the
+layer. Stock keras-hub ignores the file; a preset without it loads as
+stock loads it. An entry keras could not build the layer with and run
+(another mode than the layer's policy, a class it cannot find, a field of
+the wrong type) leaves that layer keras's defaults, the reason in
 ``explain()``; a file it cannot use (unreadable, not JSON, not an object)
 leaves every layer keras's defaults, with a warning naming it: never a
 failed load. Each config is checked where the part builds it, as keras
 will use it: an error raised inside keras's build would pass for stock's
 own, which the package's guard hands on to the caller. The keras-hub fix
-would keep the configs in the preset's config itself (not upstreamed here:
-keras-hub's preset format, not keras's OpenVINO backend).
+would keep the configs in the preset's config itself (not upstreamed
+here: keras-hub's preset format, not keras's OpenVINO backend).
 """
 
 import functools

@@ -6,9 +6,7 @@ saves and skips the attributes a plain ``Layer()`` has, from
 global state, but reads the cache under ``saving_attr_skiplist_<type>``
 and writes it under ``saving_attr_skipset_<type>`` (keras 3.12-3.15): the
 cache never answers, and every visit builds a new ``Layer()`` and lists its
-``dir()``. keras-hub's GPT-2 Medium preset has 344 layers to visit: about
-0.25 s of its ``from_preset`` (ad hoc, cProfile: 0.36 s of 1.2 s of the
-weights' load).
+``dir()`` (docs/native-gap.md has what that costs a load).
 
 This part stores each set under the key keras reads as well, so that
 keras's own cache answers from the second visit on; ``clear_session()``

@@ -6,9 +6,8 @@ GPT-2 and the other byte-pair models) assigns the vocabulary dict and the
 merges list to the layer twice (once for its TensorFlow tables, once for
 its ``tokenizers`` one). A keras layer wraps each dict or list it is given
 in a tracking proxy that asks, for every element, whether it is a layer,
-a variable or a metric: ~100,000 strings and ints a time for GPT-2's
-50,257 tokens and 50,000 merges, 0.25 s of a 0.4 s tokenizer load (ad
-hoc, alternated: 0.38-0.46 s against 0.15-0.19 s).
+a variable or a metric: every token and merge, each time, most of the
+tokenizer's load (docs/native-gap.md).
 
 None of these values can hold a layer or variable, so this part runs the
 method under keras's own ``DotNotTrackScope``: the attributes are the

@@ -2,18 +2,17 @@
 
 Keras's OpenVINO backend brings the two operands of a binary op (``add``,
 ``multiply``, ``matmul``, the tensor operators, ...) to one type with
-``core.align_operand_types``. It compares each operand's Keras dtype name
-(``"float32"``) with the OpenVINO result type (``Type.f32``); a ``str``
-never equals an ``openvino.Type``, so stock converts both operands on every
-call, nearly always to the type they already have. keras-hub's GPT-2 Medium
-generate graph holds about 2,600 such Converts, a fifth of its operations;
-OpenVINO removes them again while compiling (its NopElimination pass), after
-the passes before it have walked them.
+``core.align_operand_types``, which compares each operand's Keras dtype
+name (``"float32"``) with the OpenVINO result type (``Type.f32``). A
+``str`` never equals an ``openvino.Type``, so stock converts both operands
+on every call, nearly always to their own type: a good part of a generate
+graph's operations (docs/lowering.md counts them), which OpenVINO removes
+while compiling, after the passes before that have walked them.
 
-This part runs the stock function (its checks, its errors, its result type)
-and hands back an operand itself wherever stock's Convert targets that
-operand's own type. A Convert to the same type is the identity, so values,
-dtypes and shapes are stock's; a Convert that changes the type is kept.
+The part runs the stock function (its checks, errors and result type) and
+hands back an operand itself wherever stock's Convert targets that
+operand's own type, the identity: values, dtypes and shapes are stock's.
+A Convert that changes the type is kept.
 """
 
 from ...core.outcome import lowered
@@ -64,6 +63,7 @@ PART = Part(
     rewrite=rewrite_align_operand_types,
     label="align_operand_types: Converts to the operand's own type left out",
     counted=True,
-    # Upstream, align_operand_types itself is fixed in place (upstream.py).
+    # Upstream, align_operand_types itself is fixed in place
+    # (upstream/generator.py).
     sources=(),
 )

@@ -2,35 +2,28 @@
 whatever the layer's dropout rate.
 
 keras's ``MultiHeadAttention._compute_attention`` calls
-``ops.dot_product_attention`` (on OpenVINO one ScaledDotProductAttention
-node, which the CPU plugin runs as one fused layer) unless the layer has
-dropout, returns its scores or is not 4-D. It tests the dropout *rate*, not
-whether dropout runs: a layer built with ``dropout=0.1`` (GPT-2, BERT and
-most keras-hub encoders and decoders) takes the explicit path at inference
-too, where dropout is the identity: a query scaling, two einsums, a
-Softmax, a Dropout that does nothing and the mask's Select, per layer:
-about a third of the small layers of GPT-2 Medium's decoding step
-(docs/native-gap.md).
+``ops.dot_product_attention`` (on OpenVINO one ScaledDotProductAttention,
+which the CPU plugin runs as one fused layer) unless the layer has
+dropout, returns its scores or is not 4-D. It tests the dropout *rate*,
+not whether dropout runs: a layer built with ``dropout=0.1`` (GPT-2, BERT
+and most keras-hub models) takes the explicit path at inference too: a
+query scaling, two einsums, a Softmax, a Dropout that does nothing and the
+mask's Select, small layers the plugin runs one by one every step.
 
-Here, while a keras-hub ``CausalLM.generate()`` runs (where it traces
-its generate graph), a call that runs no dropout (``training`` falsy) and
-returns no scores takes keras's own ``dot_product_attention`` branch, as a
-layer without dropout would: the layer's rate reads as 0 for the duration
-of the call (under a lock; the layer's config is unchanged after it). The
-same attention with the scale applied to the scores instead of the query
-and the fused layer's summation order: float32 rounding. So only inside
-generate(), whose results are token ids (the tests compare them with
+Inside ``generate()``, a call that runs no dropout (``training`` falsy)
+and returns no scores takes keras's own fused branch: the layer's rate
+reads as 0 for the call (under a lock; its config is unchanged after it).
+The scale then applies to the scores instead of the query, and the fused
+layer sums in its own order: float32 rounding. So only inside
+``generate()``, whose results are token ids (the tests compare them with
 stock's); everything else (an encoder's outputs, a causal LM's logits)
 keeps stock's path and bits.
 
-keras-hub's Llama attention is a layer of its own with the same choice:
-it calls ``dot_product_attention`` where keras-hub's
-``fused_attention_op_available()`` says so (JAX and torch), and on
-OpenVINO builds two einsums, a scale, a masked Softmax and its casts
-around its repeated keys and values. Inside generate() the part answers
-yes for it, so keras-hub's own fused branch runs: one fused attention
-layer a decoder layer (docs/native-gap.md has the decoding step with and
-without it).
+keras-hub's Llama attention makes the same choice with
+``fused_attention_op_available()`` (yes on JAX and torch; on OpenVINO two
+einsums, a scale, a masked Softmax and casts). Inside ``generate()`` the
+part answers yes for it, so keras-hub's own fused branch runs
+(docs/native-gap.md has the decoding step with and without it).
 """
 
 import functools

@@ -2,29 +2,26 @@
 
 keras's ``ops.layer_normalization`` is backend-agnostic: on OpenVINO it
 builds the mean, the variance as ``E[x^2] - E[x]^2`` (``moments``), an
-rsqrt, the scale and the shift folded into them, and their converts: 19
-operations a layer in GPT-2 Medium's step model, 931 of its 2996 (49 layer
-norms). The CPU plugin runs each as ~7 small layers, and every compile
-transformation walks them. OpenVINO's MVN operation is the same
-normalization as one node, which the plugin runs as one layer with the
-scale and shift fused into it: the IR optimum-intel exports from Hugging
-Face's LayerNorm has one a norm. Ad hoc (docs/native-gap.md), the step
-model compiled in 1.6-1.9 s instead of 1.9-2.45 s.
+rsqrt, the folded scale and shift and their converts, 19 operations a
+norm, which the CPU plugin runs as several small layers and every compile
+pass walks. OpenVINO's MVN is the same normalization as one node, which
+the plugin runs as one layer with the scale and shift fused into it: the
+form of optimum-intel's IR (docs/native-gap.md has the step model's size
+and compile with and without it).
 
-MVN computes the variance as the mean of ``(x - mean)^2``, not as
-``E[x^2] - E[x]^2``: float32 rounding differs (MVN's is the more accurate
-one; keras's form cancels where the mean is large against the spread).
-So, as the attention part, only while a keras-hub ``CausalLM.generate()``
-traces its graph, whose results are token ids (the tests compare them with
-stock's); every other call (an encoder's outputs, a causal LM's logits)
-keeps keras's own operations and bits.
+MVN computes the variance as the mean of ``(x - mean)^2``: float32
+rounding differs (MVN's is the more accurate; keras's form cancels where
+the mean is large against the spread). So, as the attention part, only
+while keras-hub's ``generate()`` traces its graph, whose results are token
+ids (the tests compare them with stock's); every other call keeps keras's
+own operations and bits.
 
-keras's ``rms_scaling`` (deprecated; it scales by the variance), a
-normalization over any axis but the last, and a computation in another
-type than float32 (float64 inputs) keep stock's path, with the reason in
-``explain()``. float16 and bfloat16 inputs are computed in float32 and
-cast back, as keras does. Not upstreamed: keras's op is the same on every
-backend, and the choice is keras-hub's generate()'s (as ``attention``).
+``rms_scaling`` (deprecated; it scales by the variance), a normalization
+over any axis but the last, and another compute type than float32
+(float64) keep stock's path, the reason in ``explain()``; float16 and
+bfloat16 inputs are computed in float32 and cast back, as keras does. Not
+upstreamed: keras's op is the same on every backend, and the choice is
+keras-hub's ``generate()``'s (as ``attention``).
 """
 
 from ...core import backend
@@ -45,9 +42,9 @@ def replace_layer_normalization(
     x, gamma=None, beta=None, axis=-1, epsilon=None, rms_scaling=False
 ):
     """``_layer_normalization(x, ...)`` as an MVN of ``x`` times ``gamma``
-    plus ``beta``, inside generate(), without tracing keras's 19
-    operations first (~0.13 s of GPT-2 Medium's step model trace): None
-    where the rewrite below decides after stock."""
+    plus ``beta``, inside generate(), without tracing keras's operations
+    first (docs/native-gap.md times them): None where the rewrite below
+    decides after stock."""
     from keras.src.backend.common.variables import standardize_dtype
 
     OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")

@@ -2,10 +2,11 @@
 
 keras-hub's ``ReversibleEmbedding`` computes logits as
 ``matmul(x, transpose(embeddings))``. OpenVINO folds that Transpose of the
-embedding Constant into a second, transposed copy of the table (206 MB for
-GPT-2's 50257 x 1024), and the CPU plugin then transposes it back for its
-FullyConnected layer. ``MatMul(x, embeddings, transpose_b=True)`` is the
-same product on the original constant: nothing to fold, nothing copied.
+embedding Constant into a second, transposed copy of the table
+(docs/lowering.md sizes GPT-2's), which the CPU plugin then transposes back
+for its FullyConnected layer. ``MatMul(x, embeddings, transpose_b=True)``
+is the same product on the original constant: nothing to fold, nothing
+copied.
 """
 
 import math

@@ -1,17 +1,16 @@
 """Write a slice as rows of whole slabs, not element by element.
 
 keras's OpenVINO ``slice_update`` (keras-hub's key and value cache writes,
-and its sampler's token write) scatters every element of ``updates`` on its
-own: a ScatterNDUpdate whose [N, rank] index matrix, one row per element, is
-computed in the graph from Range, Divide, Mod, ReduceProd, Tile and Concat,
-about 50 operations per call, run again at every decoding step (1024 rows
-for one GPT-2 Medium token). When the trailing axes of ``updates`` are
-written whole (start index the constant 0, the same static size as in
-``inputs``), the same ScatterNDUpdate can address slabs instead: one index
-row per position on the leading axes, ``updates`` unflattened. The elements
-written, their values, the op (version and attributes) and its errors are
-stock's; only the index matrix is smaller, and built from a Range per
-leading axis.
+and its sampler's token write) scatters every element of ``updates`` on
+its own: a ScatterNDUpdate whose [N, rank] index matrix, one row per
+element, is computed in the graph from Range, Divide, Mod, ReduceProd,
+Tile and Concat, again at every decoding step (docs/lowering.md counts
+them). When the trailing axes of ``updates`` are written whole (start
+index the constant 0, the same static size as in ``inputs``), the same
+ScatterNDUpdate can address slabs instead: one index row per position on
+the leading axes, ``updates`` unflattened, the rows built from a Range
+per leading axis. The elements written, their values, the op (version and
+attributes) and its errors are stock's; only the index matrix is smaller.
 """
 
 import importlib
@@ -206,11 +205,11 @@ def rewrite_slice_update(
 
 def replace_slice_update(inputs, start_indices, updates, slab_indices=None):
     """The slabs' ScatterNDUpdate built from the call's own arguments, as
-    the rewrite builds it from stock's: without tracing stock's index
-    matrix first (~50 operations a call, 0.14-0.16 s of GPT-2 Medium's
-    step model trace). None, for stock and the rewrite to decide, where
-    stock raises (start_indices not a sequence, a start index not an
-    integer, inputs and updates of two types) or builds its scalar form."""
+    the rewrite builds it from stock's, without tracing stock's index matrix
+    first (docs/native-gap.md times that). None, for stock and the rewrite to
+    decide, where stock raises (start_indices not a sequence, a start index
+    not an integer, inputs and updates of two types) or builds its scalar
+    form."""
     if slab_indices is None:
         slab_indices = _passes_slab_indices(inputs, start_indices, updates)
     import numpy as np
