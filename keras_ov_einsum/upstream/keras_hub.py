@@ -129,6 +129,144 @@ def _untracked_vocabulary_tokenizer(text):
     )
 
 
+SHARING_IMPORT = "from keras_hub.src.utils.sharing_utils import {}\n"
+TENSOR_UTILS_IMPORT = "from keras_hub.src.utils.tensor_utils import any_equal\n"
+CALL_WITH_CACHE_ANCHOR = "    def call_with_cache(\n"
+CALL_WITH_CACHE_SHARED = """\
+    # Every decoder layer builds the same causal mask (and rotary tables)
+    # from one residual stream, one stacked cache and one cache index.
+    @sharing_across_layers()
+    def call_with_cache(
+"""
+
+
+def _sharing_causal_lm(path):
+    def edit(text):
+        text = _replace(
+            path,
+            text,
+            TENSOR_UTILS_IMPORT,
+            SHARING_IMPORT.format("sharing_across_layers")
+            + TENSOR_UTILS_IMPORT,
+        )
+        return _replace(
+            path, text, CALL_WITH_CACHE_ANCHOR, CALL_WITH_CACHE_SHARED
+        )
+
+    return edit
+
+
+def _sharing_mask(path, import_anchor, method, sequence, cache):
+    definition = f"    def {method}(\n"
+
+    def edit(text):
+        text = _replace(
+            path,
+            text,
+            import_anchor,
+            import_anchor
+            + SHARING_IMPORT.format("mask_key")
+            + SHARING_IMPORT.format("share_across_layers"),
+        )
+        return _replace(
+            path,
+            text,
+            definition,
+            f'    @share_across_layers(mask_key("{sequence}", "{cache}"))\n'
+            + definition,
+        )
+
+    return edit
+
+
+ROTARY_EMBEDDING = "keras_hub/src/layers/modeling/rotary_embedding.py"
+ROTARY_IMPORT_ANCHOR = "from keras_hub.src.api_export import keras_hub_export\n"
+ROTARY_CLASS_ANCHOR = """\
+@keras_hub_export("keras_hub.layers.RotaryEmbedding")
+"""
+ROTARY_KEY = """\
+def _cos_sin_key(inputs, start_index, positions):
+    # The tables depend on the inputs' rank and feature size, not on their
+    # heads: a Llama layer's keys share its queries' tables.
+    return len(inputs.shape), inputs.shape[-1], start_index, positions
+
+
+"""
+ROTARY_METHOD_ANCHOR = (
+    "    def _compute_cos_sin_embedding(self, inputs, start_index=0, "
+    "positions=None):\n"
+)
+
+
+def _sharing_rotary(text):
+    path = ROTARY_EMBEDDING
+    text = _replace(
+        path,
+        text,
+        ROTARY_IMPORT_ANCHOR,
+        ROTARY_IMPORT_ANCHOR + SHARING_IMPORT.format("share_across_layers"),
+    )
+    text = _replace(
+        path, text, ROTARY_CLASS_ANCHOR, ROTARY_KEY + ROTARY_CLASS_ANCHOR
+    )
+    return _replace(
+        path,
+        text,
+        ROTARY_METHOD_ANCHOR,
+        "    @share_across_layers(_cos_sin_key, layer_config=True)\n"
+        + ROTARY_METHOD_ANCHOR,
+    )
+
+
+KERAS_UTILS_IMPORT = (
+    "from keras_hub.src.utils.keras_utils import clone_initializer\n"
+)
+SHARED_MASKS_EDITS = (
+    tuple(
+        (path, _sharing_causal_lm(path))
+        for path in (
+            "keras_hub/src/models/gpt2/gpt2_causal_lm.py",
+            "keras_hub/src/models/llama/llama_causal_lm.py",
+            "keras_hub/src/models/gemma/gemma_causal_lm.py",
+        )
+    )
+    + tuple(
+        (path, _sharing_mask(path, *arguments))
+        for path, arguments in (
+            (
+                "keras_hub/src/layers/modeling/transformer_decoder.py",
+                (
+                    KERAS_UTILS_IMPORT,
+                    "_compute_self_attention_mask",
+                    "decoder_sequence",
+                    "self_attention_cache",
+                ),
+            ),
+            (
+                "keras_hub/src/models/llama/llama_decoder.py",
+                (
+                    KERAS_UTILS_IMPORT,
+                    "_compute_self_attention_mask",
+                    "decoder_sequence",
+                    "self_attention_cache",
+                ),
+            ),
+            (
+                "keras_hub/src/models/gemma/gemma_decoder_block.py",
+                (
+                    "from keras_hub.src.models.gemma.rms_normalization import "
+                    "RMSNormalization\n",
+                    "_compute_attention_mask",
+                    "x",
+                    "cache",
+                ),
+            ),
+        )
+    )
+    + ((ROTARY_EMBEDDING, _sharing_rotary),)
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class HubPatch:
     """One keras-hub patch.
@@ -174,6 +312,21 @@ HUB_PATCHES = (
             (
                 "keras_hub/src/utils/openvino_step_model_test.py",
                 "openvino_step_model_test.py",
+            ),
+        ),
+    ),
+    HubPatch(
+        name="shared_masks",
+        parts=("shared_masks",),
+        summary="GPT-2's, Llama's and Gemma's call_with_cache build each "
+        "decoder layer's causal\nmask and rotary tables once a call, "
+        "shared by every layer (every backend).",
+        edits=SHARED_MASKS_EDITS,
+        added=(
+            ("keras_hub/src/utils/sharing_utils.py", "sharing_utils.py"),
+            (
+                "keras_hub/src/utils/sharing_utils_test.py",
+                "sharing_utils_test.py",
             ),
         ),
     ),
