@@ -133,6 +133,19 @@ class TestDeclines:
         assert not isinstance(function, stepwise._StepwiseGenerate)
         assert "sampler Greedier" in decision.reason
 
+    def test_a_method_set_on_the_model_keeps_stock_and_stays(self):
+        causal_lm = causal_lms.causal_lm("gpt2")
+
+        def call_with_cache(*args, **kwargs):
+            raise AssertionError("not called: the function is only made")
+
+        object.__setattr__(causal_lm, "call_with_cache", call_with_cache)
+        function, decisions = _made_under(causal_lm)
+        assert not isinstance(function, stepwise._StepwiseGenerate)
+        ((decision),) = decisions
+        assert "set on the model itself" in decision.reason
+        assert vars(causal_lm)["call_with_cache"] is call_with_cache
+
     def test_a_model_with_its_own_call_with_cache_keeps_stock(self):
         class Other(keras_hub.models.GPT2CausalLM):
             def call_with_cache(self, token_ids, cache, cache_update_index):

@@ -102,6 +102,11 @@ def decline_reason(causal_lm):
             f"sampler {type(causal_lm.sampler).__name__} (only keras-hub's "
             "GreedySampler is run step by step)"
         )
+    # One set on the model itself (a test's mock) is not the class's, and
+    # the trace must not shadow it.
+    own = [method for method in _METHODS if method in vars(causal_lm)]
+    if own:
+        return f"{', '.join(own)} set on the model itself"
     model_class = type(causal_lm)
     for module, name in _SUPPORTED:
         supported = getattr(importlib.import_module(module), name)
