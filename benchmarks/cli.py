@@ -83,11 +83,21 @@ def main(argv=None):
         help="fresh processes per configuration (default 3; --quick: 1)",
     )
     compare.add_argument(
+        "--environments",
+        type=_list,
+        default=None,
+        help="the stacks the openvino rows run in, comma-separated, from "
+        f"{', '.join(environments.KNOWN_GOOD)} (default "
+        f"{environments.CURRENT}, this venv; the others: ./run.sh stack "
+        "NAME's venv, built on first use); with more than one, each row's "
+        "label names its stack",
+    )
+    compare.add_argument(
         "--openvino",
         type=_list,
         default=None,
-        help="OpenVINO version(s); other than the installed "
-        f"one, from {', '.join(environments.KNOWN_GOOD)}",
+        help="OpenVINO version(s), for --environments: the stack with that "
+        "version (this venv's where it has it)",
     )
     compare.add_argument(
         "--out",
@@ -179,7 +189,19 @@ def main(argv=None):
     for dtype in args.dtype:
         if dtype not in runner.DTYPES:
             parser.error(f"unknown --dtype {dtype!r}; use {runner.DTYPES}")
-    versions = args.openvino or [environments.current_openvino()]
+    names = list(args.environments or [])
+    for version in args.openvino or []:
+        try:
+            names.append(environments.for_openvino(version))
+        except ValueError as error:
+            parser.error(str(error))
+    for name in names:
+        if name not in environments.KNOWN_GOOD:
+            parser.error(
+                f"unknown environment {name!r}; use "
+                f"{list(environments.KNOWN_GOOD)}"
+            )
+    names = list(dict.fromkeys(names)) or [environments.CURRENT]
     out = args.out or "results/" + datetime.datetime.now().strftime(
         "%Y%m%d-%H%M%S"
     )
@@ -188,7 +210,7 @@ def main(argv=None):
             model_names,
             args.backends,
             fix_modes,
-            versions,
+            names,
             args.dtype,
             args.native_hint,
             args.device,

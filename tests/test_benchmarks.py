@@ -362,7 +362,7 @@ def test_a_row_that_would_measure_another_quantization_fails(presets):
 def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
     presets, tmp_path
 ):
-    current = environments.current_openvino()
+    current = environments.CURRENT
     configs = [
         # The worker refuses the fix on another backend: it exits non-zero.
         runner.Configuration("gpt2_tiny", "jax", "on", current),
@@ -386,7 +386,7 @@ def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
 
 
 def test_a_timeout_is_recorded(presets, tmp_path):
-    current = environments.current_openvino()
+    current = environments.CURRENT
     configs = [runner.Configuration("gpt2_tiny", "openvino", "off", current)]
     results = runner.run_all(
         configs,
@@ -474,7 +474,7 @@ def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
         str(preset / "assets" / "vocabulary.json"): 2,
         str(preset / "model.weights.h5"): 3 << 24,
     }
-    current = environments.current_openvino()
+    current = environments.CURRENT
     keras_row = runner.Configuration("gpt2_tiny", "openvino", "on", current)
     int8_row = runner.Configuration(
         "gpt2_tiny", "openvino", "on", current, dtype="int8"
@@ -579,21 +579,119 @@ def test_diff_flags_changes_beyond_the_factor(tmp_path):
     assert (lines, regressions) == (["no change beyond x1.2"], 0)
 
 
-def test_the_installed_openvino_runs_in_this_interpreter():
+def test_the_harness_venv_is_its_own_stack():
+    assert environments.python_for(environments.CURRENT) == sys.executable
+    assert environments.openvino_of(environments.CURRENT) == (
+        environments.current_openvino()
+    )
+    # --openvino picks this venv where it has that version, though the
+    # nightly stack pins the same.
     current = environments.current_openvino()
-    assert environments.python_for(current) == sys.executable
+    assert environments.for_openvino(current) == environments.CURRENT
+    assert environments.for_openvino("2025.3.0") == "keras-3.12"
 
 
-def test_an_openvino_without_a_known_good_set_is_refused_by_name():
+def test_an_unknown_environment_or_openvino_is_refused_by_name():
+    with pytest.raises(ValueError, match="known: keras-3.15, keras-nightly"):
+        environments.python_for("keras-4")
     with pytest.raises(ValueError, match="known: 2025.3.0, 2026.4.1"):
-        environments.python_for("2024.0.0")
+        environments.for_openvino("2024.0.0")
 
 
-def test_known_good_sets_pin_exact_versions():
-    for openvino_version, stack in environments.KNOWN_GOOD.items():
-        for version in (openvino_version, stack.keras, stack.keras_hub):
-            assert all(part.isdigit() for part in version.split("."))
+def test_stacks_are_the_files_run_sh_installs():
+    """Each stack's pins come from the files run.sh installs it from,
+    exact versions only, and its models exist."""
+    assert environments.pins("keras-3.15")["keras"] == "3.15.1"  # constraints
+    nightly = environments.pins("keras-nightly")
+    # stacks/keras-nightly.no-deps.txt, installed after the rest
+    assert nightly["keras-nightly"].startswith("3.16")
+    assert nightly["keras-openvino"] and "keras" not in nightly
+    assert environments.pins("keras-3.12")["openvino"] == "2025.3.0"
+    for name, stack in environments.KNOWN_GOOD.items():
+        for version in environments.pins(name).values():
+            assert version and " " not in version, name
         assert set(stack.models) <= set(models.MODELS)
+
+
+def test_a_stack_runs_in_run_sh_s_venv(tmp_path):
+    """The harness asks ./run.sh stack for a stack's interpreter: a venv
+    whose stamp says it is current is used as it is (a stale one would be
+    reinstalled first)."""
+    import hashlib
+
+    name = "keras-nightly"
+    venv = tmp_path / name
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    declared = [
+        os.path.join(ROOT, path)
+        for path in (
+            "pyproject.toml",
+            f"stacks/{name}.txt",
+            f"stacks/{name}.no-deps.txt",
+        )
+    ]
+    digest = hashlib.sha256()
+    for path in declared:
+        with open(path, "rb") as file:
+            digest.update(file.read())
+    (venv / f".installed-{digest.hexdigest()[:16]}").touch()
+    environment = dict(os.environ, KERAS_OV_EINSUM_VENVS=str(tmp_path))
+    completed = subprocess.run(
+        ["bash", os.path.join(ROOT, "run.sh"), "stack", name],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == f"{venv}/bin/python\n"  # and nothing else
+    os.environ["KERAS_OV_EINSUM_VENVS"] = str(tmp_path)
+    try:
+        python = environments.python_for(name, log=lambda text: None)
+    finally:
+        del os.environ["KERAS_OV_EINSUM_VENVS"]
+    assert python == str(venv / "bin" / "python")
+
+
+def test_rows_name_their_environment_when_there_are_several():
+    """With one environment the OpenVINO rows keep the labels results had
+    before environments (their OpenVINO version); with several, each
+    names its stack, and the fix is paired with stock of its own."""
+    current = environments.current_openvino()
+    backends = ["jax", "openvino", "openvino-genai"]
+
+    def labels(names):
+        rows = runner.configurations(["gpt2_tiny"], backends, ["on"], names)
+        return [(row.label, row.stock_label, row.environment) for row in rows]
+
+    assert labels(["keras-3.15"]) == [
+        ("jax", "jax", "keras-3.15"),
+        (
+            f"openvino {current} fix",
+            f"openvino {current} stock",
+            "keras-3.15",
+        ),
+        (
+            f"openvino-genai {current} f32 hint",
+            f"openvino-genai {current} f32 hint",
+            "keras-3.15",
+        ),
+    ]
+    # Other backends and the native rows run in the harness's venv only.
+    assert labels(["keras-3.15", "keras-nightly"]) == [
+        ("jax", "jax", "keras-3.15"),
+        ("openvino keras-3.15 fix", "openvino keras-3.15 stock", "keras-3.15"),
+        (
+            "openvino keras-nightly fix",
+            "openvino keras-nightly stock",
+            "keras-nightly",
+        ),
+        (
+            f"openvino-genai {current} f32 hint",
+            f"openvino-genai {current} f32 hint",
+            "keras-3.15",
+        ),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -604,8 +702,18 @@ def test_known_good_sets_pin_exact_versions():
         (["--fix", "on,maybe"], "unknown --fix 'maybe'"),
         (["--dtype", "float8"], "unknown --dtype 'float8'"),
         (["--native-hint", "f16"], "unknown --native-hint 'f16'"),
+        (["--environments", "keras-4"], "unknown environment 'keras-4'"),
+        (["--openvino", "2024.0.0"], "OpenVINO 2024.0.0 has no known-good"),
     ],
-    ids=["backend", "model", "fix", "dtype", "native-hint"],
+    ids=[
+        "backend",
+        "model",
+        "fix",
+        "dtype",
+        "native-hint",
+        "environment",
+        "openvino",
+    ],
 )
 def test_compare_rejects_unknown_names(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -1077,7 +1185,7 @@ def test_a_device_the_machine_lacks_gives_a_failed_record(
     presets, native_run, tmp_path
 ):
     """The export from native_run is reused: only the worker runs."""
-    current = environments.current_openvino()
+    current = environments.CURRENT
     configuration = runner.Configuration(
         "gpt2_tiny", "openvino-genai", "off", current, hint="f32", device="NPU7"
     )
@@ -1223,7 +1331,7 @@ def test_a_dtype_without_a_native_export_says_so():
         "gpt2_tiny",
         "openvino-genai",
         "off",
-        environments.current_openvino(),
+        environments.CURRENT,
         "bfloat16",
         "default",
     )

@@ -3,13 +3,14 @@
 docs/performance-half.md (GPT-2 Medium in float16 and bfloat16) and
 docs/performance-llama-half.md (Llama-small in float16) are
 ``python -m benchmarks report`` of docs/results/*/results.json, byte for
-byte, and the README's targets tables are the ones those reports render."""
+byte, and the README's targets tables are the ones those reports render;
+its compatibility table is the harness's stacks."""
 
 import pathlib
 
 import pytest
 
-from benchmarks import report
+from benchmarks import environments, report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = {
@@ -39,3 +40,13 @@ def test_readme_targets_table_is_the_rendered_one(model):
     table = page.split(heading)[1].split("\n\n")[2]
     assert table.startswith("| Keras row |")
     assert table in (ROOT / "README.md").read_text()
+
+
+def test_readme_compatibility_table_is_the_stacks():
+    """benchmarks/environments.py's stacks, their pins read from the files
+    run.sh installs them from."""
+    table = environments.compatibility_table()
+    assert table in (ROOT / "README.md").read_text(), (
+        "paste environments.compatibility_table() into README's "
+        "Compatibility section"
+    )
