@@ -37,8 +37,10 @@ def main(argv=None):
         default=list(BACKENDS),
         help=f"comma-separated, from {','.join(BACKENDS)} (Keras; default: "
         f"all of these) and {','.join(NATIVE_BACKENDS)} (native rows: the "
-        "preset's weights exported by optimum-intel and run without Keras; "
-        "float32, float16 and int8: optimum exports no bfloat16)",
+        "preset's weights exported by optimum-intel, run without Keras by "
+        "genai and optimum-intel; keras-export: genai on the package's "
+        "export of the preset; float32, float16 and int8: neither exports "
+        "bfloat16)",
     )
     compare.add_argument(
         "--native-hint",
@@ -126,6 +128,12 @@ def main(argv=None):
         type=float,
         default=120,
         help="seconds --quiet-below waits at most before running anyway",
+    )
+    compare.add_argument(
+        "--fresh-exports",
+        action="store_true",
+        help="export the native rows' models again, and time it, rather "
+        "than reuse exports cached by an earlier run",
     )
     compare.add_argument(
         "--quick",
@@ -228,6 +236,7 @@ def main(argv=None):
         timeout=args.timeout,
         quiet_below=args.quiet_below,
         quiet_wait=args.quiet_wait,
+        fresh_exports=args.fresh_exports,
         log=lambda text: print(text, flush=True),
     )
     path = report.render(f"{out}/results.json")

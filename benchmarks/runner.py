@@ -297,25 +297,33 @@ def _error_tail(stderr, lines=8):
     return " | ".join(kept[:lines])[:1500]
 
 
-def _native_model(python, preset, configuration, log):
-    """Export (once) the preset for a native row: (IR folder, prompt ids)."""
-    native.weight_format_of(configuration.dtype)  # fails before exporting
+def _export_key(configuration):
+    """Rows that run the same export: (exporter, model, dtype)."""
+    exporter = native.EXPORTERS[configuration.backend]
+    return exporter, configuration.model, configuration.dtype
+
+
+def _native_model(python, preset, configuration, log, fresh=False):
+    """Export (once, or again with ``fresh``) the preset for a native row:
+    native.export's {"ir", "prompt_ids", "export_s", "exported"}."""
+    exporter, _, dtype = _export_key(configuration)
+    native.weight_format_of(dtype, exporter)  # fails before exporting
     env = native.offline_environment()
     env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
-    completed = subprocess.run(
-        [python, "-m", "benchmarks.native", preset, configuration.dtype],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    command = [python, "-m", "benchmarks.native", preset, dtype]
+    command += ["--exporter", exporter] + ["--fresh"] * fresh
+    completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(
-            f"exporting {configuration.model} for the native rows failed: "
-            f"{_error_tail(completed.stderr)}"
+            f"exporting {configuration.model} for the {exporter} rows "
+            f"failed: {_error_tail(completed.stderr)}"
         )
     exported = json.loads(completed.stdout.strip().splitlines()[-1])
-    log(f"native {configuration.model} {configuration.dtype}: {exported['ir']}")
-    return exported["ir"], exported["prompt_ids"]
+    log(
+        f"{exporter} export {configuration.model} {dtype}: {exported['ir']} "
+        f"({exported['export_s']} s, {exported['exported']})"
+    )
+    return exported
 
 
 def _keras_command(python, preset, configuration, max_length):
@@ -331,7 +339,7 @@ def _keras_command(python, preset, configuration, max_length):
 
 
 def _native_command(python, exported, configuration, max_length):
-    ir, prompt_ids = exported
+    ir, prompt_ids = exported["ir"], exported["prompt_ids"]
     command = [python, "-m", "benchmarks.native_worker", "--model-dir", ir]
     command += ["--backend", configuration.backend]
     command += ["--device", configuration.device, "--hint", configuration.hint]
@@ -380,7 +388,7 @@ def _weight_folders(configuration, preset, exports):
     """The folders a row reads its model from: the IR's for a native row,
     the preset's for a Keras row (int8, float16: the saved preset's)."""
     if configuration.native:
-        return [exports[(configuration.model, configuration.dtype)][0]]
+        return [exports[_export_key(configuration)]["ir"]]
     if models.loads_saved(configuration.dtype, FIX_PARTS[configuration.fix]):
         return [models.saved_preset_dir(preset, configuration.dtype)]
     return [preset]
@@ -436,7 +444,11 @@ def run_all(
     log=print,
     quiet_below=None,
     quiet_wait=120,
+    fresh_exports=False,
 ):
+    """Run ``configs`` ``repeats`` times; ``fresh_exports``: export the
+    native rows' models again (and time it) rather than reuse the cached
+    exports."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {
@@ -453,6 +465,7 @@ def run_all(
             "repeats": repeats,
             "max_length": max_length,
             "timeout_s": timeout,
+            "fresh_exports": fresh_exports,
         },
         "runs": [],
     }
@@ -496,10 +509,14 @@ def run_all(
                         )
                     presets[key] = _preset(pythons[name], configuration, log)
                 if configuration.native:
-                    export_key = (configuration.model, configuration.dtype)
+                    export_key = _export_key(configuration)
                     if export_key not in exports:
                         exports[export_key] = _native_model(
-                            pythons[name], presets[key], configuration, log
+                            pythons[name],
+                            presets[key],
+                            configuration,
+                            log,
+                            fresh_exports,
                         )
                     command, env = _native_command(
                         pythons[name],
@@ -543,6 +560,10 @@ def run_all(
             )
             if configuration.native:  # also when the run failed
                 record["device"] = configuration.device
+                exported = exports.get(_export_key(configuration))
+                if exported:  # the export's, once per row and run
+                    record["export_s"] = exported["export_s"]
+                    record["exported"] = exported["exported"]
             results["runs"].append(record)
             _write(out_dir / "results.json", results)
             if record["ok"]:

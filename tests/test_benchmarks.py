@@ -1,6 +1,7 @@
 """The benchmark harness: end to end on a tiny model, the results schema,
 failure records, report rendering and the diff. Timings are never asserted."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -482,7 +483,13 @@ def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
     native_row = runner.Configuration(
         "gpt2_tiny", "openvino-genai", "off", current
     )
-    exports = {("gpt2_tiny", "float32"): ("/ir", [1, 2])}
+    keras_export_row = runner.Configuration(
+        "gpt2_tiny", "keras-export", "off", current
+    )
+    exports = {
+        ("optimum", "gpt2_tiny", "float32"): {"ir": "/ir", "prompt_ids": [1]},
+        ("keras", "gpt2_tiny", "float32"): {"ir": "/k", "prompt_ids": [1]},
+    }
     folders = runner._weight_folders
     assert folders(keras_row, preset, exports) == [preset]
     assert folders(int8_row, preset, exports) == [
@@ -495,6 +502,7 @@ def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
         tmp_path / "gpt2_tiny-abc-float16"
     ]
     assert folders(native_row, preset, exports) == ["/ir"]
+    assert folders(keras_export_row, preset, exports) == ["/k"]
 
 
 def test_report_medians_ranges_improvement_and_failures(tmp_path):
@@ -1131,12 +1139,13 @@ def test_the_hugging_face_checkpoint_gives_the_keras_logits(family, tmp_path):
 
 @pytest.fixture(scope="module")
 def native_run(presets, tmp_path_factory):
-    """Keras on OpenVINO (stock) and both native backends on gpt2_tiny."""
+    """Keras on OpenVINO (stock), both native backends and genai on the
+    package's export (keras-export) on gpt2_tiny."""
     out = tmp_path_factory.mktemp("native")
     completed = _compare(
         out,
         "--backends",
-        "openvino,openvino-genai,optimum-intel",
+        "openvino,openvino-genai,optimum-intel,keras-export",
         "--fix",
         "off",
         "--repeats",
@@ -1149,7 +1158,7 @@ def native_run(presets, tmp_path_factory):
 def test_native_rows_record_the_keras_rows_fields_and_token_ids(native_run):
     results = json.loads((native_run / "results.json").read_text())
     current = environments.current_openvino()
-    keras_row, genai, optimum = results["runs"]
+    keras_row, genai, optimum, _ = results["runs"]
     assert [genai["label"], optimum["label"]] == [
         f"openvino-genai {current} f32 hint",
         f"optimum-intel {current} f32 hint",
@@ -1179,6 +1188,81 @@ def test_native_rows_record_the_keras_rows_fields_and_token_ids(native_run):
     row = f"| {keras_row['label']} | {genai['label']} |"
     (line,) = [line for line in report_text.splitlines() if row in line]
     assert line.endswith("| yes |")
+
+
+def test_the_keras_export_row_is_genai_on_the_package_s_export(native_run):
+    """keras-export: genai on ``python -m keras_ov_einsum.export``'s IR,
+    the same prompt ids and fields as genai on optimum-intel's, the same
+    tokens; every native row records its export's time, and the report
+    sets the two genai rows side by side."""
+    results = json.loads((native_run / "results.json").read_text())
+    keras_row, genai, optimum, keras_export = results["runs"]
+    current = environments.current_openvino()
+    assert keras_export["label"] == f"keras-export {current} f32 hint"
+    assert keras_export["ok"], keras_export["error"]
+    assert RECORD_FIELDS <= set(keras_export)
+    assert keras_export["backend"] == "keras-export"
+    assert keras_export["prompt_ids"] == genai["prompt_ids"]
+    assert keras_export["generated_ids"] == genai["generated_ids"]
+    assert keras_export["generated_ids"] == keras_row["generated_ids"]
+    assert "openvino-genai" in keras_export["versions"]
+    # One export a row's exporter: genai and optimum-intel share theirs.
+    assert genai["export_s"] == optimum["export_s"] > 0
+    assert genai["exported"] == optimum["exported"]
+    assert keras_export["export_s"] > 0
+    assert "export_s" not in keras_row
+    # The cached export: the directory the row ran lacks the tokenizer
+    # IRs that the export wrote (optimum-intel's IR has none).
+    preset = models.preset_dir("gpt2_tiny")
+    exported = native.export(preset, "float32", "keras")
+    assert exported["exported"] == keras_export["exported"]  # not again
+    ran = set(os.listdir(exported["ir"]))
+    whole = set(os.listdir(exported["ir"] + "-export"))
+    assert whole - ran == {
+        "openvino_tokenizer.xml",
+        "openvino_tokenizer.bin",
+        "openvino_detokenizer.xml",
+        "openvino_detokenizer.bin",
+    }
+    assert {"openvino_model.xml", "config.json"} <= ran
+    report_text = (native_run / "report.md").read_text()
+    assert "| export s |" in report_text
+    section = report_text.split(
+        "### openvino-genai on the Keras export vs on optimum-intel's"
+    )[1]
+    row = f"| {keras_export['label']} | {genai['label']} |"
+    (line,) = [line for line in section.splitlines() if row in line]
+    assert line.endswith("| yes |")
+
+
+def test_exports_are_cached_until_asked_again(tmp_path, monkeypatch):
+    """An export is made once per preset, exporter and weight format
+    (keyed by the exporting code: the package's sources for keras's) and
+    keeps the time it took; fresh makes it again."""
+    preset = tmp_path / "gpt2_tiny-abc"
+    preset.mkdir()
+    (preset / "config.json").write_text("{}")
+    made = []
+
+    def fake_export(preset, folder, weight_format, ir):
+        ir.mkdir(parents=True, exist_ok=True)
+        (ir / "openvino_model.xml").write_text(weight_format)
+        made.append(weight_format)
+        return [1, 2], 1.5 * len(made)
+
+    monkeypatch.setattr(native, "_export_keras", fake_export)
+    first = native.export(preset, "float32", "keras")
+    assert first["prompt_ids"] == [1, 2] and first["export_s"] == 1.5
+    assert native.export(preset, "float32", "keras") == first
+    assert native.export(preset, "int8_weights", "keras")["ir"].endswith("int8")
+    assert native.export(preset, "float32", "keras", fresh=True)[
+        "export_s"
+    ] == (4.5)
+    assert made == ["float32", "int8", "float32"]
+    # Another exporter, or other package sources, another folder.
+    assert native._native_dir(preset, "keras") != native._native_dir(preset)
+    monkeypatch.setattr(native, "_package_digest", lambda: "edited")
+    assert native.export(preset, "float32", "keras")["ir"] != first["ir"]
 
 
 def test_a_device_the_machine_lacks_gives_a_failed_record(
@@ -1244,6 +1328,59 @@ def test_the_native_table_compares_medians_and_token_ids(tmp_path):
         "| no (2/2 run pairs differ; first at new token 1) |" in section
     )
     assert "int8" not in section
+
+
+def test_the_export_table_sets_genai_on_each_export_side_by_side(tmp_path):
+    def run(label, backend, dtype, ids, **values):
+        record = _run(label, 0, **values)
+        record.update(
+            backend=backend,
+            dtype=dtype,
+            hint="f32",
+            device="CPU",
+            generated_ids=ids,
+        )
+        return record
+
+    runs = [
+        run("openvino 1 fix", "openvino", "float32", [1, 2]),
+        run("genai", "openvino-genai", "float32", [1, 2], export_s=20.0),
+        run(
+            "keras-export",
+            "keras-export",
+            "float32",
+            [1, 2],
+            export_s=10.0,
+            tokens_per_s=18.0,
+            growth_mb=66,
+        ),
+        run("genai int8", "openvino-genai", "int8", [1, 2], export_s=30.0),
+        run("keras-export int8", "keras-export", "int8", [1, 3], export_s=15.0),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    text = report.render(path, charts=False).read_text()
+    # The export column: blank for a Keras row, which runs no export.
+    assert "| openvino 1 fix | 90 |" in text and "| 9.0 |  | 1.5 | ? |" in text
+    assert "| 18.0 | 10.0 | 1.5 | ? |" in text
+    section = text.split(
+        "### openvino-genai on the Keras export vs on optimum-intel's"
+    )[1].split("###")[0]
+    # export s, tokens/s, time to first token, peak growth: keras-export
+    # over genai of the same weight format
+    assert (
+        "| keras-export | genai | 0.50 (10 / 20) | 2.00 (18 / 9) "
+        "| 1.00 (3 / 3) | 1.10 (66 / 60) | yes |" in section
+    )
+    assert (
+        "| keras-export int8 | genai int8 | 0.50 (15 / 30) | 1.00 (9 / 9) "
+        "| 1.00 (3 / 3) | 1.00 (60 / 60) "
+        "| no (1/1 run pairs differ; first at new token 1) |" in section
+    )
+    assert "| keras-export | genai int8 |" not in section
+    # keras-export is a native row of the Keras table too.
+    native_table = text.split("### Keras vs native OpenVINO")[1]
+    assert "| openvino 1 fix | keras-export |" in native_table
 
 
 def test_report_says_when_it_draws_no_charts(tmp_path, monkeypatch):
@@ -1337,6 +1474,9 @@ def test_a_dtype_without_a_native_export_says_so():
     )
     with pytest.raises(ValueError, match="no native row for bfloat16"):
         runner._native_model(sys.executable, "no-preset", configuration, print)
+    keras_export = dataclasses.replace(configuration, backend="keras-export")
+    with pytest.raises(ValueError, match="keras_ov_einsum.export exports"):
+        runner._native_model(sys.executable, "no-preset", keras_export, print)
 
 
 def _twins(backbone):
