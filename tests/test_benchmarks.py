@@ -661,6 +661,48 @@ def test_a_stack_runs_in_run_sh_s_venv(tmp_path):
     assert python == str(venv / "bin" / "python")
 
 
+def _stack_venv(name):
+    venvs = os.environ.get(
+        "KERAS_OV_EINSUM_VENVS", os.path.join(ROOT, ".venvs")
+    )
+    return os.path.join(ROOT, venvs, name, "bin", "python")
+
+
+@pytest.mark.skipif(
+    not os.path.exists(_stack_venv("keras-nightly")),
+    reason="no keras-nightly venv: ./run.sh stack keras-nightly",
+)
+def test_the_nightly_stack_runs_stock_and_the_fix(presets, tmp_path):
+    """--environments keras-nightly: the openvino rows run in that stack's
+    venv (keras 3.16, the keras-openvino backend) on the presets the
+    harness's venv built, and give the same tokens with the fix."""
+    completed = _compare(
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--environments",
+        "keras-nightly",
+        "--fix",
+        "both",
+        "--repeats",
+        "1",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    packages = results["environments"]["keras-nightly"]["packages"]
+    assert "keras-openvino" in packages and "keras" not in packages
+    stock, fixed = results["runs"]
+    for run in (stock, fixed):
+        assert run["ok"], run["error"]
+        assert run["environment"] == "keras-nightly"
+        assert run["versions"]["keras"] == packages["keras-nightly"]
+        assert run["versions"]["keras-openvino"] == packages["keras-openvino"]
+    # One environment: the label is its OpenVINO version, as before.
+    assert stock["label"] == f"openvino {environments.current_openvino()} stock"
+    assert fixed["decisions"]["lowered"] > 0
+    assert fixed["generated_ids"] == stock["generated_ids"]
+
+
 def test_rows_name_their_environment_when_there_are_several():
     """With one environment the OpenVINO rows keep the labels results had
     before environments (their OpenVINO version); with several, each
