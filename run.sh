@@ -5,6 +5,9 @@
 #   ./run.sh test [pytest args]        the suite on the main stack only
 #   STACK=NAME ./run.sh test [args]    the suite on one stack
 #   ./run.sh compare [harness args]    the with/without-fix benchmark
+#   ./run.sh stack NAME                set up one stack's venv and print
+#                                      its interpreter (the harness's
+#                                      --environments calls it)
 # The stacks (stacks/ pins each; README, "Compatibility"):
 #   keras-3.15     keras 3.15.1, keras-hub 0.32.0, openvino 2026.4.1, with
 #                  the other Keras backends and the harness (.venv)
@@ -17,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 VENV=${VENV:-.venv}
+# Where the other stacks' venvs go.
+VENVS=${KERAS_OV_EINSUM_VENVS:-.venvs}
 
 pip_install() {
     local venv=$1
@@ -53,7 +58,7 @@ setup_main() {
 }
 
 setup_stack() {
-    local name=$1 venv=".venvs/$1" stamp
+    local name=$1 venv="$VENVS/$1" stamp
     local files=("stacks/$name.txt")
     [ -f "stacks/$name.no-deps.txt" ] && files+=("stacks/$name.no-deps.txt")
     if stamp=$(fresh "$venv" pyproject.toml "${files[@]}"); then
@@ -73,18 +78,22 @@ setup_stack() {
 # tokens (tests/test_stepwise.py).
 SMOKE=(tests/test_stepwise.py -k "TestSameTokensAsStock and float32")
 
+setup() {
+    case "$1" in
+        keras-3.15) setup_main ;;
+        keras-nightly | keras-3.12) setup_stack "$1" ;;
+        *)
+            echo "unknown stack $1 (keras-3.15, keras-nightly, keras-3.12)" >&2
+            exit 2
+            ;;
+    esac
+}
+
 test_stack() {
     local name=$1
     shift
     echo "== the $name stack" >&2
-    case "$name" in
-        keras-3.15) setup_main ;;
-        keras-nightly | keras-3.12) setup_stack "$name" ;;
-        *)
-            echo "unknown stack $name (keras-3.15, keras-nightly, keras-3.12)" >&2
-            exit 2
-            ;;
-    esac
+    setup "$name"
     if [ "$name" = keras-3.12 ]; then
         set -- "${SMOKE[@]}" "$@"
     fi
@@ -112,8 +121,13 @@ case "$command" in
         setup_main
         exec "$VENV/bin/python" -m benchmarks compare "$@"
         ;;
+    stack)
+        # pip's output goes to stderr: stdout is the interpreter's path.
+        setup "${1:?usage: ./run.sh stack NAME}" >&2
+        echo "$PYTHON_FOR_STACK"
+        ;;
     *)
-        echo "usage: ./run.sh test|compare [args...]" >&2
+        echo "usage: ./run.sh test|compare|stack [args...]" >&2
         exit 2
         ;;
 esac

@@ -37,8 +37,10 @@ def main(argv=None):
         default=list(BACKENDS),
         help=f"comma-separated, from {','.join(BACKENDS)} (Keras; default: "
         f"all of these) and {','.join(NATIVE_BACKENDS)} (native rows: the "
-        "preset's weights exported by optimum-intel and run without Keras; "
-        "float32, float16 and int8: optimum exports no bfloat16)",
+        "preset's weights exported by optimum-intel, run without Keras by "
+        "genai and optimum-intel; keras-export: genai on the package's "
+        "export of the preset; float32, float16 and int8: neither exports "
+        "bfloat16)",
     )
     compare.add_argument(
         "--native-hint",
@@ -83,11 +85,21 @@ def main(argv=None):
         help="fresh processes per configuration (default 3; --quick: 1)",
     )
     compare.add_argument(
+        "--environments",
+        type=_list,
+        default=None,
+        help="the stacks the openvino rows run in, comma-separated, from "
+        f"{', '.join(environments.KNOWN_GOOD)} (default "
+        f"{environments.CURRENT}, this venv; the others: ./run.sh stack "
+        "NAME's venv, built on first use); with more than one, each row's "
+        "label names its stack",
+    )
+    compare.add_argument(
         "--openvino",
         type=_list,
         default=None,
-        help="OpenVINO version(s); other than the installed "
-        f"one, from {', '.join(environments.KNOWN_GOOD)}",
+        help="OpenVINO version(s), for --environments: the stack with that "
+        "version (this venv's where it has it)",
     )
     compare.add_argument(
         "--out",
@@ -116,6 +128,12 @@ def main(argv=None):
         type=float,
         default=120,
         help="seconds --quiet-below waits at most before running anyway",
+    )
+    compare.add_argument(
+        "--fresh-exports",
+        action="store_true",
+        help="export the native rows' models again, and time it, rather "
+        "than reuse exports cached by an earlier run",
     )
     compare.add_argument(
         "--quick",
@@ -179,7 +197,19 @@ def main(argv=None):
     for dtype in args.dtype:
         if dtype not in runner.DTYPES:
             parser.error(f"unknown --dtype {dtype!r}; use {runner.DTYPES}")
-    versions = args.openvino or [environments.current_openvino()]
+    names = list(args.environments or [])
+    for version in args.openvino or []:
+        try:
+            names.append(environments.for_openvino(version))
+        except ValueError as error:
+            parser.error(str(error))
+    for name in names:
+        if name not in environments.KNOWN_GOOD:
+            parser.error(
+                f"unknown environment {name!r}; use "
+                f"{list(environments.KNOWN_GOOD)}"
+            )
+    names = list(dict.fromkeys(names)) or [environments.CURRENT]
     out = args.out or "results/" + datetime.datetime.now().strftime(
         "%Y%m%d-%H%M%S"
     )
@@ -188,7 +218,7 @@ def main(argv=None):
             model_names,
             args.backends,
             fix_modes,
-            versions,
+            names,
             args.dtype,
             args.native_hint,
             args.device,
@@ -206,6 +236,7 @@ def main(argv=None):
         timeout=args.timeout,
         quiet_below=args.quiet_below,
         quiet_wait=args.quiet_wait,
+        fresh_exports=args.fresh_exports,
         log=lambda text: print(text, flush=True),
     )
     path = report.render(f"{out}/results.json")

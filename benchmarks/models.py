@@ -95,6 +95,20 @@ MODELS = {
             ),
             description="Llama-style, 16 layers x 1024, GQA 16/4, SwiGLU",
         ),
+        # For the harness's own tests of the Llama family.
+        ModelConfig(
+            name="llama_tiny",
+            family="llama",
+            backbone=dict(
+                vocabulary_size=None,
+                num_layers=2,
+                num_query_heads=4,
+                num_key_value_heads=2,
+                hidden_dim=64,
+                intermediate_dim=128,
+            ),
+            description="Llama-style, 2 layers x 64, GQA 4/2, SwiGLU",
+        ),
         ModelConfig(
             name="gemma_small",
             family="gemma",

@@ -106,7 +106,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     preset = models.build_preset(args.model)
-    ir, prompt = native.export(preset, args.dtype)
+    exported = native.export(preset, args.dtype)
+    ir, prompt = exported["ir"], exported["prompt_ids"]
     step_ms, layers, kernels = profile(
         ir, prompt, args.steps, args.dynamic_quantization
     )

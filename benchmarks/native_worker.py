@@ -1,5 +1,6 @@
 """One native OpenVINO run, in a fresh process: load the exported IR,
-generate twice from the Keras rows' prompt token ids.
+generate twice from the Keras rows' prompt token ids. keras-export is
+openvino-genai on the package's export: the same pipeline and options.
 
 Run by the runner as ``python -m benchmarks.native_worker ...``. The same
 stages, sampler and record fields as benchmarks/worker.py: 0 start,
@@ -115,7 +116,11 @@ class _Optimum:
         return [int(t) for t in output[0, len(prompt) :]]
 
 
-_PIPELINES = {"openvino-genai": _GenAI, "optimum-intel": _Optimum}
+_PIPELINES = {
+    "openvino-genai": _GenAI,
+    "optimum-intel": _Optimum,
+    "keras-export": _GenAI,
+}
 
 
 def measure(model_dir, backend, device, hint, prompt, new_tokens):
@@ -126,7 +131,7 @@ def measure(model_dir, backend, device, hint, prompt, new_tokens):
             return sampler.stage(record["stages"], name)
 
         stage("start")
-        if backend == "openvino-genai":
+        if _PIPELINES[backend] is _GenAI:
             import openvino_genai  # noqa: F401
         else:
             import optimum.intel  # noqa: F401
@@ -189,6 +194,7 @@ def _versions(backend):
     names += {
         "openvino-genai": ["openvino-genai"],
         "optimum-intel": ["optimum-intel", "optimum", "transformers", "torch"],
+        "keras-export": ["openvino-genai"],
     }[backend]
     versions = {"python": sys.version.split()[0]}
     for name in names:

@@ -2,8 +2,9 @@
 
 Every figure is the median over repeats, with [min-max] beside it; the
 improvement table compares OpenVINO with and without the fix per model and
-OpenVINO version; the native table puts each Keras OpenVINO row beside each
-native row (benchmarks/native) of the same weight format.
+environment; the native table puts each Keras OpenVINO row beside each
+native row (benchmarks/native) of the same weight format; the export table
+genai on the package's export beside genai on optimum-intel's.
 """
 
 import json
@@ -36,6 +37,8 @@ SPLIT_COLUMNS = [
     ("split_compile_mb", "compile MB", 0),
     ("split_run_mb", "first run MB", 0),
 ]
+# The native rows' export (once per run, not per repeat; native.export).
+EXPORT_COLUMN = ("export_s", "export s", 1)
 # Lower is better for all but tokens/s.
 HIGHER_IS_BETTER = {"tokens_per_s"}
 # Rates and durations, for which a speedup (x faster) is meaningful.
@@ -55,7 +58,13 @@ NATIVE_RATIOS = [
     ),
     ("peak growth MB", lambda run: run.get("growth_mb")),
 ]
-NATIVE_BACKENDS = ("openvino-genai", "optimum-intel")
+NATIVE_BACKENDS = ("openvino-genai", "optimum-intel", "keras-export")
+# The export table's ratios: the same as the native table's, and the
+# exports' own time.
+EXPORT_RATIOS = [
+    ("export s", lambda run: run.get("export_s")),
+    *NATIVE_RATIOS,
+]
 
 
 def summarize(runs):
@@ -67,7 +76,7 @@ def summarize(runs):
     for group in groups.values():
         good = [run for run in group["runs"] if run["ok"]]
         group["failed"] = [run for run in group["runs"] if not run["ok"]]
-        for field, _, _ in COLUMNS + SPLIT_COLUMNS:
+        for field, _, _ in COLUMNS + SPLIT_COLUMNS + [EXPORT_COLUMN]:
             values = [run[field] for run in good if run.get(field) is not None]
             if values:
                 group[field] = (
@@ -192,11 +201,28 @@ def _model_tables(model, groups, runs):
         for label in labels
         for run in groups[(model, label)]["runs"]
     )
+    # Runs of an older harness did not time the exports: no column.
+    exported = any(
+        run.get("export_s") is not None
+        for label in labels
+        for run in groups[(model, label)]["runs"]
+    )
     machine = ["load average", "CPU busy %"]
-    lines += _header(titles + machine + ["files read s"] * warmed)
+    lines += _header(
+        titles
+        + [EXPORT_COLUMN[1]] * exported
+        + machine
+        + ["files read s"] * warmed
+    )
     for label in labels:
         group = groups[(model, label)]
         cells = _stat_cells(group, COLUMNS)
+        if exported:  # blank for the rows that run no export
+            cells.append(
+                _cell(group[EXPORT_COLUMN[0]], EXPORT_COLUMN[2])
+                if EXPORT_COLUMN[0] in group
+                else ""
+            )
         cells.append(_machine_load(group["runs"], "loadavg_before", 1))
         cells.append(_machine_load(group["runs"], "cpu_busy_before", 0))
         if warmed:
@@ -208,6 +234,15 @@ def _model_tables(model, groups, runs):
         "busy its CPUs were in the second before each run. Other work "
         "sharing the CPUs inflates the timings, not the memory figures.",
     ]
+    if exported:
+        lines.append(
+            "export s: the native row's export, made once (not per repeat) "
+            "in a fresh process, imports included: optimum-cli's from the "
+            "Hugging Face checkpoint (no tokenizers), keras-export's "
+            "`python -m keras_ov_einsum.export` from the preset (tokenizer "
+            "IRs included); a cached export keeps the time it took when "
+            "made (--fresh-exports makes it again)."
+        )
     if warmed:
         lines.append(
             "files read s: the harness reads the row's model files (preset "
@@ -218,6 +253,7 @@ def _model_tables(model, groups, runs):
     lines.append("")
     lines += _improvement(model, groups)
     lines += _native_comparison(model, groups)
+    lines += _export_comparison(model, groups)
     lines += targets(model, groups)
     lines += _first_call_split(model, groups)
     lines += _graphs(model, runs)
@@ -377,6 +413,61 @@ def _native_comparison(model, groups):
         cells.append(_same_ids(keras["runs"], native["runs"]))
         lines.append(
             f"| {keras_label} | {native_label} | " + " | ".join(cells) + " |"
+        )
+    return lines + [""]
+
+
+def _export_comparison(model, groups):
+    """Each keras-export row beside the openvino-genai row of its weight
+    format, hint and device: genai on the package's export over genai on
+    optimum-intel's, and whether their token ids match."""
+    rows = {
+        label: groups[(m, label)]
+        for m, label in groups
+        if m == model
+        and groups[(m, label)]["runs"][0]["backend"]
+        in ("openvino-genai", "keras-export")
+    }
+
+    def setting(group):
+        run = group["runs"][0]
+        return _dtype(group), run.get("hint"), run.get("device", "CPU")
+
+    pairs = [
+        (keras_label, genai_label)
+        for keras_label, keras in rows.items()
+        if keras["runs"][0]["backend"] == "keras-export"
+        for genai_label, genai in rows.items()
+        if genai["runs"][0]["backend"] == "openvino-genai"
+        and setting(genai) == setting(keras)
+    ]
+    if not pairs:
+        return []
+    titles = [title for title, _ in EXPORT_RATIOS]
+    lines = [
+        "### openvino-genai on the Keras export vs on optimum-intel's",
+        "",
+        "keras-export (genai on `python -m keras_ov_einsum.export`'s IR) "
+        "over openvino-genai on optimum-cli's IR of the same weights, same "
+        "weight format, hint and device: above 1 = the Keras export takes "
+        "more (tokens/s: is faster). Ratios as in the native table; export "
+        "s as in the first table. Same token ids: the two rows' generated "
+        "ids are equal in every run.",
+        "",
+        "| keras-export row | genai row | "
+        + " | ".join(titles)
+        + " | same token ids |",
+        "|---" * (len(titles) + 3) + "|",
+    ]
+    for keras_label, genai_label in pairs:
+        keras, genai = rows[keras_label], rows[genai_label]
+        cells = [
+            _ratio_cell(keras["runs"], genai["runs"], value)
+            for _, value in EXPORT_RATIOS
+        ]
+        cells.append(_same_ids(keras["runs"], genai["runs"]))
+        lines.append(
+            f"| {keras_label} | {genai_label} | " + " | ".join(cells) + " |"
         )
     return lines + [""]
 

@@ -93,22 +93,34 @@ class Configuration:
     model: str
     backend: str  # a Keras backend or one of native.BACKENDS
     fix: str  # a FIX_PARTS key ("off" for the native rows)
-    openvino_version: str
+    environment: str  # an environments.KNOWN_GOOD name
     dtype: str = "float32"
     # The native rows' INFERENCE_PRECISION_HINT (native.HINTS) and device;
     # keras-hub chooses its own device and hint.
     hint: str = None
     device: str = "CPU"
+    # More than one environment is measured: OpenVINO rows name theirs
+    # (else their OpenVINO version, as results before environments did).
+    environment_in_label: bool = False
 
     @property
     def native(self):
         return self.backend in native.BACKENDS
 
     @property
+    def openvino_version(self):
+        return environments.openvino_of(self.environment)
+
+    @property
     def label(self):
         label = self.backend
         if self.backend == "openvino":
-            label += f" {self.openvino_version} {_FIX_NAMES[self.fix]}"
+            where = (
+                self.environment
+                if self.environment_in_label
+                else self.openvino_version
+            )
+            label += f" {where} {_FIX_NAMES[self.fix]}"
         if self.native:
             label += f" {self.openvino_version} {self.hint} hint"
             if self.device != "CPU":
@@ -126,18 +138,20 @@ def configurations(
     model_names,
     backends,
     fix_modes,
-    openvino_versions,
+    environment_names=(environments.CURRENT,),
     dtypes=("float32",),
     hints=("f32",),
     device="CPU",
 ):
-    current = environments.current_openvino()
+    """Every row, in order: the OpenVINO rows in each environment, the
+    others in the harness's own (the native packages are built for its
+    OpenVINO; the other stacks have no other Keras backend)."""
+    current = environments.CURRENT
+    named = len(environment_names) > 1
     for model in model_names:
         for dtype in dtypes:
             for backend in backends:
                 if backend in native.BACKENDS:
-                    # The installed OpenVINO only: the native packages are
-                    # built for it.
                     for hint in hints:
                         yield Configuration(
                             model, backend, "off", current, dtype, hint, device
@@ -146,9 +160,16 @@ def configurations(
                 if backend != "openvino":
                     yield Configuration(model, backend, "off", current, dtype)
                     continue
-                for version in openvino_versions:
+                for environment in environment_names:
                     for fix in fix_modes:
-                        yield Configuration(model, backend, fix, version, dtype)
+                        yield Configuration(
+                            model,
+                            backend,
+                            fix,
+                            environment,
+                            dtype,
+                            environment_in_label=named,
+                        )
 
 
 # Instruction sets that decide what the CPU plugin runs: with bfloat16
@@ -207,17 +228,19 @@ def _commit():
 
 
 def _preset(python, configuration, log):
-    """Build (once) the preset in the environment that will load it."""
+    """Build (once) the preset: in the harness's venv, with JAX, for every
+    stack but one with presets of its own, whose venv builds them."""
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
-    if configuration.openvino_version != environments.current_openvino():
-        # An older keras-hub cannot be trusted with a newer preset format.
+    if environments.KNOWN_GOOD[configuration.environment].own_presets:
         env["KERAS_OV_EINSUM_PRESETS"] = str(
-            models.presets_root() / f"openvino-{configuration.openvino_version}"
+            models.presets_root() / configuration.environment
         )
         # Not its OpenVINO backend: keras 3.12's cannot even build Llama's
         # RMS norm symbolically (ops.power on a dynamic shape), which the
         # measured run then records. TensorFlow comes with keras-hub.
         env["KERAS_BACKEND"] = "tensorflow"
+    else:
+        python = sys.executable
     script = (
         "import sys; from benchmarks import models; "
         "preset = models.build_preset(sys.argv[1]); "
@@ -274,25 +297,33 @@ def _error_tail(stderr, lines=8):
     return " | ".join(kept[:lines])[:1500]
 
 
-def _native_model(python, preset, configuration, log):
-    """Export (once) the preset for a native row: (IR folder, prompt ids)."""
-    native.weight_format_of(configuration.dtype)  # fails before exporting
+def _export_key(configuration):
+    """Rows that run the same export: (exporter, model, dtype)."""
+    exporter = native.EXPORTERS[configuration.backend]
+    return exporter, configuration.model, configuration.dtype
+
+
+def _native_model(python, preset, configuration, log, fresh=False):
+    """Export (once, or again with ``fresh``) the preset for a native row:
+    native.export's {"ir", "prompt_ids", "export_s", "exported"}."""
+    exporter, _, dtype = _export_key(configuration)
+    native.weight_format_of(dtype, exporter)  # fails before exporting
     env = native.offline_environment()
     env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
-    completed = subprocess.run(
-        [python, "-m", "benchmarks.native", preset, configuration.dtype],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    command = [python, "-m", "benchmarks.native", preset, dtype]
+    command += ["--exporter", exporter] + ["--fresh"] * fresh
+    completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(
-            f"exporting {configuration.model} for the native rows failed: "
-            f"{_error_tail(completed.stderr)}"
+            f"exporting {configuration.model} for the {exporter} rows "
+            f"failed: {_error_tail(completed.stderr)}"
         )
     exported = json.loads(completed.stdout.strip().splitlines()[-1])
-    log(f"native {configuration.model} {configuration.dtype}: {exported['ir']}")
-    return exported["ir"], exported["prompt_ids"]
+    log(
+        f"{exporter} export {configuration.model} {dtype}: {exported['ir']} "
+        f"({exported['export_s']} s, {exported['exported']})"
+    )
+    return exported
 
 
 def _keras_command(python, preset, configuration, max_length):
@@ -308,7 +339,7 @@ def _keras_command(python, preset, configuration, max_length):
 
 
 def _native_command(python, exported, configuration, max_length):
-    ir, prompt_ids = exported
+    ir, prompt_ids = exported["ir"], exported["prompt_ids"]
     command = [python, "-m", "benchmarks.native_worker", "--model-dir", ir]
     command += ["--backend", configuration.backend]
     command += ["--device", configuration.device, "--hint", configuration.hint]
@@ -357,7 +388,7 @@ def _weight_folders(configuration, preset, exports):
     """The folders a row reads its model from: the IR's for a native row,
     the preset's for a Keras row (int8, float16: the saved preset's)."""
     if configuration.native:
-        return [exports[(configuration.model, configuration.dtype)][0]]
+        return [exports[_export_key(configuration)]["ir"]]
     if models.loads_saved(configuration.dtype, FIX_PARTS[configuration.fix]):
         return [models.saved_preset_dir(preset, configuration.dtype)]
     return [preset]
@@ -413,7 +444,11 @@ def run_all(
     log=print,
     quiet_below=None,
     quiet_wait=120,
+    fresh_exports=False,
 ):
+    """Run ``configs`` ``repeats`` times; ``fresh_exports``: export the
+    native rows' models again (and time it) rather than reuse the cached
+    exports."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {
@@ -422,7 +457,7 @@ def run_all(
         "commit": _commit(),
         "machine": machine_info(),
         "packages": environments.packages(sys.executable),
-        # Per OpenVINO version: the interpreter and every package it runs.
+        # Per environment: the interpreter and every package it runs.
         "environments": {},
         "parameters": {
             "quiet_below_percent": quiet_below,
@@ -430,6 +465,7 @@ def run_all(
             "repeats": repeats,
             "max_length": max_length,
             "timeout_s": timeout,
+            "fresh_exports": fresh_exports,
         },
         "runs": [],
     }
@@ -448,46 +484,49 @@ def run_all(
             started = time.perf_counter()
             record, warmed_s = {"ok": False}, None
             try:
-                version = configuration.openvino_version
-                if version not in pythons:
-                    pythons[version] = environments.python_for(version, log)
-                    results["environments"][version] = {
-                        "python": pythons[version],
-                        "packages": environments.packages(pythons[version]),
+                name = configuration.environment
+                if name not in pythons:
+                    pythons[name] = environments.python_for(name, log)
+                    results["environments"][name] = {
+                        "python": pythons[name],
+                        "packages": environments.packages(pythons[name]),
                     }
-                # One build a model and version, and one more for each
-                # saved format (the build saves that preset as well).
+                # One build a model and presets folder, and one more for
+                # each saved format (the build saves that preset as well).
+                stack = environments.KNOWN_GOOD[name]
                 saved = configuration.dtype in models.SAVED_FORMATS
                 key = (
                     configuration.model,
-                    version,
+                    name if stack.own_presets else None,
                     configuration.dtype if saved else None,
                 )
-                stack = environments.KNOWN_GOOD.get(version)
-                if key not in presets and stack:
+                if key not in presets:
                     if configuration.model not in stack.models:
                         log(
                             f"    {configuration.model} has not been seen to "
-                            f"run on openvino {version} (seen: "
+                            f"run in {name} (seen: "
                             f"{', '.join(stack.models)}). {stack.note}"
                         )
-                if key not in presets:
-                    presets[key] = _preset(pythons[version], configuration, log)
+                    presets[key] = _preset(pythons[name], configuration, log)
                 if configuration.native:
-                    export_key = (configuration.model, configuration.dtype)
+                    export_key = _export_key(configuration)
                     if export_key not in exports:
                         exports[export_key] = _native_model(
-                            pythons[version], presets[key], configuration, log
+                            pythons[name],
+                            presets[key],
+                            configuration,
+                            log,
+                            fresh_exports,
                         )
                     command, env = _native_command(
-                        pythons[version],
+                        pythons[name],
                         exports[export_key],
                         configuration,
                         max_length,
                     )
                 else:
                     command, env = _keras_command(
-                        pythons[version],
+                        pythons[name],
                         presets[key],
                         configuration,
                         max_length,
@@ -509,6 +548,7 @@ def run_all(
                 hint=configuration.hint,
                 label=configuration.label,
                 stock_label=configuration.stock_label,
+                environment=configuration.environment,
                 openvino_version=configuration.openvino_version,
                 repeat=repeat,
                 wall_s=round(time.perf_counter() - started, 1),
@@ -520,6 +560,10 @@ def run_all(
             )
             if configuration.native:  # also when the run failed
                 record["device"] = configuration.device
+                exported = exports.get(_export_key(configuration))
+                if exported:  # the export's, once per row and run
+                    record["export_s"] = exported["export_s"]
+                    record["exported"] = exported["exported"]
             results["runs"].append(record)
             _write(out_dir / "results.json", results)
             if record["ok"]:

@@ -351,11 +351,22 @@ def _versions():
     )
     versions = {"python": sys.version.split()[0]}
     for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = _version(metadata, name)
+    # keras >= 3.16's OpenVINO backend is a package of its own.
+    if backend == "openvino" and _version(metadata, "keras-openvino"):
+        versions["keras-openvino"] = _version(metadata, "keras-openvino")
     return versions
+
+
+def _version(metadata, name):
+    """The installed version of ``name``, or of its nightly distribution
+    (keras-nightly installs keras's modules), or None."""
+    for distribution in (name, f"{name}-nightly"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The benchmark harness: end to end on a tiny model, the results schema,
 failure records, report rendering and the diff. Timings are never asserted."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -365,7 +366,7 @@ def test_a_row_that_would_measure_another_quantization_fails(presets):
 def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
     presets, tmp_path
 ):
-    current = environments.current_openvino()
+    current = environments.CURRENT
     configs = [
         # The worker refuses the fix on another backend: it exits non-zero.
         runner.Configuration("gpt2_tiny", "jax", "on", current),
@@ -389,7 +390,7 @@ def test_a_crashing_configuration_is_recorded_and_the_rest_continue(
 
 
 def test_a_timeout_is_recorded(presets, tmp_path):
-    current = environments.current_openvino()
+    current = environments.CURRENT
     configs = [runner.Configuration("gpt2_tiny", "openvino", "off", current)]
     results = runner.run_all(
         configs,
@@ -477,7 +478,7 @@ def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
         str(preset / "assets" / "vocabulary.json"): 2,
         str(preset / "model.weights.h5"): 3 << 24,
     }
-    current = environments.current_openvino()
+    current = environments.CURRENT
     keras_row = runner.Configuration("gpt2_tiny", "openvino", "on", current)
     int8_row = runner.Configuration(
         "gpt2_tiny", "openvino", "on", current, dtype="int8"
@@ -485,7 +486,13 @@ def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
     native_row = runner.Configuration(
         "gpt2_tiny", "openvino-genai", "off", current
     )
-    exports = {("gpt2_tiny", "float32"): ("/ir", [1, 2])}
+    keras_export_row = runner.Configuration(
+        "gpt2_tiny", "keras-export", "off", current
+    )
+    exports = {
+        ("optimum", "gpt2_tiny", "float32"): {"ir": "/ir", "prompt_ids": [1]},
+        ("keras", "gpt2_tiny", "float32"): {"ir": "/k", "prompt_ids": [1]},
+    }
     folders = runner._weight_folders
     assert folders(keras_row, preset, exports) == [preset]
     assert folders(int8_row, preset, exports) == [
@@ -498,6 +505,7 @@ def test_each_run_reads_its_model_files_first(tmp_path, monkeypatch):
         tmp_path / "gpt2_tiny-abc-float16"
     ]
     assert folders(native_row, preset, exports) == ["/ir"]
+    assert folders(keras_export_row, preset, exports) == ["/k"]
 
 
 def test_report_medians_ranges_improvement_and_failures(tmp_path):
@@ -582,21 +590,161 @@ def test_diff_flags_changes_beyond_the_factor(tmp_path):
     assert (lines, regressions) == (["no change beyond x1.2"], 0)
 
 
-def test_the_installed_openvino_runs_in_this_interpreter():
+def test_the_harness_venv_is_its_own_stack():
+    assert environments.python_for(environments.CURRENT) == sys.executable
+    assert environments.openvino_of(environments.CURRENT) == (
+        environments.current_openvino()
+    )
+    # --openvino picks this venv where it has that version, though the
+    # nightly stack pins the same.
     current = environments.current_openvino()
-    assert environments.python_for(current) == sys.executable
+    assert environments.for_openvino(current) == environments.CURRENT
+    assert environments.for_openvino("2025.3.0") == "keras-3.12"
 
 
-def test_an_openvino_without_a_known_good_set_is_refused_by_name():
+def test_an_unknown_environment_or_openvino_is_refused_by_name():
+    with pytest.raises(ValueError, match="known: keras-3.15, keras-nightly"):
+        environments.python_for("keras-4")
     with pytest.raises(ValueError, match="known: 2025.3.0, 2026.4.1"):
-        environments.python_for("2024.0.0")
+        environments.for_openvino("2024.0.0")
 
 
-def test_known_good_sets_pin_exact_versions():
-    for openvino_version, stack in environments.KNOWN_GOOD.items():
-        for version in (openvino_version, stack.keras, stack.keras_hub):
-            assert all(part.isdigit() for part in version.split("."))
+def test_stacks_are_the_files_run_sh_installs():
+    """Each stack's pins come from the files run.sh installs it from,
+    exact versions only, and its models exist."""
+    assert environments.pins("keras-3.15")["keras"] == "3.15.1"  # constraints
+    nightly = environments.pins("keras-nightly")
+    # stacks/keras-nightly.no-deps.txt, installed after the rest
+    assert nightly["keras-nightly"].startswith("3.16")
+    assert nightly["keras-openvino"] and "keras" not in nightly
+    assert environments.pins("keras-3.12")["openvino"] == "2025.3.0"
+    for name, stack in environments.KNOWN_GOOD.items():
+        for version in environments.pins(name).values():
+            assert version and " " not in version, name
         assert set(stack.models) <= set(models.MODELS)
+
+
+def test_a_stack_runs_in_run_sh_s_venv(tmp_path):
+    """The harness asks ./run.sh stack for a stack's interpreter: a venv
+    whose stamp says it is current is used as it is (a stale one would be
+    reinstalled first)."""
+    import hashlib
+
+    name = "keras-nightly"
+    venv = tmp_path / name
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    declared = [
+        os.path.join(ROOT, path)
+        for path in (
+            "pyproject.toml",
+            f"stacks/{name}.txt",
+            f"stacks/{name}.no-deps.txt",
+        )
+    ]
+    digest = hashlib.sha256()
+    for path in declared:
+        with open(path, "rb") as file:
+            digest.update(file.read())
+    (venv / f".installed-{digest.hexdigest()[:16]}").touch()
+    environment = dict(os.environ, KERAS_OV_EINSUM_VENVS=str(tmp_path))
+    completed = subprocess.run(
+        ["bash", os.path.join(ROOT, "run.sh"), "stack", name],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == f"{venv}/bin/python\n"  # and nothing else
+    os.environ["KERAS_OV_EINSUM_VENVS"] = str(tmp_path)
+    try:
+        python = environments.python_for(name, log=lambda text: None)
+    finally:
+        del os.environ["KERAS_OV_EINSUM_VENVS"]
+    assert python == str(venv / "bin" / "python")
+
+
+def _stack_venv(name):
+    venvs = os.environ.get(
+        "KERAS_OV_EINSUM_VENVS", os.path.join(ROOT, ".venvs")
+    )
+    return os.path.join(ROOT, venvs, name, "bin", "python")
+
+
+@pytest.mark.skipif(
+    not os.path.exists(_stack_venv("keras-nightly")),
+    reason="no keras-nightly venv: ./run.sh stack keras-nightly",
+)
+def test_the_nightly_stack_runs_stock_and_the_fix(presets, tmp_path):
+    """--environments keras-nightly: the openvino rows run in that stack's
+    venv (keras 3.16, the keras-openvino backend) on the presets the
+    harness's venv built, and give the same tokens with the fix."""
+    completed = _compare(
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--environments",
+        "keras-nightly",
+        "--fix",
+        "both",
+        "--repeats",
+        "1",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    packages = results["environments"]["keras-nightly"]["packages"]
+    assert "keras-openvino" in packages and "keras" not in packages
+    stock, fixed = results["runs"]
+    for run in (stock, fixed):
+        assert run["ok"], run["error"]
+        assert run["environment"] == "keras-nightly"
+        assert run["versions"]["keras"] == packages["keras-nightly"]
+        assert run["versions"]["keras-openvino"] == packages["keras-openvino"]
+    # One environment: the label is its OpenVINO version, as before.
+    assert stock["label"] == f"openvino {environments.current_openvino()} stock"
+    assert fixed["decisions"]["lowered"] > 0
+    assert fixed["generated_ids"] == stock["generated_ids"]
+
+
+def test_rows_name_their_environment_when_there_are_several():
+    """With one environment the OpenVINO rows keep the labels results had
+    before environments (their OpenVINO version); with several, each
+    names its stack, and the fix is paired with stock of its own."""
+    current = environments.current_openvino()
+    backends = ["jax", "openvino", "openvino-genai"]
+
+    def labels(names):
+        rows = runner.configurations(["gpt2_tiny"], backends, ["on"], names)
+        return [(row.label, row.stock_label, row.environment) for row in rows]
+
+    assert labels(["keras-3.15"]) == [
+        ("jax", "jax", "keras-3.15"),
+        (
+            f"openvino {current} fix",
+            f"openvino {current} stock",
+            "keras-3.15",
+        ),
+        (
+            f"openvino-genai {current} f32 hint",
+            f"openvino-genai {current} f32 hint",
+            "keras-3.15",
+        ),
+    ]
+    # Other backends and the native rows run in the harness's venv only.
+    assert labels(["keras-3.15", "keras-nightly"]) == [
+        ("jax", "jax", "keras-3.15"),
+        ("openvino keras-3.15 fix", "openvino keras-3.15 stock", "keras-3.15"),
+        (
+            "openvino keras-nightly fix",
+            "openvino keras-nightly stock",
+            "keras-nightly",
+        ),
+        (
+            f"openvino-genai {current} f32 hint",
+            f"openvino-genai {current} f32 hint",
+            "keras-3.15",
+        ),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -607,8 +755,18 @@ def test_known_good_sets_pin_exact_versions():
         (["--fix", "on,maybe"], "unknown --fix 'maybe'"),
         (["--dtype", "float8"], "unknown --dtype 'float8'"),
         (["--native-hint", "f16"], "unknown --native-hint 'f16'"),
+        (["--environments", "keras-4"], "unknown environment 'keras-4'"),
+        (["--openvino", "2024.0.0"], "OpenVINO 2024.0.0 has no known-good"),
     ],
-    ids=["backend", "model", "fix", "dtype", "native-hint"],
+    ids=[
+        "backend",
+        "model",
+        "fix",
+        "dtype",
+        "native-hint",
+        "environment",
+        "openvino",
+    ],
 )
 def test_compare_rejects_unknown_names(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -1026,12 +1184,13 @@ def test_the_hugging_face_checkpoint_gives_the_keras_logits(family, tmp_path):
 
 @pytest.fixture(scope="module")
 def native_run(presets, tmp_path_factory):
-    """Keras on OpenVINO (stock) and both native backends on gpt2_tiny."""
+    """Keras on OpenVINO (stock), both native backends and genai on the
+    package's export (keras-export) on gpt2_tiny."""
     out = tmp_path_factory.mktemp("native")
     completed = _compare(
         out,
         "--backends",
-        "openvino,openvino-genai,optimum-intel",
+        "openvino,openvino-genai,optimum-intel,keras-export",
         "--fix",
         "off",
         "--repeats",
@@ -1044,7 +1203,7 @@ def native_run(presets, tmp_path_factory):
 def test_native_rows_record_the_keras_rows_fields_and_token_ids(native_run):
     results = json.loads((native_run / "results.json").read_text())
     current = environments.current_openvino()
-    keras_row, genai, optimum = results["runs"]
+    keras_row, genai, optimum, _ = results["runs"]
     assert [genai["label"], optimum["label"]] == [
         f"openvino-genai {current} f32 hint",
         f"optimum-intel {current} f32 hint",
@@ -1076,11 +1235,86 @@ def test_native_rows_record_the_keras_rows_fields_and_token_ids(native_run):
     assert line.endswith("| yes |")
 
 
+def test_the_keras_export_row_is_genai_on_the_package_s_export(native_run):
+    """keras-export: genai on ``python -m keras_ov_einsum.export``'s IR,
+    the same prompt ids and fields as genai on optimum-intel's, the same
+    tokens; every native row records its export's time, and the report
+    sets the two genai rows side by side."""
+    results = json.loads((native_run / "results.json").read_text())
+    keras_row, genai, optimum, keras_export = results["runs"]
+    current = environments.current_openvino()
+    assert keras_export["label"] == f"keras-export {current} f32 hint"
+    assert keras_export["ok"], keras_export["error"]
+    assert RECORD_FIELDS <= set(keras_export)
+    assert keras_export["backend"] == "keras-export"
+    assert keras_export["prompt_ids"] == genai["prompt_ids"]
+    assert keras_export["generated_ids"] == genai["generated_ids"]
+    assert keras_export["generated_ids"] == keras_row["generated_ids"]
+    assert "openvino-genai" in keras_export["versions"]
+    # One export a row's exporter: genai and optimum-intel share theirs.
+    assert genai["export_s"] == optimum["export_s"] > 0
+    assert genai["exported"] == optimum["exported"]
+    assert keras_export["export_s"] > 0
+    assert "export_s" not in keras_row
+    # The cached export: the directory the row ran lacks the tokenizer
+    # IRs that the export wrote (optimum-intel's IR has none).
+    preset = models.preset_dir("gpt2_tiny")
+    exported = native.export(preset, "float32", "keras")
+    assert exported["exported"] == keras_export["exported"]  # not again
+    ran = set(os.listdir(exported["ir"]))
+    whole = set(os.listdir(exported["ir"] + "-export"))
+    assert whole - ran == {
+        "openvino_tokenizer.xml",
+        "openvino_tokenizer.bin",
+        "openvino_detokenizer.xml",
+        "openvino_detokenizer.bin",
+    }
+    assert {"openvino_model.xml", "config.json"} <= ran
+    report_text = (native_run / "report.md").read_text()
+    assert "| export s |" in report_text
+    section = report_text.split(
+        "### openvino-genai on the Keras export vs on optimum-intel's"
+    )[1]
+    row = f"| {keras_export['label']} | {genai['label']} |"
+    (line,) = [line for line in section.splitlines() if row in line]
+    assert line.endswith("| yes |")
+
+
+def test_exports_are_cached_until_asked_again(tmp_path, monkeypatch):
+    """An export is made once per preset, exporter and weight format
+    (keyed by the exporting code: the package's sources for keras's) and
+    keeps the time it took; fresh makes it again."""
+    preset = tmp_path / "gpt2_tiny-abc"
+    preset.mkdir()
+    (preset / "config.json").write_text("{}")
+    made = []
+
+    def fake_export(preset, folder, weight_format, ir):
+        ir.mkdir(parents=True, exist_ok=True)
+        (ir / "openvino_model.xml").write_text(weight_format)
+        made.append(weight_format)
+        return [1, 2], 1.5 * len(made)
+
+    monkeypatch.setattr(native, "_export_keras", fake_export)
+    first = native.export(preset, "float32", "keras")
+    assert first["prompt_ids"] == [1, 2] and first["export_s"] == 1.5
+    assert native.export(preset, "float32", "keras") == first
+    assert native.export(preset, "int8_weights", "keras")["ir"].endswith("int8")
+    assert native.export(preset, "float32", "keras", fresh=True)[
+        "export_s"
+    ] == (4.5)
+    assert made == ["float32", "int8", "float32"]
+    # Another exporter, or other package sources, another folder.
+    assert native._native_dir(preset, "keras") != native._native_dir(preset)
+    monkeypatch.setattr(native, "_package_digest", lambda: "edited")
+    assert native.export(preset, "float32", "keras")["ir"] != first["ir"]
+
+
 def test_a_device_the_machine_lacks_gives_a_failed_record(
     presets, native_run, tmp_path
 ):
     """The export from native_run is reused: only the worker runs."""
-    current = environments.current_openvino()
+    current = environments.CURRENT
     configuration = runner.Configuration(
         "gpt2_tiny", "openvino-genai", "off", current, hint="f32", device="NPU7"
     )
@@ -1139,6 +1373,59 @@ def test_the_native_table_compares_medians_and_token_ids(tmp_path):
         "| no (2/2 run pairs differ; first at new token 1) |" in section
     )
     assert "int8" not in section
+
+
+def test_the_export_table_sets_genai_on_each_export_side_by_side(tmp_path):
+    def run(label, backend, dtype, ids, **values):
+        record = _run(label, 0, **values)
+        record.update(
+            backend=backend,
+            dtype=dtype,
+            hint="f32",
+            device="CPU",
+            generated_ids=ids,
+        )
+        return record
+
+    runs = [
+        run("openvino 1 fix", "openvino", "float32", [1, 2]),
+        run("genai", "openvino-genai", "float32", [1, 2], export_s=20.0),
+        run(
+            "keras-export",
+            "keras-export",
+            "float32",
+            [1, 2],
+            export_s=10.0,
+            tokens_per_s=18.0,
+            growth_mb=66,
+        ),
+        run("genai int8", "openvino-genai", "int8", [1, 2], export_s=30.0),
+        run("keras-export int8", "keras-export", "int8", [1, 3], export_s=15.0),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    text = report.render(path, charts=False).read_text()
+    # The export column: blank for a Keras row, which runs no export.
+    assert "| openvino 1 fix | 90 |" in text and "| 9.0 |  | 1.5 | ? |" in text
+    assert "| 18.0 | 10.0 | 1.5 | ? |" in text
+    section = text.split(
+        "### openvino-genai on the Keras export vs on optimum-intel's"
+    )[1].split("###")[0]
+    # export s, tokens/s, time to first token, peak growth: keras-export
+    # over genai of the same weight format
+    assert (
+        "| keras-export | genai | 0.50 (10 / 20) | 2.00 (18 / 9) "
+        "| 1.00 (3 / 3) | 1.10 (66 / 60) | yes |" in section
+    )
+    assert (
+        "| keras-export int8 | genai int8 | 0.50 (15 / 30) | 1.00 (9 / 9) "
+        "| 1.00 (3 / 3) | 1.00 (60 / 60) "
+        "| no (1/1 run pairs differ; first at new token 1) |" in section
+    )
+    assert "| keras-export | genai int8 |" not in section
+    # keras-export is a native row of the Keras table too.
+    native_table = text.split("### Keras vs native OpenVINO")[1]
+    assert "| openvino 1 fix | keras-export |" in native_table
 
 
 def test_report_says_when_it_draws_no_charts(tmp_path, monkeypatch):
@@ -1226,12 +1513,15 @@ def test_a_dtype_without_a_native_export_says_so():
         "gpt2_tiny",
         "openvino-genai",
         "off",
-        environments.current_openvino(),
+        environments.CURRENT,
         "bfloat16",
         "default",
     )
     with pytest.raises(ValueError, match="no native row for bfloat16"):
         runner._native_model(sys.executable, "no-preset", configuration, print)
+    keras_export = dataclasses.replace(configuration, backend="keras-export")
+    with pytest.raises(ValueError, match="keras_ov_einsum.export exports"):
+        runner._native_model(sys.executable, "no-preset", keras_export, print)
 
 
 def _twins(backbone):

@@ -3,14 +3,14 @@
 docs/performance-half.md (GPT-2 Medium in float16 and bfloat16) and
 docs/performance-llama-half.md (Llama-small in float16) are
 ``python -m benchmarks report`` of docs/results/*/results.json, byte for
-byte; the README's targets table is the one its report renders, and its
-parts table the registry's."""
+byte; the README's targets table is the one its report renders, its parts
+table the registry's and its compatibility table the harness's stacks."""
 
 import pathlib
 
 import pytest
 
-from benchmarks import report
+from benchmarks import environments, report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = {
@@ -52,4 +52,14 @@ def test_readme_parts_table_is_the_registrys():
     assert markdown_table() in (ROOT / "README.md").read_text(), (
         "paste it in: python -c 'from keras_ov_einsum.core.registry import "
         "markdown_table; print(markdown_table())'"
+    )
+
+
+def test_readme_compatibility_table_is_the_stacks():
+    """benchmarks/environments.py's stacks, their pins read from the files
+    run.sh installs them from."""
+    table = environments.compatibility_table()
+    assert table in (ROOT / "README.md").read_text(), (
+        "paste environments.compatibility_table() into README's "
+        "Compatibility section"
     )
