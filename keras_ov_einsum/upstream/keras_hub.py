@@ -33,7 +33,7 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
 
-from .generator import PATCHES, PatchError, apply_patch
+from .generator import PATCHES, PatchError, apply_patches
 
 __all__ = [
     "HUB_PATCHES",
@@ -405,7 +405,7 @@ def check_hub_patch(text, root):
     """(ok, message) for applying one patch to the keras-hub tree ``root``."""
     where = f"keras-hub {keras_hub_version(root)} at {root}"
     try:
-        paths = apply_patch(text, root, write=False)
+        paths = apply_patches([text], root, check=True)
     except PatchError as error:
         return False, f"does not apply to {where}: {error}"
     return True, f"applies cleanly to {where} ({', '.join(paths)})"
@@ -485,7 +485,7 @@ def patched_copy(destination, patch_texts=(), source=None):
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     for text in patch_texts:
-        apply_patch(text, destination, write=True)
+        apply_patches([text], destination)
     (destination / "conftest.py").write_text(CONFTEST)
     (destination / "pytest.ini").write_text(PYTEST_INI)
     return destination
@@ -598,7 +598,7 @@ def main(argv=None):
                 every = every and ok
             return 0 if every else 1
         for _, path in selected:
-            changed = apply_patch(path.read_text(), root, write=True)
+            changed = apply_patches([path.read_text()], root)
             print(f"{path}: patched {', '.join(changed)} under {root}")
         return 0
     except (PatchError, OSError) as error:
