@@ -307,32 +307,59 @@ def log_probability(compiled, prompt, generated):
 
 def test_beam_search_scores_are_the_models(exported):
     """Four beams of eight tokens from genai (its stateful pipeline and
-    its paged attention) and optimum-intel: each sequence's score is its
-    log probability per token from a fresh pass of the IR (the stateful
-    cache's rows followed their beams through ``beam_idx``), and the
-    beams part before their last token (they were reordered)."""
+    its paged attention) and optimum-intel, for every prompt: each
+    sequence's score is its log probability per token from a fresh pass of
+    the IR (the stateful cache's rows followed their beams through
+    ``beam_idx``). For at least one prompt the beams part before their last
+    token, so their cache rows were reordered: which prompt does is the
+    random weights' choice (one gemma prompt's beams share seven tokens)."""
     genai = _genai()
     _optimum()
-    import torch
     from optimum.intel import OVModelForCausalLM
 
     directory = exported.directory
-    prompt = exported.rows[1]
-    config = genai.GenerationConfig()
-    config.max_new_tokens = NEW_TOKENS
-    config.ignore_eos = True
-    config.num_beams = config.num_return_sequences = 4
-    results = {
+    pipelines = {
         # the stateful pipeline (the IR's state, reordered by beam_idx),
         # then genai's default (its paged attention)
         f"genai {backend}": genai.LLMPipeline(
             str(directory), "CPU", ATTENTION_BACKEND=backend, **EXACT
-        ).generate(ov.Tensor(np.array([prompt])), config)
+        )
         for backend in ("SDPA", "PA")
     }
     optimum_model = OVModelForCausalLM.from_pretrained(
         directory, ov_config=EXACT
     )
+    compiled = ov.Core().compile_model(
+        directory / "openvino_model.xml", "CPU", EXACT
+    )
+    parted = set()
+    for prompt in exported.rows:
+        beams = _beams(genai, pipelines, optimum_model, prompt)
+        for name, found in beams.items():
+            assert len(found) == 4, name
+            for tokens, score in found:
+                assert len(tokens) == NEW_TOKENS, name
+                expected = log_probability(compiled, prompt, tokens)
+                np.testing.assert_allclose(
+                    score, expected / NEW_TOKENS, rtol=1e-4, err_msg=name
+                )
+            if len({tuple(tokens[:-1]) for tokens, _ in found}) > 1:
+                parted.add(name)
+    assert parted == {*pipelines, "optimum"}, parted
+
+
+def _beams(genai, pipelines, optimum_model, prompt):
+    """{who: [(new tokens, score)] for its four beams} for one prompt."""
+    import torch
+
+    config = genai.GenerationConfig()
+    config.max_new_tokens = NEW_TOKENS
+    config.ignore_eos = True
+    config.num_beams = config.num_return_sequences = 4
+    beams = {}
+    for name, pipeline in pipelines.items():
+        result = pipeline.generate(ov.Tensor(np.array([prompt])), config)
+        beams[name] = list(zip(map(list, result.tokens), result.scores))
     out = optimum_model.generate(
         input_ids=torch.tensor([prompt]),
         max_new_tokens=NEW_TOKENS,
@@ -344,28 +371,11 @@ def test_beam_search_scores_are_the_models(exported):
         return_dict_in_generate=True,
         pad_token_id=0,
     )
-    beams = {
-        name: list(zip(map(list, result.tokens), result.scores))
-        for name, result in results.items()
-    }
-    beams.update(
-        optimum=[
-            (sequence[len(prompt) :].tolist(), float(score))
-            for sequence, score in zip(out.sequences, out.sequences_scores)
-        ]
-    )
-    compiled = ov.Core().compile_model(
-        directory / "openvino_model.xml", "CPU", EXACT
-    )
-    for name, found in beams.items():
-        assert len(found) == 4, name
-        for tokens, score in found:
-            assert len(tokens) == NEW_TOKENS, name
-            expected = log_probability(compiled, prompt, tokens)
-            np.testing.assert_allclose(
-                score, expected / NEW_TOKENS, rtol=1e-4, err_msg=name
-            )
-        assert len({tuple(tokens[:-1]) for tokens, _ in found}) > 1, name
+    beams["optimum"] = [
+        (sequence[len(prompt) :].tolist(), float(score))
+        for sequence, score in zip(out.sequences, out.sequences_scores)
+    ]
+    return beams
 
 
 def _contracted_axes(layer, name):
