@@ -6,6 +6,7 @@ them. ``results.json`` is rewritten after every run, and a run that crashes,
 is killed or times out becomes a failed record with its error.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -471,114 +472,150 @@ def run_all(
     }
     pythons, presets, exports = {}, {}, {}
     total = len(configs) * repeats
-    for repeat in range(repeats):
-        for configuration in configs:
-            done = len(results["runs"]) + 1
-            log(
-                f"[{done}/{total}] {configuration.model} {configuration.label}"
-                f" (repeat {repeat + 1}/{repeats})"
-            )
-            # Other work on the machine moves timings: keep it beside them.
-            cpu_busy, waited = _wait_for_quiet(quiet_below, quiet_wait, log)
-            loadavg_before = os.getloadavg()
-            started = time.perf_counter()
-            record, warmed_s = {"ok": False}, None
-            try:
-                name = configuration.environment
-                if name not in pythons:
-                    pythons[name] = environments.python_for(name, log)
-                    results["environments"][name] = {
-                        "python": pythons[name],
-                        "packages": environments.packages(pythons[name]),
-                    }
-                # One build a model and presets folder, and one more for
-                # each saved format (the build saves that preset as well).
-                stack = environments.KNOWN_GOOD[name]
-                saved = configuration.dtype in models.SAVED_FORMATS
-                key = (
-                    configuration.model,
-                    name if stack.own_presets else None,
-                    configuration.dtype if saved else None,
+    with _progress(total) as advance:
+        for repeat in range(repeats):
+            for configuration in configs:
+                done = len(results["runs"]) + 1
+                log(
+                    f"[{done}/{total}] {configuration.model} "
+                    f"{configuration.label} (repeat {repeat + 1}/{repeats})"
                 )
-                if key not in presets:
-                    if configuration.model not in stack.models:
-                        log(
-                            f"    {configuration.model} has not been seen to "
-                            f"run in {name} (seen: "
-                            f"{', '.join(stack.models)}). {stack.note}"
+                # Other work on the machine moves timings: keep it beside them.
+                cpu_busy, waited = _wait_for_quiet(quiet_below, quiet_wait, log)
+                loadavg_before = os.getloadavg()
+                started = time.perf_counter()
+                record, warmed_s = {"ok": False}, None
+                try:
+                    name = configuration.environment
+                    if name not in pythons:
+                        pythons[name] = environments.python_for(name, log)
+                        results["environments"][name] = {
+                            "python": pythons[name],
+                            "packages": environments.packages(pythons[name]),
+                        }
+                    # One build a model and presets folder, and one more for
+                    # each saved format (the build saves that preset as well).
+                    stack = environments.KNOWN_GOOD[name]
+                    saved = configuration.dtype in models.SAVED_FORMATS
+                    key = (
+                        configuration.model,
+                        name if stack.own_presets else None,
+                        configuration.dtype if saved else None,
+                    )
+                    if key not in presets:
+                        if configuration.model not in stack.models:
+                            log(
+                                f"    {configuration.model} has not been "
+                                f"seen to run in {name} (seen: "
+                                f"{', '.join(stack.models)}). {stack.note}"
+                            )
+                        presets[key] = _preset(
+                            pythons[name], configuration, log
                         )
-                    presets[key] = _preset(pythons[name], configuration, log)
-                if configuration.native:
-                    export_key = _export_key(configuration)
-                    if export_key not in exports:
-                        exports[export_key] = _native_model(
+                    if configuration.native:
+                        export_key = _export_key(configuration)
+                        if export_key not in exports:
+                            exports[export_key] = _native_model(
+                                pythons[name],
+                                presets[key],
+                                configuration,
+                                log,
+                                fresh_exports,
+                            )
+                        command, env = _native_command(
+                            pythons[name],
+                            exports[export_key],
+                            configuration,
+                            max_length,
+                        )
+                    else:
+                        command, env = _keras_command(
                             pythons[name],
                             presets[key],
                             configuration,
-                            log,
-                            fresh_exports,
+                            max_length,
                         )
-                    command, env = _native_command(
-                        pythons[name],
-                        exports[export_key],
-                        configuration,
-                        max_length,
+                    warmed_s = _read_once(
+                        _weight_folders(configuration, presets[key], exports)
+                    )
+                    record = _run_one(command, env, timeout)
+                except (
+                    Exception
+                ) as error:  # a broken configuration, not the run
+                    record = {
+                        "ok": False,
+                        "error": f"{type(error).__name__}: {error}",
+                    }
+                record.update(
+                    model=configuration.model,
+                    backend=configuration.backend,
+                    fix=configuration.fix,
+                    dtype=configuration.dtype,
+                    hint=configuration.hint,
+                    label=configuration.label,
+                    stock_label=configuration.stock_label,
+                    environment=configuration.environment,
+                    openvino_version=configuration.openvino_version,
+                    repeat=repeat,
+                    wall_s=round(time.perf_counter() - started, 1),
+                    loadavg_before=loadavg_before,
+                    cpu_busy_before=cpu_busy,
+                    waited_for_quiet_s=waited,
+                    warmed_s=warmed_s,
+                    loadavg_after=os.getloadavg(),
+                )
+                if configuration.native:  # also when the run failed
+                    record["device"] = configuration.device
+                    exported = exports.get(_export_key(configuration))
+                    if exported:  # the export's, once per row and run
+                        record["export_s"] = exported["export_s"]
+                        record["exported"] = exported["exported"]
+                results["runs"].append(record)
+                _write(out_dir / "results.json", results)
+                advance()
+                if record["ok"]:
+                    log(
+                        f"    first {record['first_s']:.2f}s, second "
+                        f"{record['second_s']:.2f}s, first-call growth "
+                        f"{record['compile_mb']:.0f} MB, peak growth "
+                        f"{record['growth_mb']:.0f} MB, {record['new_tokens']} "
+                        "new tokens"
                     )
                 else:
-                    command, env = _keras_command(
-                        pythons[name],
-                        presets[key],
-                        configuration,
-                        max_length,
-                    )
-                warmed_s = _read_once(
-                    _weight_folders(configuration, presets[key], exports)
-                )
-                record = _run_one(command, env, timeout)
-            except Exception as error:  # a broken configuration, not the run
-                record = {
-                    "ok": False,
-                    "error": f"{type(error).__name__}: {error}",
-                }
-            record.update(
-                model=configuration.model,
-                backend=configuration.backend,
-                fix=configuration.fix,
-                dtype=configuration.dtype,
-                hint=configuration.hint,
-                label=configuration.label,
-                stock_label=configuration.stock_label,
-                environment=configuration.environment,
-                openvino_version=configuration.openvino_version,
-                repeat=repeat,
-                wall_s=round(time.perf_counter() - started, 1),
-                loadavg_before=loadavg_before,
-                cpu_busy_before=cpu_busy,
-                waited_for_quiet_s=waited,
-                warmed_s=warmed_s,
-                loadavg_after=os.getloadavg(),
-            )
-            if configuration.native:  # also when the run failed
-                record["device"] = configuration.device
-                exported = exports.get(_export_key(configuration))
-                if exported:  # the export's, once per row and run
-                    record["export_s"] = exported["export_s"]
-                    record["exported"] = exported["exported"]
-            results["runs"].append(record)
-            _write(out_dir / "results.json", results)
-            if record["ok"]:
-                log(
-                    f"    first {record['first_s']:.2f}s, second "
-                    f"{record['second_s']:.2f}s, first-call growth "
-                    f"{record['compile_mb']:.0f} MB, peak growth "
-                    f"{record['growth_mb']:.0f} MB, {record['new_tokens']} "
-                    "new tokens"
-                )
-            else:
-                log(f"    FAILED: {record['error'][:300]}")
+                    log(f"    FAILED: {record['error'][:300]}")
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     _write(out_dir / "results.json", results)
     return results
+
+
+@contextlib.contextmanager
+def _progress(total):
+    """A bar of the runs done, with the time left, where the output is a
+    terminal (the runs' lines print above it); nothing otherwise. Yields
+    the function to call after each run."""
+    if not sys.stdout.isatty():
+        yield lambda: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as progress:
+        task = progress.add_task("runs", total=total)
+        yield lambda: progress.advance(task)
 
 
 def _write(path, results):

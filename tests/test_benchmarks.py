@@ -1580,3 +1580,24 @@ def test_the_machine_line_names_the_cpus_instruction_sets():
     )
     # Results recorded before keep their line.
     assert report._cpu({"cpu": "AMD EPYC"}) == "AMD EPYC"
+
+
+def test_progress_shows_on_a_terminal_only(monkeypatch, capsys):
+    """A bar with the runs done and the time left on a terminal, silence
+    in a log file or a pipe."""
+    import io
+
+    with runner._progress(3) as advance:
+        advance()
+    assert capsys.readouterr().out == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    with runner._progress(3) as advance:
+        for _ in range(3):
+            advance()
+    assert "3/3" in terminal.getvalue()

@@ -22,7 +22,6 @@ on it with the OpenVINO backend, for each patch.
 
 import argparse
 import dataclasses
-import difflib
 import importlib.util
 import os
 import pathlib
@@ -33,7 +32,7 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
 
-from .generator import PATCHES, PatchError, apply_patches
+from .generator import PATCHES, PatchError, _diff, apply_patches
 
 __all__ = [
     "HUB_PATCHES",
@@ -387,18 +386,6 @@ def make_hub_patch(root, patch):
     for path, source in patch.added:
         parts += _diff(path, None, (FILES / source).read_text())
     return "".join(parts)
-
-
-def _diff(path, old, new):
-    old_lines = [] if old is None else old.splitlines(keepends=True)
-    return list(
-        difflib.unified_diff(
-            old_lines,
-            new.splitlines(keepends=True),
-            fromfile="/dev/null" if old is None else f"a/{path}",
-            tofile=f"b/{path}",
-        )
-    )
 
 
 def check_hub_patch(text, root):
