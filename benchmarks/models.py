@@ -134,15 +134,18 @@ _SENTENCEPIECE_VOCABULARY = 600
 
 
 def corpus():
-    """Text this repository ships (its Markdown and Python sources), and
-    the prompt, repeated so that it becomes a single token."""
-    paths = sorted(
-        path
-        for pattern in ("*.md", "keras_ov_einsum/*.py", "benchmarks/*.py")
-        for path in ROOT.glob(pattern)
+    """The tokenizers' training text, and the prompt, repeated so that it
+    becomes a single token.
+
+    The text is frozen in ``tokenizer_corpus.txt`` (this repository's
+    Markdown and Python sources as they were on 2026-12-07, a form feed
+    between files): trained on the live sources, every commit changed the
+    tokenizers, so the tests' models, and whether a test passed, with it.
+    """
+    text = (pathlib.Path(__file__).parent / "tokenizer_corpus.txt").read_text(
+        encoding="utf-8"
     )
-    texts = [path.read_text(encoding="utf-8") for path in paths]
-    return texts + [PROMPT] * _PROMPT_REPEATS
+    return text.split("\f") + [PROMPT] * _PROMPT_REPEATS
 
 
 def presets_root():
