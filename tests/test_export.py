@@ -12,6 +12,7 @@ with a float32 cache (the IR asks for a float16 cache, as optimum-intel's
 do, and this machine's default precision may be bfloat16).
 """
 
+import copy
 import dataclasses
 import json
 
@@ -276,12 +277,23 @@ def test_optimum_greedy_batch_is_kerass(exported):
     out = optimum_model.generate(
         input_ids=torch.tensor(ids),
         attention_mask=torch.tensor(mask),
+        generation_config=_without_end_token(optimum_model),
         max_new_tokens=NEW_TOKENS,
-        min_new_tokens=NEW_TOKENS,
         do_sample=False,
         pad_token_id=0,
     )
     assert out[:, ids.shape[1] :].tolist() == exported.tokens
+
+
+def _without_end_token(optimum_model):
+    """optimum's generation config with no end token: Keras's tokens are
+    generated with ``stop_token_ids=None``, so an end token is a token like
+    any other. (``min_new_tokens`` would not do: it masks the end token's
+    logit, so a row whose argmax is the end token gets another token, and
+    beam scores are renormalised without it.)"""
+    config = copy.deepcopy(optimum_model.generation_config)
+    config.eos_token_id = None
+    return config
 
 
 def log_probability(compiled, prompt, generated):
@@ -362,8 +374,8 @@ def _beams(genai, pipelines, optimum_model, prompt):
         beams[name] = list(zip(map(list, result.tokens), result.scores))
     out = optimum_model.generate(
         input_ids=torch.tensor([prompt]),
+        generation_config=_without_end_token(optimum_model),
         max_new_tokens=NEW_TOKENS,
-        min_new_tokens=NEW_TOKENS,
         do_sample=False,
         num_beams=4,
         num_return_sequences=4,
