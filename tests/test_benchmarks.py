@@ -1107,9 +1107,124 @@ def test_sampler_reads_the_kernels_counters():
     # the swap its smaps walk finds (both read the kernel's counters).
     assert abs(rss - psutil.Process().memory_info().rss) < 8 * MB
     swap = getattr(psutil.Process().memory_full_info(), "swap", 0)
-    assert abs(sampler.peak_swap - swap) < 8 * MB
+    assert abs(sampler.peak.swap - swap) < 8 * MB
     del grown
-    assert sampler.timeline and sampler.peak_rss == rss
+    assert sampler.timeline and sampler.peak.rss == rss
+
+
+# /proc/<pid>/status's memory lines (Linux >= 4.5), kB; other lines are
+# not memory and are skipped.
+STATUS = {
+    "Name": "python",
+    "VmPeak": "9000000 kB",
+    "VmRSS": "3000 kB",  # = RssAnon + RssFile + RssShmem
+    "RssAnon": "1000 kB",
+    "RssFile": "1500 kB",
+    "RssShmem": "500 kB",
+    "VmSwap": "200 kB",
+    "Threads": "4",
+}
+KB = 1024
+
+
+def _status(**lines):
+    """STATUS with ``lines`` replaced (None: the line left out)."""
+    merged = {**STATUS, **lines}
+    return "".join(
+        f"{name}:\t{value}\n" for name, value in merged.items() if value
+    )
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        # shared memory leaves RAM only to swap, as anonymous memory does
+        ({}, (3000 * KB, 200 * KB, 1500 * KB, 1500 * KB)),
+        ({"RssShmem": "0 kB"}, (3000 * KB, 200 * KB, 1000 * KB, 1500 * KB)),
+        # Linux < 4.5 does not split VmRSS: unknown, not 0
+        (
+            {"RssAnon": None, "RssFile": None, "RssShmem": None},
+            (3000 * KB, 200 * KB, None, None),
+        ),
+        # no swap accounting: 0, as before the split
+        ({"VmSwap": None}, (3000 * KB, 0, 1500 * KB, 1500 * KB)),
+    ],
+    ids=["split", "no-shmem", "linux-before-4.5", "no-swap-line"],
+)
+def test_sampler_parses_anon_and_file_from_the_status(lines, expected):
+    from benchmarks.sampler import Memory, parse_status
+
+    assert parse_status(_status(**lines)) == Memory(*expected)
+
+
+def test_sampler_keeps_the_anon_and_file_peaks_apart(tmp_path):
+    """Memory the process allocates is anon; a file it maps and reads is
+    file (pages the kernel can drop); each has its own maximum."""
+    import mmap
+    import pathlib
+
+    from benchmarks.sampler import MB, MemorySampler
+
+    sampler = MemorySampler()
+    stages = []
+    sampler.stage(stages, "start")
+    start = sampler.staged["start"]
+    if start.anon is None:
+        pytest.skip("this kernel does not split RSS (Linux < 4.5)")
+    # The kernel's VmRSS is the sum of the counters of the same read.
+    assert start.rss == start.anon + start.file
+    assert stages[0]["anon_mb"] + stages[0]["file_mb"] == pytest.approx(
+        stages[0]["rss_mb"], abs=0.1
+    )
+    # An installed library: on disk wherever the test runs (a file in
+    # tmp_path would be shared memory on a tmpfs /tmp).
+    library = max(
+        pathlib.Path(np.__file__).parent.rglob("*.so"),
+        key=lambda path: path.stat().st_size,
+    )
+    size = library.stat().st_size
+    assert size > 4 * MB
+    with open(library, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    pages = len(mapped[:: mmap.PAGESIZE])  # a byte of every page read
+    assert pages == -(-size // mmap.PAGESIZE)
+    sampler.stage(stages, "mapped")
+    del mapped
+    grown = np.ones(64 * MB // 8)  # 64 MB, touched
+    sampler.stage(stages, "allocated")
+    del grown
+    sampler.stage(stages, "freed")
+    mapped, allocated = sampler.staged["mapped"], sampler.staged["allocated"]
+    assert mapped.file - start.file > size - MB
+    assert mapped.anon - start.anon < 4 * MB
+    assert allocated.anon - mapped.anon > 63 * MB
+    assert allocated.file < mapped.file - size + MB  # unmapped
+    # The peaks fall at different stages; each is kept.
+    assert sampler.highest.file == mapped.file
+    assert sampler.highest.anon == allocated.anon
+    assert sampler.highest.rss < sampler.highest.anon + sampler.highest.file
+    assert [stage["name"] for stage in stages] == [
+        "start",
+        "mapped",
+        "allocated",
+        "freed",
+    ]
+
+
+def test_records_take_the_anon_peak_above_imports():
+    from benchmarks.sampler import MB, Memory, anon_file_fields
+
+    highest = Memory(900 * MB, 0, 700 * MB, 300 * MB)
+    imported = Memory(250 * MB, 0, 100 * MB, 150 * MB)
+    assert anon_file_fields(highest, imported) == {
+        "peak_anon_mb": 700.0,
+        "peak_file_mb": 300.0,
+        "anon_growth_mb": 600.0,
+    }
+    unsplit = Memory(900 * MB, 0, None, None)
+    assert anon_file_fields(unsplit, unsplit) == dict.fromkeys(
+        ("peak_anon_mb", "peak_file_mb", "anon_growth_mb")
+    )
 
 
 # --- Native OpenVINO rows: the preset's weights without Keras ---------------
