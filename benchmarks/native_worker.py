@@ -17,7 +17,7 @@ import sys
 import time
 
 from benchmarks.native import BACKENDS, HINTS
-from benchmarks.sampler import MB, MemorySampler
+from benchmarks.sampler import MB, MemorySampler, anon_file_fields
 
 __all__ = ["main", "measure"]
 
@@ -172,6 +172,7 @@ def measure(model_dir, backend, device, hint, prompt, new_tokens):
         peak_rss_mb=round(sampler.highest.rss / MB, 1),
         peak_swap_mb=round(sampler.highest.swap / MB, 1),
         growth_mb=round((sampler.highest.rss - before_load) / MB, 1),
+        **anon_file_fields(sampler.highest, sampler.staged["imported"]),
         # The IR's weights file as stored (int8: compressed kernels).
         weight_mb=round(weights.stat().st_size / MB, 3),
         load_s=round(load_s, 3),

@@ -16,7 +16,7 @@ import time
 from benchmarks import models
 from benchmarks.models import PROMPT
 from benchmarks.runner import DTYPES, FIX_PARTS
-from benchmarks.sampler import MB, MemorySampler
+from benchmarks.sampler import MB, MemorySampler, anon_file_fields
 
 __all__ = ["load_causal_lm", "main"]
 
@@ -118,7 +118,9 @@ def measure(preset, fix, max_length, dtype="float32"):
     # As in the original report: load = stage 2 - stage 1, first-call
     # growth = stage 3 - stage 2 (both after gc), peak growth = the
     # process's peak RSS above stage 1, i.e. all the model cost on top of
-    # the imported frameworks. Peaks come from the 20 ms sampler.
+    # the imported frameworks. Peaks come from the 20 ms sampler. Besides:
+    # the peaks of RSS's anon and file parts, and the anon peak above
+    # stage 1 (anon_growth_mb: memory that only swap can take back).
     record.update(
         backend=backend,
         device=_device(backend),
@@ -129,6 +131,7 @@ def measure(preset, fix, max_length, dtype="float32"):
         peak_rss_mb=round(highest.rss / MB, 1),
         peak_swap_mb=round(highest.swap / MB, 1),
         growth_mb=round((highest.rss - before_load) / MB, 1),
+        **anon_file_fields(highest, sampler.staged["imported"]),
         dtype=dtype,
         weight_mb=round(weight_mb, 3),
         load_s=round(load_s, 3),
