@@ -563,6 +563,61 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     assert (tmp_path / "memory_timeline.png").exists()
 
 
+def _anon_file_report(tmp_path, recorded):
+    """Stock, the fix and openvino-genai, with RSS's anon and file parts
+    recorded or (an older harness) not."""
+
+    def run(label, repeat, anon_growth, file):
+        values = dict(anon_growth_mb=anon_growth, peak_file_mb=file)
+        return _run(label, repeat, **(values if recorded else {}))
+
+    runs = [
+        run("openvino 1 stock", 0, 40, 150),
+        run("openvino 1 fix", 0, 30, 100),
+        run("openvino 1 fix", 1, 20, 100),
+        run("openvino-genai 1 f32 hint", 0, 10, 300),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    return report.render(path, charts=False).read_text()
+
+
+def test_report_shows_anon_and_file_where_runs_recorded_them(tmp_path):
+    text = _anon_file_report(tmp_path, recorded=True)
+    assert "\n- peak anon growth = the peak of RSS's anonymous part" in text
+    assert (
+        "| peak RSS MB | peak swap MB | peak anon growth MB | peak file MB "
+        "| 1st call s |" in text
+    )
+    assert "| 200 | n/a | 40 | 150 | 2.00 |" in text  # stock
+    assert "| 200 | n/a | 25 [20-30] | 100 | 2.00 |" in text  # the fix
+    # a row each in the fix-vs-stock table
+    assert "| peak anon growth MB | 40 | 25 [20-30] | -15 | -37.5% |" in text
+    assert "| peak file MB | 150 | 100 | -50 | -33.3% |" in text
+    # a column in the native table: Keras over native
+    native_table = text.split("### Keras vs native OpenVINO")[1]
+    assert "| peak growth MB | peak anon growth MB | same token ids |" in (
+        native_table
+    )
+    assert "| 1.00 (60 / 60) | 4.00 (40 / 10) | n/a |" in native_table
+    # A run of an older harness beside them: not recorded, n/a.
+    results = json.loads((tmp_path / "results.json").read_text())
+    results["runs"].append(_run("openvino 2 stock", 0))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = report.render(tmp_path / "results.json", charts=False).read_text()
+    assert "| 200 | n/a | n/a | n/a | 2.00 |" in text
+
+
+def test_report_of_older_results_has_no_anon_or_file_columns(tmp_path):
+    """Results recorded before the split render as they did (docs/results'
+    pages, byte for byte: tests/test_docs.py)."""
+    text = _anon_file_report(tmp_path, recorded=False)
+    assert "anon" not in text and "peak file" not in text
+    assert "| peak RSS MB | peak swap MB | 1st call s |" in text
+    assert "| 60 | 200 | n/a | 2.00 |" in text  # cells as the header's
+    assert "| peak growth MB | same token ids |" in text
+
+
 def test_report_pairs_each_part_with_stock_of_its_own_weight_format(
     tmp_path,
 ):
