@@ -17,7 +17,7 @@ import sys
 import time
 
 from benchmarks.native import BACKENDS, HINTS
-from benchmarks.sampler import MB, MemorySampler
+from benchmarks.sampler import MB, MemorySampler, anon_file_fields
 
 __all__ = ["main", "measure"]
 
@@ -149,7 +149,7 @@ def measure(model_dir, backend, device, hint, prompt, new_tokens):
         start = time.perf_counter()
         first_ids = pipeline.generate(prompt)
         first_s = time.perf_counter() - start
-        first_call_peak = sampler.peak_rss
+        first_call_peak = sampler.peak.rss
         after_first = stage("first call")
 
         start = time.perf_counter()
@@ -169,9 +169,10 @@ def measure(model_dir, backend, device, hint, prompt, new_tokens):
         load_mb=round((loaded - before_load) / MB, 1),
         compile_mb=round((after_first - loaded) / MB, 1),
         first_call_peak_mb=round((first_call_peak - loaded) / MB, 1),
-        peak_rss_mb=round(sampler.max_rss / MB, 1),
-        peak_swap_mb=round(sampler.max_swap / MB, 1),
-        growth_mb=round((sampler.max_rss - before_load) / MB, 1),
+        peak_rss_mb=round(sampler.highest.rss / MB, 1),
+        peak_swap_mb=round(sampler.highest.swap / MB, 1),
+        growth_mb=round((sampler.highest.rss - before_load) / MB, 1),
+        **anon_file_fields(sampler.highest, sampler.staged["imported"]),
         # The IR's weights file as stored (int8: compressed kernels).
         weight_mb=round(weights.stat().st_size / MB, 3),
         load_s=round(load_s, 3),

@@ -4,7 +4,10 @@ Every figure is the median over repeats, with [min-max] beside it; the
 improvement table compares OpenVINO with and without the fix per model and
 environment; the native table puts each Keras OpenVINO row beside each
 native row (benchmarks/native) of the same weight format; the export table
-genai on the package's export beside genai on optimum-intel's.
+genai on the package's export beside genai on optimum-intel's. Memory is
+RSS and, where the runs recorded it, its anonymous part (only swap takes
+it back: a user's out-of-memory) apart from its file part (mapped files'
+pages, which the kernel can drop).
 """
 
 import json
@@ -23,11 +26,21 @@ COLUMNS = [
     ("growth_mb", "peak growth MB", 0),
     ("peak_rss_mb", "peak RSS MB", 0),
     ("peak_swap_mb", "peak swap MB", 0),
+    ("anon_growth_mb", "peak anon growth MB", 0),
+    ("peak_file_mb", "peak file MB", 0),
     ("first_s", "1st call s", 2),
     ("second_s", "2nd call s", 3),
     ("new_tokens", "new tokens", 0),
     ("tokens_per_s", "tokens/s", 1),
 ]
+# Recorded since 2026-12-07 (benchmarks/sampler.py's anon and file): a
+# table shows them only where some run recorded them, so that older
+# results render as they did.
+ANON_FILE_FIELDS = {"anon_growth_mb", "peak_file_mb"}
+# Their fields and their titles (the ratio tables name a column by title).
+ANON_FILE_KEYS = ANON_FILE_FIELDS | {
+    title for field, title, _ in COLUMNS if field in ANON_FILE_FIELDS
+}
 # OpenVINO's first call in three parts (worker._split).
 SPLIT_COLUMNS = [
     ("split_trace_s", "trace s", 2),
@@ -57,6 +70,7 @@ NATIVE_RATIOS = [
         ),
     ),
     ("peak growth MB", lambda run: run.get("growth_mb")),
+    ("peak anon growth MB", lambda run: run.get("anon_growth_mb")),
 ]
 NATIVE_BACKENDS = ("openvino-genai", "optimum-intel", "keras-export")
 # The export table's ratios: the same as the native table's, and the
@@ -129,8 +143,17 @@ def render(results_path, out=None, charts=True):
         "after the first call - after loading (both after gc); peak growth "
         "= peak RSS - after imports (the original report's columns); new "
         "tokens exclude the prompt; tokens/s = new tokens / second call",
-        "",
     ]
+    if _anon_file_recorded(results["runs"]):
+        lines.append(
+            "- peak anon growth = the peak of RSS's anonymous part "
+            "(RssAnon + RssShmem: memory only swap takes back, what runs a "
+            "user out of memory) - after imports; peak file = the peak of "
+            "its file part (RssFile: pages of mapped files, weights mapped "
+            "from disk and libraries, which the kernel can drop and read "
+            "again); the two peaks need not fall at the same instant"
+        )
+    lines.append("")
     for model in sorted({model for model, _ in groups}):
         lines += _model_tables(model, groups, results["runs"])
     failures = [run for run in results["runs"] if not run["ok"]]
@@ -151,6 +174,22 @@ def render(results_path, out=None, charts=True):
             lines += [f"![{name}]({name})" for name in drawn]
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def _anon_file_recorded(runs):
+    """Whether any run recorded RSS's anon and file parts."""
+    return any(
+        run.get(field) is not None for run in runs for field in ANON_FILE_FIELDS
+    )
+
+
+def _shown(columns, runs):
+    """``columns`` (COLUMNS' (field, title, digits) or the ratios' (title,
+    value)) without the anon and file ones where no run in ``runs``
+    recorded them."""
+    if _anon_file_recorded(runs):
+        return columns
+    return [column for column in columns if column[0] not in ANON_FILE_KEYS]
 
 
 def _one_line(text, limit=1000):
@@ -193,7 +232,11 @@ def _stat_cells(group, columns):
 
 def _model_tables(model, groups, runs):
     labels = [label for m, label in groups if m == model]
-    titles = [title for _, title, _ in COLUMNS]
+    columns = _shown(
+        COLUMNS,
+        [run for label in labels for run in groups[(model, label)]["runs"]],
+    )
+    titles = [title for _, title, _ in columns]
     lines = [f"## {model}", ""]
     # Runs of an older harness did not read the files first: no column.
     warmed = any(
@@ -216,7 +259,7 @@ def _model_tables(model, groups, runs):
     )
     for label in labels:
         group = groups[(model, label)]
-        cells = _stat_cells(group, COLUMNS)
+        cells = _stat_cells(group, columns)
         if exported:  # blank for the rows that run no export
             cells.append(
                 _cell(group[EXPORT_COLUMN[0]], EXPORT_COLUMN[2])
@@ -385,7 +428,8 @@ def _native_comparison(model, groups):
     ]
     if not pairs:
         return []
-    titles = [title for title, _ in NATIVE_RATIOS]
+    ratios = _shown(NATIVE_RATIOS, _runs(groups, model, pairs))
+    titles = [title for title, _ in ratios]
     lines = [
         "### Keras vs native OpenVINO",
         "",
@@ -408,7 +452,7 @@ def _native_comparison(model, groups):
         )
         cells = [
             _ratio_cell(keras["runs"], native["runs"], value)
-            for _, value in NATIVE_RATIOS
+            for _, value in ratios
         ]
         cells.append(_same_ids(keras["runs"], native["runs"]))
         lines.append(
@@ -443,7 +487,8 @@ def _export_comparison(model, groups):
     ]
     if not pairs:
         return []
-    titles = [title for title, _ in EXPORT_RATIOS]
+    ratios = _shown(EXPORT_RATIOS, _runs(groups, model, pairs))
+    titles = [title for title, _ in ratios]
     lines = [
         "### openvino-genai on the Keras export vs on optimum-intel's",
         "",
@@ -463,7 +508,7 @@ def _export_comparison(model, groups):
         keras, genai = rows[keras_label], rows[genai_label]
         cells = [
             _ratio_cell(keras["runs"], genai["runs"], value)
-            for _, value in EXPORT_RATIOS
+            for _, value in ratios
         ]
         cells.append(_same_ids(keras["runs"], genai["runs"]))
         lines.append(
@@ -555,6 +600,12 @@ def targets(model, groups):
             cells.append(f"{ratio:.{digits}f} ({direction} {bound}: {verdict})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _runs(groups, model, pairs):
+    """The runs of the rows that ``pairs`` of labels name."""
+    labels = {label for pair in pairs for label in pair}
+    return [run for label in labels for run in groups[(model, label)]["runs"]]
 
 
 def _median_ratio(keras_runs, native_runs, value):

@@ -12,18 +12,89 @@ before the next was due and the measured process ran a third slower
 (GPT-2 Medium's generate(): 0.51 s without it, 0.68 s with it; an ad hoc
 timing in one process, 2026-11-26; the harness's own before and after are
 in the README).
+
+The same read splits the resident memory in two (``Memory``): anon,
+which leaves RAM only to swap (what runs a user out of memory), and
+file, the pages of mapped files (weights mapped from disk, libraries),
+which the kernel may drop and read again. Each has its own maxima: the
+two peaks need not fall at the same instant.
 """
 
 import os
-import re
 import threading
 import time
+from typing import NamedTuple
 
 import psutil
 
-__all__ = ["MemorySampler"]
+__all__ = ["MB", "Memory", "MemorySampler", "parse_status", "anon_file_fields"]
 
 MB = 2**20
+
+
+class Memory(NamedTuple):
+    """One sample, in bytes. The kernel counts VmRSS = RssAnon + RssFile +
+    RssShmem; anon holds RssAnon + RssShmem (shared memory and tmpfs pages
+    have no file to be read back from: like anonymous pages they leave RAM
+    only to swap), file holds RssFile. anon and file are None where the
+    kernel does not split VmRSS (before Linux 4.5; not Linux)."""
+
+    rss: int
+    swap: int
+    anon: int | None
+    file: int | None
+
+
+def parse_status(text):
+    """The ``Memory`` in the text of ``/proc/<pid>/status``. A missing
+    VmRSS or VmSwap line reads 0 (a kernel without swap accounting), a
+    missing RssAnon or RssFile None: the split is unknown, not empty."""
+    kilobytes = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if value.endswith(" kB"):
+            kilobytes[name] = int(value.split()[0]) * 1024
+    anon, file = kilobytes.get("RssAnon"), kilobytes.get("RssFile")
+    if anon is not None:
+        anon += kilobytes.get("RssShmem", 0)
+    return Memory(
+        kilobytes.get("VmRSS", 0), kilobytes.get("VmSwap", 0), anon, file
+    )
+
+
+def _higher(one, other):
+    """The larger of two samples' values; None only where both are."""
+    if one is None or other is None:
+        return other if one is None else one
+    return max(one, other)
+
+
+def _highest(one, other):
+    return Memory(*map(_higher, one, other))
+
+
+def _mb(value):
+    return None if value is None else round(value / MB, 1)
+
+
+def anon_file_fields(highest, imported):
+    """A record's anon and file fields: ``highest`` (a ``Memory`` of the
+    maxima) and ``imported`` (the sample after the frameworks' imports)
+    give peak_anon_mb, peak_file_mb and anon_growth_mb (the anon peak
+    above imports: growth_mb's counterpart); None where not measured."""
+    growth = (
+        None
+        if highest.anon is None or imported.anon is None
+        else highest.anon - imported.anon
+    )
+    return dict(
+        peak_anon_mb=_mb(highest.anon),
+        peak_file_mb=_mb(highest.file),
+        anon_growth_mb=_mb(growth),
+    )
+
+
+_NOTHING = Memory(0, 0, None, None)
 
 
 class MemorySampler:
@@ -31,16 +102,15 @@ class MemorySampler:
         self.interval = interval
         self.process = psutil.Process()
         self._status = f"/proc/{os.getpid()}/status"
-        if not os.path.exists(self._status):  # not Linux: no swap figure
+        if not os.path.exists(self._status):  # not Linux: RSS alone
             self._status = None
         self.start_time = time.monotonic()
         self.timeline = []  # (seconds since start, rss MB)
+        self.staged = {}  # stage name -> its sample (a Memory)
         # Maxima since the last reset_peak() (one call's window) ...
-        self.peak_rss = 0
-        self.peak_swap = 0
+        self.peak = _NOTHING
         # ... and over the whole process, never reset.
-        self.max_rss = 0
-        self.max_swap = 0
+        self.highest = _NOTHING
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -53,52 +123,51 @@ class MemorySampler:
         self._thread.join()
         return False
 
-    def _rss_and_swap(self):
+    def _read(self):
         if self._status is None:
-            return self.process.memory_info().rss, 0
+            return Memory(self.process.memory_info().rss, 0, None, None)
         with open(self._status) as status:
-            text = status.read()
-        rss, swap = (
-            int(match.group(1)) * 1024 if match else 0
-            for match in (
-                re.search(r"^VmRSS:\s+(\d+) kB", text, re.M),
-                re.search(r"^VmSwap:\s+(\d+) kB", text, re.M),
-            )
-        )
-        return rss, swap
+            return parse_status(status.read())
 
     def sample(self):
-        rss, swap = self._rss_and_swap()
-        self.peak_rss = max(self.peak_rss, rss)
-        self.peak_swap = max(self.peak_swap, swap)
-        self.max_rss = max(self.max_rss, rss)
-        self.max_swap = max(self.max_swap, swap)
+        """Read the counters, keep the maxima; return the RSS in bytes."""
+        return self._sample().rss
+
+    def _sample(self):
+        memory = self._read()
+        self.peak = _highest(self.peak, memory)
+        self.highest = _highest(self.highest, memory)
         self.timeline.append(
-            (round(time.monotonic() - self.start_time, 3), round(rss / MB, 1))
+            (
+                round(time.monotonic() - self.start_time, 3),
+                round(memory.rss / MB, 1),
+            )
         )
-        return rss
+        return memory
 
     def stage(self, stages, name):
-        """Append stage ``name`` to ``stages`` (RSS after a gc, and when)
-        and return that RSS in bytes: the workers' stages 0-5."""
+        """Append stage ``name`` to ``stages`` (RSS after a gc, its anon and
+        file parts, and when), keep its sample in ``staged`` and return
+        that RSS in bytes: the workers' stages 0-5."""
         import gc
 
         gc.collect()
-        rss = self.sample()
+        memory = self.staged[name] = self._sample()
         stages.append(
             {
                 "stage": len(stages),
                 "name": name,
                 "t": self.timeline[-1][0],
-                "rss_mb": round(rss / MB, 1),
+                "rss_mb": _mb(memory.rss),
+                "anon_mb": _mb(memory.anon),
+                "file_mb": _mb(memory.file),
             }
         )
-        return rss
+        return memory.rss
 
     def reset_peak(self):
         """Start a new running maximum from the current value."""
-        self.peak_rss = 0
-        self.peak_swap = 0
+        self.peak = _NOTHING
         return self.sample()
 
     def _run(self):

@@ -16,7 +16,7 @@ import time
 from benchmarks import models
 from benchmarks.models import PROMPT
 from benchmarks.runner import DTYPES, FIX_PARTS
-from benchmarks.sampler import MB, MemorySampler
+from benchmarks.sampler import MB, MemorySampler, anon_file_fields
 
 __all__ = ["load_causal_lm", "main"]
 
@@ -84,7 +84,7 @@ def measure(preset, fix, max_length, dtype="float32"):
             PROMPT, max_length=max_length, stop_token_ids=None
         )
         first_s = time.perf_counter() - first_start
-        first_call_peak = sampler.peak_rss
+        first_call_peak = sampler.peak.rss
         after_first = stage("first call")
         if restore:
             restore()
@@ -97,7 +97,7 @@ def measure(preset, fix, max_length, dtype="float32"):
         stage("second call")
         # The memory figures end here: the ids below come from one more,
         # untimed call that the timed ones must not be charged with.
-        max_rss, max_swap = sampler.max_rss, sampler.max_swap
+        highest = sampler.highest
 
         new_tokens = _new_tokens(causal_lm, max_length)
         prompt_ids, generated_ids = _token_ids(causal_lm, max_length)
@@ -118,7 +118,9 @@ def measure(preset, fix, max_length, dtype="float32"):
     # As in the original report: load = stage 2 - stage 1, first-call
     # growth = stage 3 - stage 2 (both after gc), peak growth = the
     # process's peak RSS above stage 1, i.e. all the model cost on top of
-    # the imported frameworks. Peaks come from the 20 ms sampler.
+    # the imported frameworks. Peaks come from the 20 ms sampler. Besides:
+    # the peaks of RSS's anon and file parts, and the anon peak above
+    # stage 1 (anon_growth_mb: memory that only swap can take back).
     record.update(
         backend=backend,
         device=_device(backend),
@@ -126,9 +128,10 @@ def measure(preset, fix, max_length, dtype="float32"):
         load_mb=round((loaded - before_load) / MB, 1),
         compile_mb=round((after_first - loaded) / MB, 1),
         first_call_peak_mb=round((first_call_peak - loaded) / MB, 1),
-        peak_rss_mb=round(max_rss / MB, 1),
-        peak_swap_mb=round(max_swap / MB, 1),
-        growth_mb=round((max_rss - before_load) / MB, 1),
+        peak_rss_mb=round(highest.rss / MB, 1),
+        peak_swap_mb=round(highest.swap / MB, 1),
+        growth_mb=round((highest.rss - before_load) / MB, 1),
+        **anon_file_fields(highest, sampler.staged["imported"]),
         dtype=dtype,
         weight_mb=round(weight_mb, 3),
         load_s=round(load_s, 3),

@@ -42,6 +42,9 @@ RECORD_FIELDS = {
     "peak_rss_mb",
     "peak_swap_mb",
     "growth_mb",
+    "peak_anon_mb",
+    "peak_file_mb",
+    "anon_growth_mb",
     "first_s",
     "second_s",
     "new_tokens",
@@ -49,6 +52,22 @@ RECORD_FIELDS = {
     "stages",
     "timeline",
 }
+
+
+def _check_anon_and_file(run):
+    """RSS's two parts: at each stage they add up to it; their peaks,
+    which need not fall together, to at least the RSS peak."""
+    for stage in run["stages"]:
+        assert stage["anon_mb"] + stage["file_mb"] == pytest.approx(
+            stage["rss_mb"], abs=0.2
+        )
+    # each rounded to 0.1 MB on its own
+    assert run["peak_anon_mb"] + run["peak_file_mb"] >= run["peak_rss_mb"] - 0.2
+    imported = run["stages"][1]["anon_mb"]
+    assert run["anon_growth_mb"] == pytest.approx(
+        run["peak_anon_mb"] - imported, abs=0.2
+    )
+    assert run["anon_growth_mb"] > 0
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +146,7 @@ def test_end_to_end_writes_results_report_and_charts(tiny_run):
         stage_rss = max(stage["rss_mb"] for stage in run["stages"])
         assert run["peak_rss_mb"] >= stage_rss
         assert run["growth_mb"] >= run["load_mb"]
+        _check_anon_and_file(run)
         assert run["warmed_s"] >= 0  # the preset was read before the run
     jax, stock, fixed = results["runs"]
     for run in (stock, fixed):
@@ -541,6 +561,61 @@ def test_report_medians_ranges_improvement_and_failures(tmp_path):
     assert one_line in text  # no colour codes, no line breaks
     assert "openvino 2 fix vs stock" not in text
     assert (tmp_path / "memory_timeline.png").exists()
+
+
+def _anon_file_report(tmp_path, recorded):
+    """Stock, the fix and openvino-genai, with RSS's anon and file parts
+    recorded or (an older harness) not."""
+
+    def run(label, repeat, anon_growth, file):
+        values = dict(anon_growth_mb=anon_growth, peak_file_mb=file)
+        return _run(label, repeat, **(values if recorded else {}))
+
+    runs = [
+        run("openvino 1 stock", 0, 40, 150),
+        run("openvino 1 fix", 0, 30, 100),
+        run("openvino 1 fix", 1, 20, 100),
+        run("openvino-genai 1 f32 hint", 0, 10, 300),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(runs)))
+    return report.render(path, charts=False).read_text()
+
+
+def test_report_shows_anon_and_file_where_runs_recorded_them(tmp_path):
+    text = _anon_file_report(tmp_path, recorded=True)
+    assert "\n- peak anon growth = the peak of RSS's anonymous part" in text
+    assert (
+        "| peak RSS MB | peak swap MB | peak anon growth MB | peak file MB "
+        "| 1st call s |" in text
+    )
+    assert "| 200 | n/a | 40 | 150 | 2.00 |" in text  # stock
+    assert "| 200 | n/a | 25 [20-30] | 100 | 2.00 |" in text  # the fix
+    # a row each in the fix-vs-stock table
+    assert "| peak anon growth MB | 40 | 25 [20-30] | -15 | -37.5% |" in text
+    assert "| peak file MB | 150 | 100 | -50 | -33.3% |" in text
+    # a column in the native table: Keras over native
+    native_table = text.split("### Keras vs native OpenVINO")[1]
+    assert "| peak growth MB | peak anon growth MB | same token ids |" in (
+        native_table
+    )
+    assert "| 1.00 (60 / 60) | 4.00 (40 / 10) | n/a |" in native_table
+    # A run of an older harness beside them: not recorded, n/a.
+    results = json.loads((tmp_path / "results.json").read_text())
+    results["runs"].append(_run("openvino 2 stock", 0))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = report.render(tmp_path / "results.json", charts=False).read_text()
+    assert "| 200 | n/a | n/a | n/a | 2.00 |" in text
+
+
+def test_report_of_older_results_has_no_anon_or_file_columns(tmp_path):
+    """Results recorded before the split render as they did (docs/results'
+    pages, byte for byte: tests/test_docs.py)."""
+    text = _anon_file_report(tmp_path, recorded=False)
+    assert "anon" not in text and "peak file" not in text
+    assert "| peak RSS MB | peak swap MB | 1st call s |" in text
+    assert "| 60 | 200 | n/a | 2.00 |" in text  # cells as the header's
+    assert "| peak growth MB | same token ids |" in text
 
 
 def test_report_pairs_each_part_with_stock_of_its_own_weight_format(
@@ -1107,9 +1182,124 @@ def test_sampler_reads_the_kernels_counters():
     # the swap its smaps walk finds (both read the kernel's counters).
     assert abs(rss - psutil.Process().memory_info().rss) < 8 * MB
     swap = getattr(psutil.Process().memory_full_info(), "swap", 0)
-    assert abs(sampler.peak_swap - swap) < 8 * MB
+    assert abs(sampler.peak.swap - swap) < 8 * MB
     del grown
-    assert sampler.timeline and sampler.peak_rss == rss
+    assert sampler.timeline and sampler.peak.rss == rss
+
+
+# /proc/<pid>/status's memory lines (Linux >= 4.5), kB; other lines are
+# not memory and are skipped.
+STATUS = {
+    "Name": "python",
+    "VmPeak": "9000000 kB",
+    "VmRSS": "3000 kB",  # = RssAnon + RssFile + RssShmem
+    "RssAnon": "1000 kB",
+    "RssFile": "1500 kB",
+    "RssShmem": "500 kB",
+    "VmSwap": "200 kB",
+    "Threads": "4",
+}
+KB = 1024
+
+
+def _status(**lines):
+    """STATUS with ``lines`` replaced (None: the line left out)."""
+    merged = {**STATUS, **lines}
+    return "".join(
+        f"{name}:\t{value}\n" for name, value in merged.items() if value
+    )
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        # shared memory leaves RAM only to swap, as anonymous memory does
+        ({}, (3000 * KB, 200 * KB, 1500 * KB, 1500 * KB)),
+        ({"RssShmem": "0 kB"}, (3000 * KB, 200 * KB, 1000 * KB, 1500 * KB)),
+        # Linux < 4.5 does not split VmRSS: unknown, not 0
+        (
+            {"RssAnon": None, "RssFile": None, "RssShmem": None},
+            (3000 * KB, 200 * KB, None, None),
+        ),
+        # no swap accounting: 0, as before the split
+        ({"VmSwap": None}, (3000 * KB, 0, 1500 * KB, 1500 * KB)),
+    ],
+    ids=["split", "no-shmem", "linux-before-4.5", "no-swap-line"],
+)
+def test_sampler_parses_anon_and_file_from_the_status(lines, expected):
+    from benchmarks.sampler import Memory, parse_status
+
+    assert parse_status(_status(**lines)) == Memory(*expected)
+
+
+def test_sampler_keeps_the_anon_and_file_peaks_apart(tmp_path):
+    """Memory the process allocates is anon; a file it maps and reads is
+    file (pages the kernel can drop); each has its own maximum."""
+    import mmap
+    import pathlib
+
+    from benchmarks.sampler import MB, MemorySampler
+
+    sampler = MemorySampler()
+    stages = []
+    sampler.stage(stages, "start")
+    start = sampler.staged["start"]
+    if start.anon is None:
+        pytest.skip("this kernel does not split RSS (Linux < 4.5)")
+    # The kernel's VmRSS is the sum of the counters of the same read.
+    assert start.rss == start.anon + start.file
+    assert stages[0]["anon_mb"] + stages[0]["file_mb"] == pytest.approx(
+        stages[0]["rss_mb"], abs=0.2
+    )
+    # An installed library: on disk wherever the test runs (a file in
+    # tmp_path would be shared memory on a tmpfs /tmp).
+    library = max(
+        pathlib.Path(np.__file__).parent.rglob("*.so"),
+        key=lambda path: path.stat().st_size,
+    )
+    size = library.stat().st_size
+    assert size > 4 * MB
+    with open(library, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    pages = len(mapped[:: mmap.PAGESIZE])  # a byte of every page read
+    assert pages == -(-size // mmap.PAGESIZE)
+    sampler.stage(stages, "mapped")
+    del mapped
+    grown = np.ones(64 * MB // 8)  # 64 MB, touched
+    sampler.stage(stages, "allocated")
+    del grown
+    sampler.stage(stages, "freed")
+    mapped, allocated = sampler.staged["mapped"], sampler.staged["allocated"]
+    assert mapped.file - start.file > size - MB
+    assert mapped.anon - start.anon < 4 * MB
+    assert allocated.anon - mapped.anon > 63 * MB
+    assert allocated.file < mapped.file - size + MB  # unmapped
+    # The peaks fall at different stages; each is kept.
+    assert sampler.highest.file == mapped.file
+    assert sampler.highest.anon == allocated.anon
+    assert sampler.highest.rss < sampler.highest.anon + sampler.highest.file
+    assert [stage["name"] for stage in stages] == [
+        "start",
+        "mapped",
+        "allocated",
+        "freed",
+    ]
+
+
+def test_records_take_the_anon_peak_above_imports():
+    from benchmarks.sampler import MB, Memory, anon_file_fields
+
+    highest = Memory(900 * MB, 0, 700 * MB, 300 * MB)
+    imported = Memory(250 * MB, 0, 100 * MB, 150 * MB)
+    assert anon_file_fields(highest, imported) == {
+        "peak_anon_mb": 700.0,
+        "peak_file_mb": 300.0,
+        "anon_growth_mb": 600.0,
+    }
+    unsplit = Memory(900 * MB, 0, None, None)
+    assert anon_file_fields(unsplit, unsplit) == dict.fromkeys(
+        ("peak_anon_mb", "peak_file_mb", "anon_growth_mb")
+    )
 
 
 # --- Native OpenVINO rows: the preset's weights without Keras ---------------
@@ -1220,6 +1410,7 @@ def test_native_rows_record_the_keras_rows_fields_and_token_ids(native_run):
             "deleted",
         ]
         assert run["device"] == "CPU"
+        _check_anon_and_file(run)
         assert run["new_tokens"] == len(run["generated_ids"]) == 10 - 2
         assert run["load_s"] > 0
     # The native rows start from the Keras row's packed prompt and, with
