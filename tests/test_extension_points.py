@@ -256,3 +256,29 @@ def test_every_part_declares_what_it_extends():
                 part.name,
                 point,
             )
+
+
+def test_every_part_module_is_registered_in_its_order():
+    """PARTS is collected from the registry's imports: a module under
+    parts/ that declares a PART but is not imported there would be
+    silently missing. int8's rewrites come before the einsum and matmul
+    parts they replace for int8 products."""
+    import importlib
+    import pathlib
+
+    package = pathlib.Path(keras_ov_einsum.__file__).parent
+    declared = set()
+    for path in sorted((package / "parts").rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        dotted = ".".join(
+            path.relative_to(package.parent).with_suffix("").parts
+        )
+        module = importlib.import_module(dotted)
+        if isinstance(getattr(module, "PART", None), Part):
+            declared.add(module.PART.name)
+    names = [part.name for part in registry.PARTS]
+    assert sorted(names) == sorted(declared)
+    assert len(names) == len(set(names))
+    for lowered in ("einsum", "matmul"):
+        assert names.index("int8") < names.index(lowered)

@@ -4,34 +4,41 @@ Order matters where parts hook the same function: their rewrites are tried
 in this order, and the first that lowers a call wins (int8 comes before
 the einsum and matmul parts, whose forms it replaces for int8 products).
 ``enable()``, the benchmark harness, its CLI help and the upstream patch
-generator all read ``PARTS``; adding a part is one line here.
+generator all read ``PARTS``.
+
+Adding a part is one line here: its module's import, at its place in the
+order. ``PARTS`` is the ``PART`` of every module imported below, in
+import order (tests/test_extension_points.py checks that no module under
+``parts/`` that declares a ``PART`` is left out).
 """
 
-from ..parts.generate import (
-    half_weights,
-    layer_caches,
-    shared_masks,
-    state_caches,
-    stepwise,
-)
-from ..parts.int8 import dynamic_quantization, int8, int8_layers
-from ..parts.loading import (
-    mapped_weights,
-    policy_lookups,
-    preset_load,
-    quantization_configs,
-    saving_skipsets,
-    untracked_vocabulary,
-)
-from ..parts.ops import (
-    align_types,
-    attention,
-    einsum,
-    layer_norm,
-    matmul,
-    prescale,
-    slice_update,
-)
+# The imports are the parts, in their order: neither sorted nor "unused".
+# ruff: noqa: I001, F401
+import types
+
+from .part import Part
+
+from ..parts.int8 import int8
+from ..parts.int8 import int8_layers
+from ..parts.int8 import dynamic_quantization
+from ..parts.ops import einsum
+from ..parts.ops import matmul
+from ..parts.generate import shared_masks
+from ..parts.ops import slice_update
+from ..parts.ops import prescale
+from ..parts.ops import align_types
+from ..parts.ops import attention
+from ..parts.ops import layer_norm
+from ..parts.loading import preset_load
+from ..parts.loading import mapped_weights
+from ..parts.loading import saving_skipsets
+from ..parts.loading import untracked_vocabulary
+from ..parts.loading import quantization_configs
+from ..parts.loading import policy_lookups
+from ..parts.generate import stepwise
+from ..parts.generate import layer_caches
+from ..parts.generate import state_caches
+from ..parts.generate import half_weights
 
 __all__ = [
     "PARTS",
@@ -42,29 +49,18 @@ __all__ = [
     "required",
 ]
 
-PARTS = (
-    int8.PART,
-    int8_layers.PART,
-    dynamic_quantization.PART,
-    einsum.PART,
-    matmul.PART,
-    shared_masks.PART,
-    slice_update.PART,
-    prescale.PART,
-    align_types.PART,
-    attention.PART,
-    layer_norm.PART,
-    preset_load.PART,
-    mapped_weights.PART,
-    saving_skipsets.PART,
-    untracked_vocabulary.PART,
-    quantization_configs.PART,
-    policy_lookups.PART,
-    stepwise.PART,
-    layer_caches.PART,
-    state_caches.PART,
-    half_weights.PART,
-)
+
+def _declared(namespace):
+    """The ``PART`` of every module in ``namespace``, in its order."""
+    return tuple(
+        value.PART
+        for value in namespace.values()
+        if isinstance(value, types.ModuleType)
+        and isinstance(getattr(value, "PART", None), Part)
+    )
+
+
+PARTS = _declared(dict(globals()))
 
 
 def by_name():
