@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import xml.etree.ElementTree as ElementTree
 
 import pytest
 
@@ -677,17 +676,7 @@ def _outcomes(tree, target, name, *arguments):
         cwd=tree,
     )
     assert report.exists(), completed.stdout[-3000:] + completed.stderr[-3000:]
-    outcomes = {}
-    for case in ElementTree.parse(report).iter("testcase"):
-        test_id = f"{case.get('classname')}::{case.get('name')}"
-        outcome = "passed"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                outcome = "failed"
-            elif child.tag == "skipped" and outcome == "passed":
-                outcome = "skipped"
-        outcomes[test_id] = outcome
-    return outcomes
+    return upstream.junit_outcomes(report)
 
 
 @pytest.fixture(scope="module")

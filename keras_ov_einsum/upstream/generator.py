@@ -37,6 +37,7 @@ import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 
 from ..core.registry import by_name
 
@@ -48,6 +49,7 @@ __all__ = [
     "Upstream",
     "apply_patches",
     "check_patches",
+    "junit_outcomes",
     "main",
     "make_patch",
 ]
@@ -768,6 +770,22 @@ def check_patches(patch_texts, tree, target):
     except PatchError as error:
         return False, f"does not apply to {where}: {error}"
     return True, f"applies cleanly to {where} ({', '.join(paths)})"
+
+
+def junit_outcomes(report):
+    """{test id: "passed" | "failed" | "skipped"} from pytest's
+    ``--junitxml`` ``report``: how the patched copies' own tests ended."""
+    outcomes = {}
+    for case in ElementTree.parse(report).iter("testcase"):
+        test_id = f"{case.get('classname')}::{case.get('name')}"
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed"
+            elif child.tag == "skipped" and outcome == "passed":
+                outcome = "skipped"
+        outcomes[test_id] = outcome
+    return outcomes
 
 
 # --------------------------------------------------------------------- cli

@@ -30,9 +30,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import xml.etree.ElementTree as ElementTree
 
-from .generator import PATCHES, PatchError, _diff, apply_patches
+from .generator import PATCHES, PatchError, _diff, apply_patches, junit_outcomes
 
 __all__ = [
     "HUB_PATCHES",
@@ -509,17 +508,7 @@ def run_patch_test(patch, root, *pytest_args, timeout=900):
     output = completed.stdout[-4000:] + completed.stderr[-4000:]
     if not report.exists():
         return {}, output
-    outcomes = {}
-    for case in ElementTree.parse(report).iter("testcase"):
-        test_id = f"{case.get('classname')}::{case.get('name')}"
-        outcome = "passed"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                outcome = "failed"
-            elif child.tag == "skipped" and outcome == "passed":
-                outcome = "skipped"
-        outcomes[test_id] = outcome
-    return outcomes, output
+    return junit_outcomes(report), output
 
 
 # --------------------------------------------------------------------- cli
