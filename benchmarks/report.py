@@ -430,7 +430,7 @@ def _native_comparison(model, groups):
         return []
     ratios = _shown(NATIVE_RATIOS, _runs(groups, model, pairs))
     titles = [title for title, _ in ratios]
-    lines = [
+    heading = [
         "### Keras vs native OpenVINO",
         "",
         "Keras over native: tokens/s below 1 = Keras is slower, time and "
@@ -443,22 +443,9 @@ def _native_comparison(model, groups):
         "| Keras row | native row | "
         + " | ".join(titles)
         + " | same token ids |",
-        "|---" * (len(titles) + 3) + "|",
     ]
-    for keras_label, native_label in pairs:
-        keras, native = (
-            groups[(model, keras_label)],
-            groups[(model, native_label)],
-        )
-        cells = [
-            _ratio_cell(keras["runs"], native["runs"], value)
-            for _, value in ratios
-        ]
-        cells.append(_same_ids(keras["runs"], native["runs"]))
-        lines.append(
-            f"| {keras_label} | {native_label} | " + " | ".join(cells) + " |"
-        )
-    return lines + [""]
+    rows = {label: groups[(model, label)] for pair in pairs for label in pair}
+    return heading + _pair_rows(pairs, rows, ratios)
 
 
 def _export_comparison(model, groups):
@@ -489,7 +476,7 @@ def _export_comparison(model, groups):
         return []
     ratios = _shown(EXPORT_RATIOS, _runs(groups, model, pairs))
     titles = [title for title, _ in ratios]
-    lines = [
+    heading = [
         "### openvino-genai on the Keras export vs on optimum-intel's",
         "",
         "keras-export (genai on `python -m keras_ov_einsum.export`'s IR) "
@@ -502,17 +489,21 @@ def _export_comparison(model, groups):
         "| keras-export row | genai row | "
         + " | ".join(titles)
         + " | same token ids |",
-        "|---" * (len(titles) + 3) + "|",
     ]
-    for keras_label, genai_label in pairs:
-        keras, genai = rows[keras_label], rows[genai_label]
-        cells = [
-            _ratio_cell(keras["runs"], genai["runs"], value)
-            for _, value in ratios
-        ]
-        cells.append(_same_ids(keras["runs"], genai["runs"]))
+    return heading + _pair_rows(pairs, rows, ratios)
+
+
+def _pair_rows(pairs, rows, ratios):
+    """A comparison table's separator and rows: for each (left, right)
+    label pair, left over right in each of ``ratios`` and whether their
+    token ids match; ``rows``: {label: group}."""
+    lines = ["|---" * (len(ratios) + 3) + "|"]
+    for left_label, right_label in pairs:
+        left, right = rows[left_label]["runs"], rows[right_label]["runs"]
+        cells = [_ratio_cell(left, right, value) for _, value in ratios]
+        cells.append(_same_ids(left, right))
         lines.append(
-            f"| {keras_label} | {genai_label} | " + " | ".join(cells) + " |"
+            f"| {left_label} | {right_label} | " + " | ".join(cells) + " |"
         )
     return lines + [""]
 
