@@ -8,7 +8,7 @@ The installer (``install.py``) writes it; a part reads it (``Part.is_on``,
 
 import threading
 
-__all__ = ["clear", "is_on", "passes", "put", "switches"]
+__all__ = ["clear", "installed", "is_on", "passes", "put", "switches"]
 
 _lock = threading.Lock()
 _switches = None  # {part name: on}, as asked; None: not enabled
@@ -43,6 +43,12 @@ def is_on(name):
     """Whether the part ``name`` is installed now."""
     with _lock:
         return name in _installed
+
+
+def installed():
+    """The names of the parts installed now, sorted."""
+    with _lock:
+        return tuple(sorted(_installed))
 
 
 def passes(point):

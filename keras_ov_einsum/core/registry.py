@@ -39,6 +39,7 @@ from ..parts.generate import stepwise
 from ..parts.generate import layer_caches
 from ..parts.generate import state_caches
 from ..parts.generate import half_weights
+from ..parts.generate import compiled_cache
 
 __all__ = [
     "PARTS",

@@ -47,12 +47,14 @@ from ...core.extension import extended
 from ...core.part import ExtensionPoint, Hook, Part
 
 __all__ = [
+    "BUILD",
     "COMPILE",
     "LABEL",
     "PART",
     "STEPS_LABEL",
     "TRACE",
     "CacheLayout",
+    "build_step_model",
     "compile_step_model",
     "decline_reason",
     "trace_step_model",
@@ -75,6 +77,11 @@ TRACE = ExtensionPoint(
     "trace the step model: pass_(trace, causal_lm, **options) -> (model, "
     "CacheLayout); trace(causal_lm, per_layer=True) has call_with_cache "
     "take a key and a value cache a layer",
+)
+BUILD = ExtensionPoint(
+    "stepwise.build",
+    "make the compiled step model, traced and compiled or otherwise: "
+    "pass_(build, causal_lm, device) -> (compiled model, CacheLayout)",
 )
 COMPILE = ExtensionPoint(
     "stepwise.compile",
@@ -216,8 +223,7 @@ class _StepwiseGenerate:
                 self._compiled = None
         if self._compiled is None or self._compiled[0] != device:
             self._traced_weights = _weight_references(weights)
-            model, layout = trace_step_model(self.causal_lm)
-            compiled = compile_step_model(model, device, self.causal_lm.dtype)
+            compiled, layout = build_step_model(self.causal_lm, device)
             # One infer request, kept: it keeps its memory between calls.
             request = compiled.create_infer_request()
             self._compiled = (device, compiled, layout, request)
@@ -270,6 +276,17 @@ def _assigned_since(references, values):
     return sum(
         reference() is not value for reference, value in zip(references, values)
     )
+
+
+def build_step_model(causal_lm, device):
+    """``(compiled model, CacheLayout)`` for ``causal_lm`` on ``device``,
+    with the passes at ``BUILD`` (traced and compiled without any)."""
+    return extended(BUILD, _build_step_model)(causal_lm, device)
+
+
+def _build_step_model(causal_lm, device):
+    model, layout = trace_step_model(causal_lm)
+    return compile_step_model(model, device, causal_lm.dtype), layout
 
 
 def trace_step_model(causal_lm):
