@@ -18,6 +18,24 @@ def _list(text):
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _counts(text):
+    """A comma-separated list of positive integers."""
+    counts = []
+    for item in _list(text):
+        try:
+            count = int(item)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not a positive integer"
+            )
+        counts.append(count)
+    if not counts:
+        raise argparse.ArgumentTypeError("no number given")
+    return list(dict.fromkeys(counts))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,7 +128,28 @@ def main(argv=None):
         "--max-length",
         type=int,
         default=10,
-        help='generate("Hello", max_length=...); default 10 as in the report',
+        help='without --new-tokens: generate("Hello", max_length=...), the '
+        "native rows as many new tokens; default 10 as in the report",
+    )
+    compare.add_argument(
+        "--new-tokens",
+        type=_counts,
+        default=None,
+        help="new tokens generated after the prompt (after the longest "
+        "prompt of a batch), comma-separated, each its own rows: the Keras "
+        "rows generate(max_length=prompt length + N, stop_token_ids=None), "
+        "the native rows N; instead of --max-length",
+    )
+    compare.add_argument(
+        "--batch",
+        type=_counts,
+        default=[1],
+        help="prompts generated in one call, comma-separated, each its own "
+        f"rows: the first N of {len(models.PROMPTS)} fixed prompts of "
+        "different lengths (benchmarks/models.py's PROMPTS), the native rows "
+        "on the same token ids left-padded; tokens/s counts N new tokens "
+        "of every row (a Keras row of a shorter prompt makes more: in its "
+        'time, not its count); default 1 ("Hello")',
     )
     compare.add_argument(
         "--timeout", type=float, default=1200, help="seconds per run"
@@ -210,6 +249,11 @@ def main(argv=None):
                 f"{list(environments.KNOWN_GOOD)}"
             )
     names = list(dict.fromkeys(names)) or [environments.CURRENT]
+    for batch in args.batch:
+        if batch > len(models.PROMPTS):
+            parser.error(
+                f"--batch {batch}: there are {len(models.PROMPTS)} prompts"
+            )
     out = args.out or "results/" + datetime.datetime.now().strftime(
         "%Y%m%d-%H%M%S"
     )
@@ -222,6 +266,8 @@ def main(argv=None):
             args.dtype,
             args.native_hint,
             args.device,
+            args.new_tokens or [None],
+            args.batch,
         )
     )
     print(

@@ -16,6 +16,7 @@ import pathlib
 __all__ = [
     "MODELS",
     "PROMPT",
+    "PROMPTS",
     "ModelConfig",
     "build_preset",
     "int8_config",
@@ -35,6 +36,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # token. The trained tokenizers see the prompt often enough to learn it as
 # one token too, so the measured work is the report's.
 PROMPT = "Hello"
+# The batch rows' prompts (compare --batch N: the first N), of different
+# lengths in every model's tokens, so that a batch is ragged; the first is
+# PROMPT. Fixed: a changed prompt changes what every batch row measures.
+PROMPTS = (
+    PROMPT,
+    "Hello, world",
+    "Hello, the harness measures",
+    "Run keras-hub models on OpenVINO",
+    "The report",
+    "Greedy generation gives the same token ids",
+    "Memory is the RSS",
+    "Every projection becomes a MatMul",
+)
 _PROMPT_REPEATS = 500
 # Part of every preset's cache key: bump it when the tokenizer recipe
 # changes, so no stale preset (weights and tokenizer) is reused.

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.models import PROMPT
+from benchmarks.models import PROMPT, PROMPTS
 
 __all__ = [
     "BACKENDS",
@@ -162,15 +162,25 @@ def _native_dir(preset, exporter="optimum"):
     return preset.with_name(f"{preset.name}-{kind}-{key}")
 
 
-def prompt_ids(preprocessor):
+def prompt_ids(preprocessor, prompt=PROMPT):
     """The prompt as the Keras rows' generate() packs it (GPT-2: its start
     token, then "Hello"): the preset's own preprocessor."""
     import keras
 
-    packed = preprocessor.generate_preprocess([PROMPT])
+    packed = preprocessor.generate_preprocess([prompt])
     ids = keras.ops.convert_to_numpy(packed["token_ids"])[0]
     mask = keras.ops.convert_to_numpy(packed["padding_mask"])[0]
     return [int(token) for token, kept in zip(ids, mask) if kept]
+
+
+def _prompts_ids(preset):
+    """Each of models.PROMPTS as prompt_ids packs it (the batch rows')."""
+    import keras_hub
+
+    preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(
+        str(preset)
+    )
+    return [prompt_ids(preprocessor, prompt) for prompt in PROMPTS]
 
 
 def _hf_config_and_weights(backbone):
@@ -310,8 +320,8 @@ def weight_format_of(dtype, exporter="optimum"):
 
 def export(preset, dtype, exporter="optimum", fresh=False):
     """``preset``'s export for ``dtype`` (made once, or again with
-    ``fresh``): {"ir": folder, "prompt_ids": [...], "export_s": seconds,
-    "exported": when}."""
+    ``fresh``): {"ir": folder, "prompt_ids": [...], "prompts_ids": [[...],
+    ...] (models.PROMPTS'), "export_s": seconds, "exported": when}."""
     weight_format = weight_format_of(dtype, exporter)
     folder = _native_dir(preset, exporter)
     name = weight_format if exporter == "keras" else f"openvino-{weight_format}"
@@ -327,11 +337,22 @@ def export(preset, dtype, exporter="optimum", fresh=False):
             "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         timing.write_text(json.dumps(exported))
+    # The batch rows' prompts: from the preset's preprocessor, beside an
+    # export made before they were (which they leave as it is).
+    prompts_file = folder / f"prompts_ids-{_prompts_digest()}.json"
+    if not prompts_file.exists():
+        prompts_file.write_text(json.dumps(_prompts_ids(preset)))
     return {
         "ir": str(ir),
         "prompt_ids": json.loads(prompt_file.read_text()),
+        "prompts_ids": json.loads(prompts_file.read_text()),
         **json.loads(timing.read_text()),
     }
+
+
+def _prompts_digest():
+    """A digest of models.PROMPTS: a changed list is tokenized again."""
+    return hashlib.sha256(json.dumps(PROMPTS).encode()).hexdigest()[:8]
 
 
 def _replace(partial, ir):

@@ -8,6 +8,9 @@ stages, sampler and record fields as benchmarks/worker.py: 0 start,
 keras-hub compiles in its first call), 3 after the first call, 4 after the
 second call, 5 after the model is deleted. Greedy, exactly ``--new-tokens``
 new tokens (no end-of-sequence stops them), as the Keras rows generate.
+``--prompt-ids`` more than once: a batch, one generate() call on every
+prompt, left-padded (genai: token ids and their attention mask;
+optimum-intel: Transformers' generate()), ``--new-tokens`` a prompt.
 """
 
 import argparse
@@ -28,17 +31,24 @@ def main(argv=None):
     parser.add_argument("--backend", choices=BACKENDS, required=True)
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--hint", choices=HINTS, default="f32")
-    parser.add_argument("--prompt-ids", required=True, help="comma-separated")
+    parser.add_argument(
+        "--prompt-ids",
+        required=True,
+        action="append",
+        help="comma-separated; again for each further prompt of a batch",
+    )
     parser.add_argument("--new-tokens", type=int, required=True)
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
-    ids = [int(token) for token in args.prompt_ids.split(",")]
+    prompts = [
+        [int(token) for token in ids.split(",")] for ids in args.prompt_ids
+    ]
     record = measure(
         args.model_dir,
         args.backend,
         args.device,
         args.hint,
-        ids,
+        prompts[0] if len(prompts) == 1 else prompts,
         args.new_tokens,
     )
     with open(args.result, "w") as handle:
@@ -90,6 +100,15 @@ class _GenAI:
             int(t) for t in self.pipeline.generate(ids, self.config).tokens[0]
         ]
 
+    def generate_batch(self, prompts):
+        import openvino as ov
+        import openvino_genai
+
+        ids, mask = _left_padded(prompts)
+        inputs = openvino_genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(mask))
+        tokens = self.pipeline.generate(inputs, self.config).tokens
+        return [[int(t) for t in row] for row in tokens]
+
 
 class _Optimum:
     """optimum-intel's OVModelForCausalLM and Transformers' generate()."""
@@ -115,6 +134,35 @@ class _Optimum:
         )
         return [int(t) for t in output[0, len(prompt) :]]
 
+    def generate_batch(self, prompts):
+        import torch
+
+        ids, mask = _left_padded(prompts)
+        output = self.model.generate(
+            torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            max_new_tokens=self.new_tokens,
+            min_new_tokens=self.new_tokens,
+            do_sample=False,
+            # The padding's id: no warning that none was given.
+            pad_token_id=0,
+        )
+        return [[int(t) for t in row] for row in output[:, ids.shape[1] :]]
+
+
+def _left_padded(prompts):
+    """(token ids, attention mask), int64 [prompts, longest]: each prompt
+    at the right end of its row, after padding (id 0, mask 0)."""
+    import numpy as np
+
+    longest = max(len(prompt) for prompt in prompts)
+    ids = np.zeros((len(prompts), longest), dtype=np.int64)
+    mask = np.zeros((len(prompts), longest), dtype=np.int64)
+    for row, prompt in enumerate(prompts):
+        ids[row, longest - len(prompt) :] = prompt
+        mask[row, longest - len(prompt) :] = 1
+    return ids, mask
+
 
 _PIPELINES = {
     "openvino-genai": _GenAI,
@@ -124,7 +172,10 @@ _PIPELINES = {
 
 
 def measure(model_dir, backend, device, hint, prompt, new_tokens):
+    """``prompt``: token ids, or a list of them: one call on the batch
+    (generated_ids then a list a row, new_tokens every row's)."""
     record = {"stages": []}
+    batch = bool(prompt) and isinstance(prompt[0], list)
     with MemorySampler() as sampler:
 
         def stage(name):
@@ -145,21 +196,24 @@ def measure(model_dir, backend, device, hint, prompt, new_tokens):
         load_s = time.perf_counter() - start
         loaded = stage("loaded")
 
+        generate = pipeline.generate_batch if batch else pipeline.generate
         sampler.reset_peak()
         start = time.perf_counter()
-        first_ids = pipeline.generate(prompt)
+        first_ids = generate(prompt)
         first_s = time.perf_counter() - start
         first_call_peak = sampler.peak.rss
         after_first = stage("first call")
 
         start = time.perf_counter()
-        second_ids = pipeline.generate(prompt)
+        second_ids = generate(prompt)
         second_s = time.perf_counter() - start
         stage("second call")
         del pipeline
         stage("deleted")
 
     weights = pathlib.Path(model_dir) / "openvino_model.bin"
+    # Every generated token of every row.
+    generated = sum(map(len, second_ids)) if batch else len(second_ids)
     # The same derived figures as benchmarks/worker.py's record.
     record.update(
         backend=backend,
@@ -178,8 +232,8 @@ def measure(model_dir, backend, device, hint, prompt, new_tokens):
         load_s=round(load_s, 3),
         first_s=round(first_s, 6),
         second_s=round(second_s, 6),
-        new_tokens=len(second_ids),
-        tokens_per_s=round(len(second_ids) / second_s, 3),
+        new_tokens=generated,
+        tokens_per_s=round(generated / second_s, 3),
         prompt_ids=prompt,
         generated_ids=second_ids,
         same_ids=first_ids == second_ids,

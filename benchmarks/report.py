@@ -130,8 +130,7 @@ def render(results_path, out=None, charts=True):
         f"{_loadavg(results['machine'].get('loadavg_at_start'))}, at end "
         f"{_loadavg(results['machine'].get('loadavg_at_end'))}",
         f"- {results['parameters']['repeats']} repeat(s), a fresh process "
-        f'per run; `generate("Hello", max_length='
-        f"{results['parameters']['max_length']})`, greedy; median "
+        f"per run; {_workload_text(results['parameters'])}, greedy; median "
         "[min-max] over repeats",
         "- models built from their config with random weights (the same "
         "saved preset for every backend) and a tokenizer trained offline: "
@@ -174,6 +173,35 @@ def render(results_path, out=None, charts=True):
             lines += [f"![{name}]({name})" for name in drawn]
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def _workload_text(parameters):
+    """What each run generates: --max-length's one prompt (all results
+    before --new-tokens and --batch), or the rows' new tokens and
+    batches."""
+    new_tokens = parameters.get("new_tokens")
+    batches = parameters.get("batch") or [1]
+    if new_tokens:
+        text = (
+            "`generate(prompt, max_length=prompt length + N, "
+            "stop_token_ids=None)`, N new tokens: "
+            + ", ".join(str(count) for count in new_tokens)
+            + " (the native rows: N)"
+        )
+    else:
+        text = f'`generate("Hello", max_length={parameters["max_length"]})`'
+    if batches == [1]:
+        return text
+    return text + (
+        "; batch B: the first B of benchmarks/models.py's fixed prompts "
+        "(B = " + ", ".join(str(batch) for batch in batches) + ") in one "
+        "call, ragged: each Keras row generates up to the longest prompt's "
+        "length + N, the native rows N a row on the same token ids, "
+        "left-padded; new tokens and tokens/s count N of every row (what "
+        "both make; a Keras row's tokens past them are the price of its "
+        "padding, in its time, not its count), and same token ids "
+        "compares them row by row"
+    )
 
 
 def _anon_file_recorded(runs):
@@ -425,6 +453,8 @@ def _native_comparison(model, groups):
         for keras_label in keras_rows
         if _dtype(groups[(model, keras_label)])
         == _dtype(groups[(model, native_label)])
+        and _workload(groups[(model, keras_label)])
+        == _workload(groups[(model, native_label)])
     ]
     if not pairs:
         return []
@@ -462,7 +492,12 @@ def _export_comparison(model, groups):
 
     def setting(group):
         run = group["runs"][0]
-        return _dtype(group), run.get("hint"), run.get("device", "CPU")
+        return (
+            _dtype(group),
+            run.get("hint"),
+            run.get("device", "CPU"),
+            _workload(group),
+        )
 
     pairs = [
         (keras_label, genai_label)
@@ -545,7 +580,7 @@ def targets(model, groups):
     default hint), Keras over native (ratio of the medians) against each
     target, met or by how much not."""
     native = {
-        _dtype(group): group
+        (_dtype(group), _workload(group)): group
         for (m, _), group in groups.items()
         if m == model
         and group["runs"][0]["backend"] == "openvino-genai"
@@ -558,7 +593,7 @@ def targets(model, groups):
         if m == model
         and group["runs"][0]["backend"] == "openvino"
         and group["runs"][0].get("fix", "off") != "off"
-        and _dtype(group) in native
+        and (_dtype(group), _workload(group)) in native
     ]
     if not fixed:
         return []
@@ -576,9 +611,8 @@ def targets(model, groups):
         cells = []
         for _, ratio_title, bounds, direction in TARGETS:
             value = values[ratio_title]
-            ratio = _median_ratio(
-                group["runs"], native[_dtype(group)]["runs"], value
-            )
+            genai = native[(_dtype(group), _workload(group))]
+            ratio = _median_ratio(group["runs"], genai["runs"], value)
             bound = bounds[_dtype(group)]
             if ratio is None:
                 cells.append("n/a")
@@ -613,6 +647,13 @@ def _median_ratio(keras_runs, native_runs, value):
 
 def _dtype(group):
     return group["runs"][0].get("dtype", "float32")
+
+
+def _workload(group):
+    """(new tokens asked for, batch): None for --max-length's, 1 for one
+    prompt (all results before --new-tokens and --batch)."""
+    run = group["runs"][0]
+    return run.get("requested_new_tokens"), run.get("batch", 1)
 
 
 def _ratio_cell(keras_runs, native_runs, value):
@@ -663,13 +704,23 @@ def _same_ids(keras_runs, native_runs):
     if not different:
         return "yes"
     k, n = different[0]
-    position = next(
-        (i for i, (a, b) in enumerate(zip(k, n)) if a != b), min(len(k), len(n))
-    )
+    where = ""
+    if isinstance(k[0], list):  # a batch: a list of ids a row
+        row = _first_difference(k, n)
+        where = f"row {row}, "
+        k, n = (k[row], n[row]) if row < min(len(k), len(n)) else ([], [])
     pairs = len(keras) * len(native)
     return (
-        f"no ({len(different)}/{pairs} run pairs differ; first at new "
-        f"token {position})"
+        f"no ({len(different)}/{pairs} run pairs differ; first at "
+        f"{where}new token {_first_difference(k, n)})"
+    )
+
+
+def _first_difference(left, right):
+    """The first index where two lists differ (or the shorter's length)."""
+    return next(
+        (i for i, (a, b) in enumerate(zip(left, right)) if a != b),
+        min(len(left), len(right)),
     )
 
 

@@ -103,6 +103,11 @@ class Configuration:
     # More than one environment is measured: OpenVINO rows name theirs
     # (else their OpenVINO version, as results before environments did).
     environment_in_label: bool = False
+    # New tokens a row generates after its prompt (None: as many as
+    # --max-length leaves, as results before --new-tokens did), and how
+    # many prompts (models.PROMPTS' first) one call generates from.
+    new_tokens: int = None
+    batch: int = 1
 
     @property
     def native(self):
@@ -126,7 +131,20 @@ class Configuration:
             label += f" {self.openvino_version} {self.hint} hint"
             if self.device != "CPU":
                 label += f" on {self.device}"
-        return label if self.dtype == "float32" else f"{label}, {self.dtype}"
+        if self.dtype != "float32":
+            label += f", {self.dtype}"
+        return label + self.workload_label
+
+    @property
+    def workload_label(self):
+        """The label's end naming a workload other than --max-length's one
+        prompt ("" for it, as before --new-tokens and --batch)."""
+        label = ""
+        if self.new_tokens is not None:
+            label += f", {self.new_tokens} new tokens"
+        if self.batch != 1:
+            label += f", batch {self.batch}"
+        return label
 
     @property
     def stock_label(self):
@@ -143,34 +161,51 @@ def configurations(
     dtypes=("float32",),
     hints=("f32",),
     device="CPU",
+    new_tokens=(None,),
+    batches=(1,),
 ):
     """Every row, in order: the OpenVINO rows in each environment, the
     others in the harness's own (the native packages are built for its
-    OpenVINO; the other stacks have no other Keras backend)."""
+    OpenVINO; the other stacks have no other Keras backend); each weight
+    format's rows once per workload (``new_tokens``: None for
+    --max-length's; ``batches``: prompts a call)."""
     current = environments.CURRENT
     named = len(environment_names) > 1
+    workloads = [(count, batch) for count in new_tokens for batch in batches]
     for model in model_names:
         for dtype in dtypes:
-            for backend in backends:
-                if backend in native.BACKENDS:
-                    for hint in hints:
+            for count, batch in workloads:
+                workload = dict(new_tokens=count, batch=batch)
+                for backend in backends:
+                    if backend in native.BACKENDS:
+                        for hint in hints:
+                            yield Configuration(
+                                model,
+                                backend,
+                                "off",
+                                current,
+                                dtype,
+                                hint,
+                                device,
+                                **workload,
+                            )
+                        continue
+                    if backend != "openvino":
                         yield Configuration(
-                            model, backend, "off", current, dtype, hint, device
+                            model, backend, "off", current, dtype, **workload
                         )
-                    continue
-                if backend != "openvino":
-                    yield Configuration(model, backend, "off", current, dtype)
-                    continue
-                for environment in environment_names:
-                    for fix in fix_modes:
-                        yield Configuration(
-                            model,
-                            backend,
-                            fix,
-                            environment,
-                            dtype,
-                            environment_in_label=named,
-                        )
+                        continue
+                    for environment in environment_names:
+                        for fix in fix_modes:
+                            yield Configuration(
+                                model,
+                                backend,
+                                fix,
+                                environment,
+                                dtype,
+                                environment_in_label=named,
+                                **workload,
+                            )
 
 
 # Instruction sets that decide what the CPU plugin runs: with bfloat16
@@ -336,17 +371,37 @@ def _keras_command(python, preset, configuration, max_length):
         PYTHONPATH=str(ROOT),
         TF_CPP_MIN_LOG_LEVEL="3",
     )
-    return command + ["--max-length", str(max_length)], env
+    if configuration.new_tokens is None:
+        command += ["--max-length", str(max_length)]
+    else:
+        command += ["--new-tokens", str(configuration.new_tokens)]
+    if configuration.batch != 1:
+        command += ["--batch", str(configuration.batch)]
+    return command, env
+
+
+def _prompts_ids(exported, batch):
+    """The token ids of the first ``batch`` prompts (models.PROMPTS) as
+    the Keras rows' preprocessor packs them, from the export."""
+    if batch == 1:
+        return [exported["prompt_ids"]]
+    return exported["prompts_ids"][:batch]
 
 
 def _native_command(python, exported, configuration, max_length):
-    ir, prompt_ids = exported["ir"], exported["prompt_ids"]
+    ir = exported["ir"]
+    prompts = _prompts_ids(exported, configuration.batch)
     command = [python, "-m", "benchmarks.native_worker", "--model-dir", ir]
     command += ["--backend", configuration.backend]
     command += ["--device", configuration.device, "--hint", configuration.hint]
-    command += ["--prompt-ids", ",".join(str(i) for i in prompt_ids)]
-    # As many new tokens as generate(max_length=...) makes after the prompt.
-    command += ["--new-tokens", str(max_length - len(prompt_ids))]
+    for prompt_ids in prompts:
+        command += ["--prompt-ids", ",".join(str(i) for i in prompt_ids)]
+    # As many new tokens a prompt as the Keras rows' generate() makes after
+    # the longest prompt: --new-tokens, or what max_length leaves.
+    new_tokens = configuration.new_tokens
+    if new_tokens is None:
+        new_tokens = max_length - max(len(ids) for ids in prompts)
+    command += ["--new-tokens", str(new_tokens)]
     env = native.offline_environment()
     env.update(PYTHONPATH=str(ROOT))
     return command, env
@@ -450,6 +505,9 @@ def run_all(
     """Run ``configs`` ``repeats`` times; ``fresh_exports``: export the
     native rows' models again (and time it) rather than reuse the cached
     exports."""
+    # The workloads (new tokens None: max_length's; batch 1: one prompt).
+    new_tokens = list(dict.fromkeys(c.new_tokens for c in configs))
+    batches = list(dict.fromkeys(c.batch for c in configs))
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {
@@ -465,6 +523,8 @@ def run_all(
             "quiet_wait_s": quiet_wait,
             "repeats": repeats,
             "max_length": max_length,
+            "new_tokens": None if new_tokens == [None] else new_tokens,
+            "batch": batches,
             "timeout_s": timeout,
             "fresh_exports": fresh_exports,
         },
@@ -554,6 +614,8 @@ def run_all(
                     hint=configuration.hint,
                     label=configuration.label,
                     stock_label=configuration.stock_label,
+                    requested_new_tokens=configuration.new_tokens,
+                    batch=configuration.batch,
                     environment=configuration.environment,
                     openvino_version=configuration.openvino_version,
                     repeat=repeat,

@@ -14,7 +14,7 @@ import sys
 import time
 
 from benchmarks import models
-from benchmarks.models import PROMPT
+from benchmarks.models import PROMPT, PROMPTS
 from benchmarks.runner import DTYPES, FIX_PARTS
 from benchmarks.sampler import MB, MemorySampler, anon_file_fields
 
@@ -37,17 +37,42 @@ def main(argv=None):
     parser.add_argument("--fix", choices=list(FIX_PARTS), default="off")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--max-length", type=int, default=10)
+    parser.add_argument(
+        "--new-tokens",
+        type=int,
+        default=None,
+        help="new tokens after the longest prompt (instead of --max-length)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="generate from models.PROMPTS' first N prompts in one call",
+    )
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
     record = measure(
-        args.preset, FIX_PARTS[args.fix], args.max_length, args.dtype
+        args.preset,
+        FIX_PARTS[args.fix],
+        args.max_length,
+        args.dtype,
+        args.new_tokens,
+        args.batch,
     )
     with open(args.result, "w") as handle:
         json.dump(record, handle)
 
 
-def measure(preset, fix, max_length, dtype="float32"):
-    """``fix``: the parts to enable (None: stock); ``dtype``: see DTYPES."""
+def measure(preset, fix, max_length, dtype="float32", new_tokens=None, batch=1):
+    """``fix``: the parts to enable (None: stock); ``dtype``: see DTYPES;
+    ``new_tokens``: generate that many after the longest prompt (instead
+    of up to ``max_length``); ``batch``: one call on the first ``batch``
+    of models.PROMPTS (ragged: each row keeps its own prompt and
+    generates up to the same ``max_length``)."""
+    if batch < 1 or batch > len(PROMPTS):
+        raise SystemExit(f"--batch must be 1 to {len(PROMPTS)}")
+    # One prompt: the string itself, as generate() was always called.
+    prompts = PROMPT if batch == 1 else list(PROMPTS[:batch])
     record = {"stages": []}
     with MemorySampler() as sampler:
 
@@ -72,6 +97,9 @@ def measure(preset, fix, max_length, dtype="float32"):
         weight_mb = _weight_mb(causal_lm)
         # Greedy: the same tokens with and without the fix, run to run.
         causal_lm.compile(sampler="greedy")
+        if new_tokens is not None:
+            lengths = _prompt_lengths(causal_lm, prompts, _LONGEST_PROMPT)
+            max_length = max(lengths) + new_tokens
         loaded = stage("loaded")
 
         marks = {}
@@ -81,7 +109,7 @@ def measure(preset, fix, max_length, dtype="float32"):
         sampler.reset_peak()
         first_start = time.perf_counter()
         first_text = causal_lm.generate(
-            PROMPT, max_length=max_length, stop_token_ids=None
+            prompts, max_length=max_length, stop_token_ids=None
         )
         first_s = time.perf_counter() - first_start
         first_call_peak = sampler.peak.rss
@@ -91,7 +119,7 @@ def measure(preset, fix, max_length, dtype="float32"):
 
         start = time.perf_counter()
         second_text = causal_lm.generate(
-            PROMPT, max_length=max_length, stop_token_ids=None
+            prompts, max_length=max_length, stop_token_ids=None
         )
         second_s = time.perf_counter() - start
         stage("second call")
@@ -99,8 +127,13 @@ def measure(preset, fix, max_length, dtype="float32"):
         # untimed call that the timed ones must not be charged with.
         highest = sampler.highest
 
-        new_tokens = _new_tokens(causal_lm, max_length)
-        prompt_ids, generated_ids = _token_ids(causal_lm, max_length)
+        lengths = _prompt_lengths(causal_lm, prompts, max_length)
+        # Every row's new tokens after the longest prompt's length, the
+        # native rows' count: a shorter prompt's row generates more, up to
+        # the same max_length, which its surplus counts apart.
+        generated = len(lengths) * (max_length - max(lengths))
+        surplus = sum(max_length - length for length in lengths) - generated
+        prompt_ids, generated_ids = _token_ids(causal_lm, max_length, prompts)
         graph = _openvino_graph(causal_lm) if backend == "openvino" else None
         decisions = None
         if fix:
@@ -137,8 +170,10 @@ def measure(preset, fix, max_length, dtype="float32"):
         load_s=round(load_s, 3),
         first_s=round(first_s, 6),
         second_s=round(second_s, 6),
-        new_tokens=new_tokens,
-        tokens_per_s=round(new_tokens / second_s, 3) if second_s else None,
+        max_length=max_length,
+        new_tokens=generated,
+        surplus_tokens=surplus,
+        tokens_per_s=round(generated / second_s, 3) if second_s else None,
         first_text=first_text,
         second_text=second_text,
         same_text=first_text == second_text,
@@ -271,24 +306,31 @@ def _itemsize(dtype):
     return np.dtype(dtype).itemsize
 
 
-def _new_tokens(causal_lm, max_length):
-    """Generated tokens only: generate() fills every position after the
-    prompt up to ``max_length`` when no stop token is given."""
-    preprocessor = causal_lm.preprocessor
-    preprocessor.sequence_length = max_length
-    packed = preprocessor.generate_preprocess([PROMPT])
-    prompt_tokens = int(_numpy(packed["padding_mask"]).sum())
-    return max_length - prompt_tokens
+# Longer than any of models.PROMPTS in any model's tokens.
+_LONGEST_PROMPT = 256
 
 
-def _token_ids(causal_lm, max_length):
-    """(prompt ids, generated ids) of generate(PROMPT): the same call on
-    the same packed prompt, with the preprocessor detached so that
-    generate() returns token ids instead of text."""
-    preprocessor = causal_lm.preprocessor
-    packed = preprocessor.generate_preprocess(
-        [PROMPT], sequence_length=max_length
+def _prompt_lengths(causal_lm, prompts, sequence_length):
+    """Each prompt's length in tokens as generate() packs it (GPT-2: the
+    start token too) into ``sequence_length``; generate() fills every
+    position after it up to max_length when no stop token is given."""
+    rows = [prompts] if isinstance(prompts, str) else prompts
+    packed = causal_lm.preprocessor.generate_preprocess(
+        rows, sequence_length=sequence_length
     )
+    return [int(row.sum()) for row in _numpy(packed["padding_mask"])]
+
+
+def _token_ids(causal_lm, max_length, prompts=PROMPT):
+    """(prompt ids, generated ids) of generate(prompts): the same call on
+    the same packed prompts, with the preprocessor detached so that
+    generate() returns token ids instead of text. One prompt: two lists;
+    a batch: a list a row of each, each row's generated ids cut to those
+    after the longest prompt's (what the native rows generate: as many a
+    row)."""
+    rows = [prompts] if isinstance(prompts, str) else prompts
+    preprocessor = causal_lm.preprocessor
+    packed = preprocessor.generate_preprocess(rows, sequence_length=max_length)
     causal_lm.preprocessor = None
     try:
         output = causal_lm.generate(
@@ -296,9 +338,16 @@ def _token_ids(causal_lm, max_length):
         )
     finally:
         causal_lm.preprocessor = preprocessor
-    ids = [int(token) for token in _numpy(output["token_ids"])[0]]
-    prompt_length = int(_numpy(packed["padding_mask"])[0].sum())
-    return ids[:prompt_length], ids[prompt_length:]
+    lengths = [int(row.sum()) for row in _numpy(packed["padding_mask"])]
+    count = max_length - max(lengths)
+    prompt_ids, generated_ids = [], []
+    for row, length in zip(_numpy(output["token_ids"]), lengths):
+        ids = [int(token) for token in row]
+        prompt_ids.append(ids[:length])
+        generated_ids.append(ids[length : length + count])
+    if isinstance(prompts, str):
+        return prompt_ids[0], generated_ids[0]
+    return prompt_ids, generated_ids
 
 
 def _device(backend):

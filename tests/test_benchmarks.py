@@ -1487,8 +1487,17 @@ def test_exports_are_cached_until_asked_again(tmp_path, monkeypatch):
         return [1, 2], 1.5 * len(made)
 
     monkeypatch.setattr(native, "_export_keras", fake_export)
+    # The batch rows' prompts, tokenized once beside the export.
+    tokenized = []
+    monkeypatch.setattr(
+        native,
+        "_prompts_ids",
+        lambda preset: tokenized.append(preset) or [[1, 2], [1, 3, 4]],
+    )
     first = native.export(preset, "float32", "keras")
     assert first["prompt_ids"] == [1, 2] and first["export_s"] == 1.5
+    assert first["prompts_ids"] == [[1, 2], [1, 3, 4]]
+    assert len(tokenized) == 1
     assert native.export(preset, "float32", "keras") == first
     assert native.export(preset, "int8_weights", "keras")["ir"].endswith("int8")
     assert native.export(preset, "float32", "keras", fresh=True)[
