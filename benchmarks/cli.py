@@ -152,6 +152,16 @@ def main(argv=None):
         'time, not its count); default 1 ("Hello")',
     )
     compare.add_argument(
+        "--cache",
+        type=_list,
+        default=["cold"],
+        help="cold (the default: every process traces and compiles) and/or "
+        "warm (each its own rows: a second process with each side's "
+        "compiled-model cache, filled by a run not timed: the fix with the "
+        "compiled_cache part, the native rows with OpenVINO's CACHE_DIR; "
+        "stock has none, so no warm row)",
+    )
+    compare.add_argument(
         "--timeout", type=float, default=1200, help="seconds per run"
     )
     compare.add_argument(
@@ -249,6 +259,9 @@ def main(argv=None):
                 f"{list(environments.KNOWN_GOOD)}"
             )
     names = list(dict.fromkeys(names)) or [environments.CURRENT]
+    for cache in args.cache:
+        if cache not in ("cold", "warm"):
+            parser.error(f"--cache {cache}: use cold and/or warm")
     for batch in args.batch:
         if batch > len(models.PROMPTS):
             parser.error(
@@ -268,6 +281,7 @@ def main(argv=None):
             args.device,
             args.new_tokens or [None],
             args.batch,
+            args.cache,
         )
     )
     print(

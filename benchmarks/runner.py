@@ -6,6 +6,7 @@ them. ``results.json`` is rewritten after every run, and a run that crashes,
 is killed or times out becomes a failed record with its error.
 """
 
+import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -14,6 +15,7 @@ import os
 import pathlib
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +110,9 @@ class Configuration:
     # many prompts (models.PROMPTS' first) one call generates from.
     new_tokens: int = None
     batch: int = 1
+    # A second process with each side's compiled-model cache, filled by a
+    # run not recorded: Keras's compiled_cache part, OpenVINO's CACHE_DIR.
+    warm: bool = False
 
     @property
     def native(self):
@@ -144,6 +149,8 @@ class Configuration:
             label += f", {self.new_tokens} new tokens"
         if self.batch != 1:
             label += f", batch {self.batch}"
+        if self.warm:
+            label += ", warm cache"
         return label
 
     @property
@@ -163,20 +170,30 @@ def configurations(
     device="CPU",
     new_tokens=(None,),
     batches=(1,),
+    caches=("cold",),
 ):
     """Every row, in order: the OpenVINO rows in each environment, the
     others in the harness's own (the native packages are built for its
     OpenVINO; the other stacks have no other Keras backend); each weight
     format's rows once per workload (``new_tokens``: None for
-    --max-length's; ``batches``: prompts a call)."""
+    --max-length's; ``batches``: prompts a call; ``caches``: "cold" and/or
+    "warm", the latter for the rows that have a compiled-model cache:
+    the native ones and the fix's, not stock's)."""
     current = environments.CURRENT
     named = len(environment_names) > 1
-    workloads = [(count, batch) for count in new_tokens for batch in batches]
+    workloads = [
+        (count, batch, cache == "warm")
+        for count in new_tokens
+        for batch in batches
+        for cache in caches
+    ]
     for model in model_names:
         for dtype in dtypes:
-            for count, batch in workloads:
-                workload = dict(new_tokens=count, batch=batch)
+            for count, batch, warm in workloads:
+                workload = dict(new_tokens=count, batch=batch, warm=warm)
                 for backend in backends:
+                    if warm and backend not in native.BACKENDS + ("openvino",):
+                        continue
                     if backend in native.BACKENDS:
                         for hint in hints:
                             yield Configuration(
@@ -197,6 +214,8 @@ def configurations(
                         continue
                     for environment in environment_names:
                         for fix in fix_modes:
+                            if warm and fix == "off":
+                                continue
                             yield Configuration(
                                 model,
                                 backend,
@@ -362,9 +381,12 @@ def _native_model(python, preset, configuration, log, fresh=False):
     return exported
 
 
-def _keras_command(python, preset, configuration, max_length):
+def _keras_command(python, preset, configuration, max_length, cache=None):
+    """``cache``: the warm rows' compiled_cache folder."""
     command = [python, "-m", "benchmarks.worker", "--preset", preset]
     command += ["--fix", configuration.fix, "--dtype", configuration.dtype]
+    if cache:
+        command += ["--compiled-cache", str(cache)]
     env = dict(
         os.environ,
         KERAS_BACKEND=configuration.backend,
@@ -388,7 +410,8 @@ def _prompts_ids(exported, batch):
     return exported["prompts_ids"][:batch]
 
 
-def _native_command(python, exported, configuration, max_length):
+def _native_command(python, exported, configuration, max_length, cache=None):
+    """``cache``: the warm rows' CACHE_DIR."""
     ir = exported["ir"]
     prompts = _prompts_ids(exported, configuration.batch)
     command = [python, "-m", "benchmarks.native_worker", "--model-dir", ir]
@@ -402,6 +425,8 @@ def _native_command(python, exported, configuration, max_length):
     if new_tokens is None:
         new_tokens = max_length - max(len(ids) for ids in prompts)
     command += ["--new-tokens", str(new_tokens)]
+    if cache:
+        command += ["--cache-dir", str(cache)]
     env = native.offline_environment()
     env.update(PYTHONPATH=str(ROOT))
     return command, env
@@ -525,12 +550,14 @@ def run_all(
             "max_length": max_length,
             "new_tokens": None if new_tokens == [None] else new_tokens,
             "batch": batches,
+            "warm": any(c.warm for c in configs),
             "timeout_s": timeout,
             "fresh_exports": fresh_exports,
         },
         "runs": [],
     }
     pythons, presets, exports = {}, {}, {}
+    caches = _Caches()
     total = len(configs) * repeats
     with _progress(total) as advance:
         for repeat in range(repeats):
@@ -587,6 +614,7 @@ def run_all(
                             exports[export_key],
                             configuration,
                             max_length,
+                            caches.folder(configuration),
                         )
                     else:
                         command, env = _keras_command(
@@ -594,7 +622,13 @@ def run_all(
                             presets[key],
                             configuration,
                             max_length,
+                            caches.folder(configuration),
                         )
+                    if caches.to_fill(configuration):
+                        log("    filling its compiled-model cache (not timed)")
+                        filled = _run_one(command, env, timeout)
+                        if not filled["ok"]:
+                            log(f"    FAILED: {filled['error'][:300]}")
                     warmed_s = _read_once(
                         _weight_folders(configuration, presets[key], exports)
                     )
@@ -615,6 +649,7 @@ def run_all(
                     label=configuration.label,
                     stock_label=configuration.stock_label,
                     requested_new_tokens=configuration.new_tokens,
+                    warm=configuration.warm,
                     batch=configuration.batch,
                     environment=configuration.environment,
                     openvino_version=configuration.openvino_version,
@@ -645,9 +680,41 @@ def run_all(
                     )
                 else:
                     log(f"    FAILED: {record['error'][:300]}")
+    caches.remove()
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     _write(out_dir / "results.json", results)
     return results
+
+
+class _Caches:
+    """The warm rows' compiled-model caches: a folder a row, in a temporary
+    folder removed at the end (a blob is about the weights' size)."""
+
+    def __init__(self):
+        self._root = None
+        self._filled = set()
+
+    def folder(self, configuration):
+        if not configuration.warm:
+            return None
+        if self._root is None:
+            self._root = tempfile.mkdtemp(prefix="compare-compiled-cache-")
+            # Also when the run is interrupted.
+            atexit.register(shutil.rmtree, self._root, ignore_errors=True)
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", configuration.label)
+        return pathlib.Path(self._root) / f"{configuration.model}-{slug}"
+
+    def to_fill(self, configuration):
+        """True once for each warm row: its first run fills the cache."""
+        if not configuration.warm or configuration in self._filled:
+            return False
+        self._filled.add(configuration)
+        return True
+
+    def remove(self):
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
 
 
 @contextlib.contextmanager

@@ -49,11 +49,23 @@ def main(argv=None):
         default=1,
         help="generate from models.PROMPTS' first N prompts in one call",
     )
+    parser.add_argument(
+        "--compiled-cache",
+        default=None,
+        metavar="FOLDER",
+        help="with the fix: the compiled_cache part on, its entries here",
+    )
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
+    fix = FIX_PARTS[args.fix]
+    if args.compiled_cache:
+        if not fix:
+            raise SystemExit("--compiled-cache needs --fix (stock has none)")
+        os.environ["KERAS_OV_EINSUM_CACHE_DIR"] = args.compiled_cache
+        fix = {**fix, "stepwise": True, "compiled_cache": True}
     record = measure(
         args.preset,
-        FIX_PARTS[args.fix],
+        fix,
         args.max_length,
         args.dtype,
         args.new_tokens,
@@ -145,6 +157,13 @@ def measure(preset, fix, max_length, dtype="float32", new_tokens=None, batch=1):
                 # Counted, not listed: the align_types part's Converts.
                 "counts": dict(explanation.counts),
             }
+            if fix.get("compiled_cache"):
+                # What the first call's step model came from.
+                decisions["compiled_cache"] = [
+                    decision.reason
+                    for decision in explanation
+                    if decision.equation.startswith("compiled_cache")
+                ]
         del causal_lm
         stage("deleted")
 
