@@ -111,6 +111,10 @@ class MemorySampler:
         self.peak = _NOTHING
         # ... and over the whole process, never reset.
         self.highest = _NOTHING
+        # The sampling thread and the worker's stages both update the
+        # maxima: a read-compare-write each, which must not interleave (a
+        # higher sample written over by a lower maximum is lost).
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -134,16 +138,17 @@ class MemorySampler:
         return self._sample().rss
 
     def _sample(self):
-        memory = self._read()
-        self.peak = _highest(self.peak, memory)
-        self.highest = _highest(self.highest, memory)
-        self.timeline.append(
-            (
-                round(time.monotonic() - self.start_time, 3),
-                round(memory.rss / MB, 1),
+        with self._lock:
+            memory = self._read()
+            self.peak = _highest(self.peak, memory)
+            self.highest = _highest(self.highest, memory)
+            self.timeline.append(
+                (
+                    round(time.monotonic() - self.start_time, 3),
+                    round(memory.rss / MB, 1),
+                )
             )
-        )
-        return memory
+            return memory
 
     def stage(self, stages, name):
         """Append stage ``name`` to ``stages`` (RSS after a gc, its anon and
@@ -167,7 +172,8 @@ class MemorySampler:
 
     def reset_peak(self):
         """Start a new running maximum from the current value."""
-        self.peak = _NOTHING
+        with self._lock:
+            self.peak = _NOTHING
         return self.sample()
 
     def _run(self):
