@@ -1,0 +1,309 @@
+"""Opt-in: keras's int4 layers' kernels kept 4-bit in the OpenVINO graph.
+
+keras 3.15's ``quantize("int4")`` stores a ``Dense`` or ``EinsumDense``
+kernel as int8 bytes of two 4-bit values each, ``[K, ceil(N / 2)]`` (the
+kernel flattened to [reduced axes, other axes]; the low nibble is the even
+column, two's complement), and unpacks them inside the graph at every
+call: ``BitwiseAnd``, ``BitwiseRightShift``, ``BitwiseXor``, ``Subtract``,
+a ``Concat`` and ``Transpose`` on the constant, which OpenVINO folds when
+it compiles into a float32 kernel, four bytes a weight (eight times the
+packed bytes). Its default config is weights-only (no activation
+quantizer) and grouped: groups of 128 along K, each with a float32 scale
+and an int8 zero point a column, the weights ``(q - zero) * scale``;
+``block_size=-1`` is one scale a column and no zero point (``Dense``:
+``(x @ q) / scale``; ``EinsumDense``: ``x @ (q / scale)``).
+
+Here the packed bytes are read as an ``i4`` Constant of the unpacked
+shape (``[groups, 128, N]``), on the kernel's own buffer, no copy: OpenVINO
+packs 4-bit elements as keras does, the first in the low nibble. Then
+``Convert``, ``Subtract`` of the zero points (int8, behind a ``Convert``),
+``Multiply`` by the scales and a ``Reshape`` to ``[K, N]`` feed the
+``MatMul``: the weight decompression pattern the CPU plugin keeps
+compressed, its FullyConnected layer reading the 4-bit weights, the zero
+points and the scales.
+
+The decompressed weights are keras's arithmetic bit for bit, NumPy's
+``(q - zero) * scale``: ``q - zero`` is an integer of at most 15 in size
+(exact in float32), times the float32 scale, one rounding. Stock's graph
+writes the same, but OpenVINO's compile distributes the scale over the
+subtraction, ``q * scale - zero * scale``, two roundings: one float32 ulp
+off on about 7% of the weights (tests/test_int4.py pins both). The
+product is then the float32 MatMul on those weights, which the plugin's
+compressed-weight kernel may sum in another order than stock's float32
+one: results are stock's within float32 rounding, not bit for bit. The
+plugin computes in float32 only under ``INFERENCE_PRECISION_HINT=f32`` and
+without dynamic quantization of the inputs: the int8 part's
+``compile_options`` adds both (the form is marked as int8's are).
+
+``Dense`` per column: ``Convert(q) * ones`` (the pattern, exact), stock's
+``Divide`` by the scales after the product.
+
+Declined, with the reason, and left to stock: inputs quantized (an
+activation quantizer: int8 x int4), LoRA, a compute type other than
+float32, an eager call, an odd number of columns (keras pads the packed
+row), a K that is no whole number of groups (more than one group), a group
+index (``g_idx``) that is not keras's contiguous groups, an
+``EinsumDense`` whose kernel is not read as [K, N] in its own order, and an
+``EinsumDense`` per column (keras divides the kernel by the scales: a
+multiplication by their inverses rounds otherwise). keras 3.16 moved the
+int4 forward into its quantization strategies: the part is left out there.
+"""
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ov_opset
+
+from ...core import backend
+from ...core.kernel import matrix_view
+from ...core.outcome import declined, lowered
+from ...core.part import Hook, Part
+from ...einsum.build import build_matmul, int64_constant, plan_einsum
+from ..int8 import int8
+
+__all__ = [
+    "DENSE",
+    "EINSUM_DENSE",
+    "INT4_WEIGHTS",
+    "PART",
+    "int4_constant",
+    "replace_int4_layer",
+    "rewrite_int4_layer",
+]
+
+# The compile options' mark (int8.FORM_MARK) on a 4-bit weight: float32
+# inputs, exact only without the plugin's dynamic quantization.
+INT4_WEIGHTS = "int4 weights"
+
+
+def _layer_operands(layer, inputs, *args, **kwargs):
+    return (inputs, layer._kernel)
+
+
+EINSUM_DENSE = Hook(
+    "keras.src.layers.core.einsum_dense",
+    "EinsumDense._int4_call",
+    _layer_operands,
+)
+DENSE = Hook("keras.src.layers.core.dense", "Dense._int4_call", _layer_operands)
+
+
+def _unavailable():
+    """keras 3.16 computes int4 layers in its quantization strategies (no
+    ``_int4_call``): their arithmetic is not the one measured here."""
+    for hook in (EINSUM_DENSE, DENSE):
+        try:
+            hook.sites()[0][0].__dict__[hook.attribute.split(".")[-1]]
+        except (ImportError, AttributeError, KeyError):
+            return (
+                f"keras has no {hook} (keras 3.16 moved the int4 forward "
+                "into its quantization strategies)"
+            )
+    return None
+
+
+def _block_size(layer):
+    block_size = getattr(layer, "_int4_block_size", None)
+    return None if block_size in (None, -1) else block_size
+
+
+def _sizes(layer):
+    """(rows K, columns N) of the unpacked kernel."""
+    if hasattr(layer, "equation"):
+        return layer._int4_rows, layer._int4_unpacked_column_size
+    return layer._orig_input_dim, layer._orig_output_dim
+
+
+def _why_not(layer, inputs):
+    """Why this int4 layer call stays on stock's path, or None."""
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
+
+    if getattr(layer, "inputs_quantizer", None) is not None:
+        return "inputs quantized (int8 x int4): not lowered"
+    if layer.lora_enabled:
+        return "LoRA is enabled"
+    if layer.compute_dtype != "float32":
+        return f"compute type {layer.compute_dtype}"
+    if not isinstance(inputs, OpenVINOKerasTensor):
+        return "the inputs are no traced tensor (an eager call)"
+    if inputs.output.get_element_type() != ov.Type.f32:
+        return f"inputs of {inputs.output.get_element_type().get_type_name()}"
+    rows, columns = _sizes(layer)
+    if columns % 2:
+        return f"{columns} columns: keras pads each packed row"
+    block_size = _block_size(layer)
+    if block_size is None:
+        if hasattr(layer, "equation"):
+            return (
+                "per-column int4 EinsumDense: keras divides the kernel by its "
+                "scales, which the plugin's decompression cannot"
+            )
+        return None
+    if rows > block_size and rows % block_size:
+        return f"K = {rows} is no whole number of groups of {block_size}"
+    from keras import ops
+
+    groups = ops.convert_to_numpy(layer.g_idx)
+    if not np.array_equal(groups, np.arange(rows) // block_size):
+        return "a group index (g_idx) other than contiguous groups"
+    return None
+
+
+def int4_constant(packed, shape):
+    """The 4-bit Constant of ``shape`` on the bytes of ``packed`` (an int8
+    Output, keras's packed kernel: a Constant behind Reshapes), with no
+    copy; None when ``packed`` is no such Constant."""
+    matrix = matrix_view(packed)
+    if matrix is None:
+        return None
+    nibbles = matrix.reshape(-1).view(np.uint8)
+    tensor = ov.Tensor(nibbles, ov.Shape(list(shape)), ov.Type.i4)
+    return ov.op.Constant(tensor, shared_memory=True).output(0)
+
+
+def _weights(layer, kernel):
+    """The [K, N] float32 weights, decompressed from the 4-bit ``kernel``
+    (Constant) by the pattern the plugin keeps compressed, and marked."""
+    from keras import ops
+
+    rows, columns = _sizes(layer)
+    weights = ov_opset.convert(kernel, ov.Type.f32)
+    block_size = _block_size(layer)
+    if block_size is None:
+        ones = np.ones((1, columns), np.float32)
+        weights = ov_opset.multiply(weights, ov_opset.constant(ones))
+    else:
+        grouped = [-1, 1, columns]
+        zero = ops.convert_to_tensor(layer.kernel_zero).output
+        zero = ov_opset.reshape(zero, int64_constant(grouped), False)
+        scale = ops.convert_to_tensor(layer.kernel_scale).output
+        scale = ov_opset.reshape(scale, int64_constant(grouped), False)
+        weights = ov_opset.subtract(
+            weights, ov_opset.convert(zero, ov.Type.f32)
+        )
+        weights = ov_opset.multiply(weights, scale)
+    weights.get_rt_info()[int8.FORM_MARK] = INT4_WEIGHTS
+    if block_size is not None:
+        weights = ov_opset.reshape(
+            weights, int64_constant([rows, columns]), False
+        )
+    return weights.output(0)
+
+
+def _kernel_shape(layer):
+    """The 4-bit kernel's shape: [groups, group size, N] (grouped), else
+    [K, N]."""
+    rows, columns = _sizes(layer)
+    block_size = _block_size(layer)
+    if block_size is None:
+        return [rows, columns]
+    group = min(block_size, rows)
+    return [rows // group, group, columns]
+
+
+def replace_int4_layer(layer, inputs, training=None):
+    """The int4 layer's output on its 4-bit kernel (the module docstring),
+    or None: stock builds it (the rewrite records why)."""
+    if _why_not(layer, inputs):
+        return None
+    from keras import ops
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
+    rows, columns = _sizes(layer)
+    packed = ops.convert_to_tensor(layer._kernel).output
+    kernel = int4_constant(packed, _kernel_shape(layer))
+    if kernel is None:
+        return None
+    x = inputs.output
+    if hasattr(layer, "equation"):
+        planned = _planned(layer, x, kernel)
+        if not planned or _not_a_matrix(planned.plan, rows, columns):
+            return None
+        y = build_matmul(planned.plan, x, _weights(layer, kernel))
+        described = planned.plan.describe()
+    else:
+        y = ov_opset.matmul(x, _weights(layer, kernel), False, False)
+        if _block_size(layer) is None:
+            scale = ops.convert_to_tensor(layer.kernel_scale).output
+            y = ov_opset.divide(y, scale)
+        y = y.output(0)
+        described = f"MatMul, kernel [{rows}, {columns}]"
+    y = OpenVINOKerasTensor(y)
+    if layer.bias is not None:
+        y = ops.add(y, layer.bias)
+    if layer.activation is not None:
+        y = layer.activation(y)
+    return lowered(y, f"{described}, int4 kernel kept 4-bit ({_form(layer)})")
+
+
+def _planned(layer, x, kernel):
+    """The einsum's plan, made on a float32 view of the 4-bit ``kernel`` in
+    the layer's kernel shape, built for the plan only (it reaches no
+    result); or the declined Outcome."""
+    shaped = ov_opset.reshape(
+        ov_opset.convert(kernel, ov.Type.f32),
+        int64_constant(list(layer.original_kernel_shape)),
+        False,
+    ).output(0)
+    return plan_einsum(layer.equation, [x, shaped])
+
+
+def _form(layer):
+    block_size = _block_size(layer)
+    if block_size is None:
+        return "a scale a column"
+    return f"groups of {min(block_size, _sizes(layer)[0])} with zero points"
+
+
+def _not_a_matrix(plan, rows, columns):
+    """Why ``plan`` does not read the kernel as keras's [K, N], or None."""
+    if (
+        plan.batch
+        or plan.variable_summed_axes
+        or plan.kernel_summed_axes
+        or plan.kernel_permutation is not None
+        or plan.transpose_b
+        or (plan.contracted_size, plan.columns_size) != (rows, columns)
+    ):
+        return "the kernel is not read as [K, N] in its own order"
+    return None
+
+
+def rewrite_int4_layer(result, layer, inputs, *args, **kwargs):
+    """After stock: why the layer was left to stock (its replace declined
+    it)."""
+    reason = _why_not(layer, inputs)
+    if reason is None:
+        from keras import ops
+
+        packed = ops.convert_to_tensor(layer._kernel).output
+        kernel = int4_constant(packed, _kernel_shape(layer))
+        if kernel is None:
+            return declined("the packed kernel is no Constant")
+        planned = _planned(layer, inputs.output, kernel)
+        reason = (
+            planned.reason
+            if not planned
+            else _not_a_matrix(planned.plan, *_sizes(layer))
+        )
+    return declined(reason) if reason else None
+
+
+def _label(layer, *args, **kwargs):
+    if hasattr(layer, "equation"):
+        return f"{type(layer).__name__} int4 {layer.equation}"
+    return f"{type(layer).__name__} int4 matmul(x, kernel)"
+
+
+PART = Part(
+    name="int4",
+    summary="keras's int4 Dense and EinsumDense on their 4-bit kernels, "
+    "which the plugin keeps 4-bit, not a float32 copy: keras's weights",
+    hooks=(EINSUM_DENSE, DENSE),
+    rewrite=rewrite_int4_layer,
+    replace=replace_int4_layer,
+    label=_label,
+    default=False,
+    unavailable=_unavailable,
+    # The compile options that keep the layers float32, shared with int8.
+    wraps=((Hook("openvino", "Core.compile_model"), int8.compile_wrapper),),
+)
