@@ -45,8 +45,9 @@ row), a K that is no whole number of groups (more than one group), a group
 index (``g_idx``) that is not keras's contiguous groups, an
 ``EinsumDense`` whose kernel is not read as [K, N] in its own order, and an
 ``EinsumDense`` per column (keras divides the kernel by the scales: a
-multiplication by their inverses rounds otherwise). keras 3.16 moved the
-int4 forward into its quantization strategies: the part is left out there.
+multiplication by their inverses rounds otherwise), and keras 3.12-3.14's
+layers (packed along K). keras 3.16 moved the int4 forward into its
+quantization strategies: the part is left out there, with the reason.
 """
 
 import numpy as np
@@ -56,7 +57,7 @@ import openvino.opset13 as ov_opset
 from ...core import backend
 from ...core.kernel import matrix_view
 from ...core.outcome import declined, lowered
-from ...core.part import Hook, Part
+from ...core.part import FirstOf, Hook, Part
 from ...einsum.build import build_matmul, int64_constant, plan_einsum
 from ..int8 import int8
 
@@ -79,24 +80,41 @@ def _layer_operands(layer, inputs, *args, **kwargs):
     return (inputs, layer._kernel)
 
 
-EINSUM_DENSE = Hook(
-    "keras.src.layers.core.einsum_dense",
-    "EinsumDense._int4_call",
-    _layer_operands,
+# keras 3.16 computes both layers' int4 forward in its int4 strategy's
+# projection handlers: hooked there only so that enable() finds the part's
+# functions; ``_unavailable`` leaves the part out on that stack.
+_STRATEGY = Hook(
+    "keras.src.quantizers.modes.int4.projection",
+    "Int4ProjectionHandlers._call_projection",
 )
-DENSE = Hook("keras.src.layers.core.dense", "Dense._int4_call", _layer_operands)
+EINSUM_DENSE = FirstOf(
+    (
+        Hook(
+            "keras.src.layers.core.einsum_dense",
+            "EinsumDense._int4_call",
+            _layer_operands,
+        ),
+        _STRATEGY,
+    )
+)
+DENSE = FirstOf(
+    (
+        Hook(
+            "keras.src.layers.core.dense", "Dense._int4_call", _layer_operands
+        ),
+        _STRATEGY,
+    )
+)
 
 
 def _unavailable():
     """keras 3.16 computes int4 layers in its quantization strategies (no
-    ``_int4_call``): their arithmetic is not the one measured here."""
+    ``_int4_call``), through other code than the one measured here."""
     for hook in (EINSUM_DENSE, DENSE):
-        try:
-            hook.sites()[0][0].__dict__[hook.attribute.split(".")[-1]]
-        except (ImportError, AttributeError, KeyError):
+        if hook.resolve() is _STRATEGY:
             return (
-                f"keras has no {hook} (keras 3.16 moved the int4 forward "
-                "into its quantization strategies)"
+                "keras computes int4 layers in its int4 strategy (keras "
+                "3.16), not in the layers' _int4_call this part lowers"
             )
     return None
 
@@ -117,6 +135,9 @@ def _why_not(layer, inputs):
     """Why this int4 layer call stays on stock's path, or None."""
     OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
+    if not hasattr(layer, "_int4_block_size"):
+        # keras 3.12-3.14: the kernel packed along its rows, and per column.
+        return "a packed layout before keras 3.15's (not measured)"
     if getattr(layer, "inputs_quantizer", None) is not None:
         return "inputs quantized (int8 x int4): not lowered"
     if layer.lora_enabled:
