@@ -354,15 +354,94 @@ def test_enable_and_disable():
 
 @needs_the_part
 @pytest.mark.parametrize(
-    "family, projections", [("gpt2", 6), ("llama", 7)], ids=["gpt2", "llama"]
+    "block_size, soft_cap",
+    [(128, None), (512, None), (-1, None), (64, 30.0)],
+    ids=["groups", "one-group", "per-row", "soft-cap"],
+)
+def test_tied_logits_read_the_4_bit_table(block_size, soft_cap):
+    """A tied int4 ``ReversibleEmbedding``'s logits, ``x @ table.T``
+    (keras-hub's GPT-2 and Gemma heads): a MatMul(transpose_b=True) on the
+    [vocabulary, hidden] table's 4-bit Constant, where stock unpacks and
+    transposes a float32 copy."""
+    import functools
+
+    import keras
+    from keras import ops, quantizers
+
+    keras.utils.set_random_seed(0)
+    vocabulary, hidden = 300, 256
+    layer = keras.layers.ReversibleEmbedding(
+        vocabulary, hidden, logit_soft_cap=soft_cap
+    )
+    layer.build((None, None))
+    layer.quantize("int4", config=_config(block_size))
+    logits = functools.partial(layer, reverse=True)
+    tail = (hidden,)
+    stock_model, stock, _ = _traced(logits, tail, None)
+    model, fixed, decisions = _traced(logits, tail, INT4)
+
+    (decision,) = decisions
+    assert decision.lowered, decision.reason
+    assert "MatMul(transpose_b=True), table [300, 256]" in decision.reason
+    (constant,) = _four_bit_constants(model)
+    assert constant.get_byte_size() == vocabulary * hidden // 2
+    assert not UNPACKING & set(op_types(model))
+    assert UNPACKING <= set(op_types(stock_model))
+    assert _fully_connected_weight_types(fixed) == [ov.Type.i4]
+    assert ov.Type.i4 not in _fully_connected_weight_types(stock)
+
+    eye = np.eye(hidden, dtype=np.float32)[None]
+    got = fixed(eye)[0][0]
+    if block_size == -1:
+        # Divided by the rows' scales after the product, as stock does.
+        np.testing.assert_array_equal(got, stock(eye)[0][0])
+    elif soft_cap is None:
+        q = quantizers.unpack_int4(layer._embeddings, hidden, axis=-1)
+        q = ops.convert_to_numpy(q).astype(np.float32)
+        groups = np.arange(hidden) // min(block_size, hidden)
+        zero = ops.convert_to_numpy(layer.embeddings_zero)[:, groups]
+        scale = ops.convert_to_numpy(layer.embeddings_scale)[:, groups]
+        np.testing.assert_array_equal(got, ((q - zero) * scale).T)
+    x = np.random.default_rng(1).standard_normal((2, 3, hidden))
+    x = x.astype(np.float32)
+    want, got = stock(x)[0], fixed(x)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_the_part
+def test_untied_reverse_embeddings_are_declined():
+    """Untied reverse embeddings are packed along K (two rows a byte): no
+    4-bit layout OpenVINO reads."""
+    import functools
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.ReversibleEmbedding(300, 64, tie_weights=False)
+    layer.build((None, None))
+    layer.quantize("int4", config=_config(64))
+    model, _, decisions = _traced(
+        functools.partial(layer, reverse=True), (64,), INT4
+    )
+    (decision,) = decisions
+    assert decision.reason.startswith("untied reverse embeddings")
+    assert not _four_bit_constants(model)
+
+
+@needs_the_part
+@pytest.mark.parametrize(
+    "family, projections, logits",
+    [("gpt2", 6, 1), ("llama", 7, 0)],
+    ids=["gpt2", "llama"],
 )
 def test_int4_causal_lm_generates_stock_tokens_on_4_bit_weights(
-    family, projections
+    family, projections, logits
 ):
     """``quantize("int4")`` tiny GPT-2 and Llama: the step model's
     projections (q, k, v, output and the feed-forward layers of each of
-    its two layers) read 4-bit weights, and greedy decoding gives stock's
-    tokens."""
+    its two layers) and GPT-2's tied logits read 4-bit weights (Llama's
+    untied head is declined), and greedy decoding gives stock's tokens."""
     from causal_lms import causal_lm
 
     model = causal_lm(family)
@@ -370,11 +449,11 @@ def test_int4_causal_lm_generates_stock_tokens_on_4_bit_weights(
     stock_tokens, _, stock = generate(model)
     tokens, decisions, _ = generate(model, INT4)
     np.testing.assert_array_equal(tokens, stock_tokens)
-    kept = [d for d in decisions if " int4 " in d.equation]
-    assert len(kept) == 2 * projections and all(d.lowered for d in kept)
+    kept = [d for d in decisions if " int4 " in d.equation and d.lowered]
+    assert len(kept) == 2 * projections + logits
     fixed = model.generate_function.compiled_model
     types = _fully_connected_weight_types(fixed)
-    assert types.count(ov.Type.i4) == 2 * projections
+    assert types.count(ov.Type.i4) == 2 * projections + logits
     assert ov.Type.i4 not in _fully_connected_weight_types(stock)
 
 

@@ -38,17 +38,30 @@ without dynamic quantization of the inputs: the int8 part's
 ``Dense`` per column: ``Convert(q) * ones`` (the pattern, exact), stock's
 ``Divide`` by the scales after the product.
 
+A tied int4 ``ReversibleEmbedding``'s logits (keras-hub's GPT-2 and Gemma
+heads), ``x @ table.T``: stock unpacks the [vocabulary, hidden] table,
+transposes it and dequantizes it, a float32 copy; here the table's own
+bytes are the 4-bit Constant, [vocabulary, groups, group size] (the groups
+along the hidden axis, a zero point and a scale a row and group: the
+layout NNCF gives OpenVINO's own int4 IRs) feeding ``MatMul(transpose_b=
+True)``. keras divides the logits by the inputs' scale, ones without an
+inputs quantizer: left out, exact. Per row, stock's ``Divide`` by the
+rows' scales follows; a soft cap (Gemma) is stock's keras operations.
+
 Declined, with the reason, and left to stock: inputs quantized (an
 activation quantizer: int8 x int4), LoRA, a compute type other than
 float32, an eager call, an odd number of columns (keras pads the packed
 row), a K that is no whole number of groups (more than one group), a group
 index (``g_idx``) that is not keras's contiguous groups, an
-``EinsumDense`` whose kernel is not read as [K, N] in its own order, and an
+``EinsumDense`` whose kernel is not read as [K, N] in its own order, an
 ``EinsumDense`` per column (keras divides the kernel by the scales: a
-multiplication by their inverses rounds otherwise), and keras 3.12-3.14's
+multiplication by their inverses rounds otherwise), untied reverse
+embeddings (packed along K, two rows a byte), and keras 3.12-3.14's
 layers (packed along K). keras 3.16 moved the int4 forward into its
 quantization strategies: the part is left out there, with the reason.
 """
+
+import dataclasses
 
 import numpy as np
 import openvino as ov
@@ -80,12 +93,19 @@ def _layer_operands(layer, inputs, *args, **kwargs):
     return (inputs, layer._kernel)
 
 
-# keras 3.16 computes both layers' int4 forward in its int4 strategy's
-# projection handlers: hooked there only so that enable() finds the part's
-# functions; ``_unavailable`` leaves the part out on that stack.
+def _table_operands(layer, inputs, *args, **kwargs):
+    return (inputs, layer._embeddings)
+
+
+# keras 3.16 computes the layers' int4 forward in its int4 strategy's
+# handlers: hooked there only so that enable() finds the part's functions;
+# ``_unavailable`` leaves the part out on that stack.
 _STRATEGY = Hook(
     "keras.src.quantizers.modes.int4.projection",
     "Int4ProjectionHandlers._call_projection",
+)
+_LOOKUP_STRATEGY = Hook(
+    "keras.src.quantizers.modes.int4.lookup", "Int4LookupHandlers._call_lookup"
 )
 EINSUM_DENSE = FirstOf(
     (
@@ -105,13 +125,23 @@ DENSE = FirstOf(
         _STRATEGY,
     )
 )
+REVERSIBLE_EMBEDDING = FirstOf(
+    (
+        Hook(
+            "keras.src.layers.core.reversible_embedding",
+            "ReversibleEmbedding._int4_call",
+            _table_operands,
+        ),
+        _LOOKUP_STRATEGY,
+    )
+)
 
 
 def _unavailable():
     """keras 3.16 computes int4 layers in its quantization strategies (no
     ``_int4_call``), through other code than the one measured here."""
-    for hook in (EINSUM_DENSE, DENSE):
-        if hook.resolve() is _STRATEGY:
+    for hook in (EINSUM_DENSE, DENSE, REVERSIBLE_EMBEDDING):
+        if hook.resolve() in (_STRATEGY, _LOOKUP_STRATEGY):
             return (
                 "keras computes int4 layers in its int4 strategy (keras "
                 "3.16), not in the layers' _int4_call this part lowers"
@@ -119,9 +149,69 @@ def _unavailable():
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Packed:
+    """A layer's packed int4 weights: ``packed`` holds the [rows, columns]
+    matrix, two values a byte along the columns. ``contracted_rows``: the
+    product contracts the rows (a kernel, [K, N]), else the columns (the
+    tied embedding table, [N, K]). ``block_size``: groups along the
+    contracted axis, each with ``zero`` and ``scale`` a row or column
+    (None: one ``scale``, applied by the caller)."""
+
+    packed: object
+    rows: int
+    columns: int
+    contracted_rows: bool
+    block_size: int | None
+    zero: object = None
+    scale: object = None
+    groups: object = None
+
+    @property
+    def contracted(self):
+        return self.rows if self.contracted_rows else self.columns
+
+    @property
+    def group(self):
+        return min(self.block_size, self.contracted)
+
+    def shape(self):
+        """The 4-bit Constant's shape: the groups split out of K."""
+        if self.block_size is None:
+            return [self.rows, self.columns]
+        count = self.contracted // self.group
+        if self.contracted_rows:
+            return [count, self.group, self.columns]
+        return [self.rows, count, self.group]
+
+    def why_not(self):
+        if self.columns % 2:
+            return f"{self.columns} columns: keras pads each packed row"
+        if self.block_size is None:
+            return None
+        k = self.contracted
+        if k > self.block_size and k % self.block_size:
+            return f"K = {k} is no whole number of groups of {self.block_size}"
+        from keras import ops
+
+        groups = ops.convert_to_numpy(self.groups)
+        if not np.array_equal(groups, np.arange(k) // self.block_size):
+            return "a group index (g_idx) other than contiguous groups"
+        return None
+
+    def describe(self):
+        if self.block_size is None:
+            return "a scale a column"
+        return f"groups of {self.group} with zero points"
+
+
 def _block_size(layer):
     block_size = getattr(layer, "_int4_block_size", None)
     return None if block_size in (None, -1) else block_size
+
+
+def _is_table(layer):
+    return hasattr(layer, "tie_weights")
 
 
 def _sizes(layer):
@@ -131,7 +221,31 @@ def _sizes(layer):
     return layer._orig_input_dim, layer._orig_output_dim
 
 
-def _why_not(layer, inputs):
+def _packed(layer):
+    """The layer's ``_Packed`` weights."""
+    block_size = _block_size(layer)
+    if _is_table(layer):
+        rows, columns = layer.input_dim, layer.output_dim
+        weights = layer._embeddings
+        zero = getattr(layer, "embeddings_zero", None)
+        scale = layer.embeddings_scale
+    else:
+        (rows, columns), weights = _sizes(layer), layer._kernel
+        zero = getattr(layer, "kernel_zero", None)
+        scale = layer.kernel_scale
+    return _Packed(
+        packed=weights,
+        rows=rows,
+        columns=columns,
+        contracted_rows=not _is_table(layer),
+        block_size=block_size,
+        zero=zero,
+        scale=scale,
+        groups=getattr(layer, "g_idx", None),
+    )
+
+
+def _why_not(layer, inputs, reverse=True):
     """Why this int4 layer call stays on stock's path, or None."""
     OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
 
@@ -148,25 +262,14 @@ def _why_not(layer, inputs):
         return "the inputs are no traced tensor (an eager call)"
     if inputs.output.get_element_type() != ov.Type.f32:
         return f"inputs of {inputs.output.get_element_type().get_type_name()}"
-    rows, columns = _sizes(layer)
-    if columns % 2:
-        return f"{columns} columns: keras pads each packed row"
-    block_size = _block_size(layer)
-    if block_size is None:
-        if hasattr(layer, "equation"):
-            return (
-                "per-column int4 EinsumDense: keras divides the kernel by its "
-                "scales, which the plugin's decompression cannot"
-            )
-        return None
-    if rows > block_size and rows % block_size:
-        return f"K = {rows} is no whole number of groups of {block_size}"
-    from keras import ops
-
-    groups = ops.convert_to_numpy(layer.g_idx)
-    if not np.array_equal(groups, np.arange(rows) // block_size):
-        return "a group index (g_idx) other than contiguous groups"
-    return None
+    if _is_table(layer) and not layer.tie_weights:
+        return "untied reverse embeddings (packed along K): not lowered"
+    if hasattr(layer, "equation") and _block_size(layer) is None:
+        return (
+            "per-column int4 EinsumDense: keras divides the kernel by its "
+            "scales, which the plugin's decompression cannot"
+        )
+    return _packed(layer).why_not()
 
 
 def int4_constant(packed, shape):
@@ -181,79 +284,114 @@ def int4_constant(packed, shape):
     return ov.op.Constant(tensor, shared_memory=True).output(0)
 
 
-def _weights(layer, kernel):
-    """The [K, N] float32 weights, decompressed from the 4-bit ``kernel``
-    (Constant) by the pattern the plugin keeps compressed, and marked."""
+def _weights(packed, kernel):
+    """The float32 weights, [K, N] (a kernel) or [N, K] (a table),
+    decompressed from the 4-bit ``kernel`` (Constant, ``packed.shape()``)
+    by the pattern the plugin keeps compressed, and marked."""
     from keras import ops
 
-    rows, columns = _sizes(layer)
     weights = ov_opset.convert(kernel, ov.Type.f32)
-    block_size = _block_size(layer)
-    if block_size is None:
-        ones = np.ones((1, columns), np.float32)
+    if packed.block_size is None:
+        shape = (1, packed.columns) if packed.contracted_rows else (-1, 1)
+        ones = np.ones(packed.rows if shape[0] == -1 else packed.columns)
+        ones = ones.astype(np.float32).reshape(shape)
         weights = ov_opset.multiply(weights, ov_opset.constant(ones))
     else:
-        grouped = [-1, 1, columns]
-        zero = ops.convert_to_tensor(layer.kernel_zero).output
+        # A zero point and a scale a group: [groups, 1, N] or [N, groups, 1].
+        grouped = (
+            [-1, 1, packed.columns]
+            if packed.contracted_rows
+            else [packed.rows, -1, 1]
+        )
+        zero = ops.convert_to_tensor(packed.zero).output
         zero = ov_opset.reshape(zero, int64_constant(grouped), False)
-        scale = ops.convert_to_tensor(layer.kernel_scale).output
+        scale = ops.convert_to_tensor(packed.scale).output
         scale = ov_opset.reshape(scale, int64_constant(grouped), False)
         weights = ov_opset.subtract(
             weights, ov_opset.convert(zero, ov.Type.f32)
         )
         weights = ov_opset.multiply(weights, scale)
     weights.get_rt_info()[int8.FORM_MARK] = INT4_WEIGHTS
-    if block_size is not None:
-        weights = ov_opset.reshape(
-            weights, int64_constant([rows, columns]), False
-        )
+    if packed.block_size is not None:
+        matrix = [packed.rows, packed.columns]
+        weights = ov_opset.reshape(weights, int64_constant(matrix), False)
     return weights.output(0)
 
 
-def _kernel_shape(layer):
-    """The 4-bit kernel's shape: [groups, group size, N] (grouped), else
-    [K, N]."""
-    rows, columns = _sizes(layer)
-    block_size = _block_size(layer)
-    if block_size is None:
-        return [rows, columns]
-    group = min(block_size, rows)
-    return [rows // group, group, columns]
+def _four_bit(layer):
+    """(``_Packed``, its 4-bit Constant or None)."""
+    from keras import ops
+
+    packed = _packed(layer)
+    data = ops.convert_to_tensor(packed.packed).output
+    return packed, int4_constant(data, packed.shape())
 
 
-def replace_int4_layer(layer, inputs, training=None):
+def replace_int4_layer(layer, inputs, *args, **kwargs):
     """The int4 layer's output on its 4-bit kernel (the module docstring),
     or None: stock builds it (the rewrite records why)."""
+    if _is_table(layer):
+        return _replace_logits(layer, inputs, *args, **kwargs)
     if _why_not(layer, inputs):
         return None
     from keras import ops
 
     OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
-    rows, columns = _sizes(layer)
-    packed = ops.convert_to_tensor(layer._kernel).output
-    kernel = int4_constant(packed, _kernel_shape(layer))
+    packed, kernel = _four_bit(layer)
     if kernel is None:
         return None
     x = inputs.output
     if hasattr(layer, "equation"):
         planned = _planned(layer, x, kernel)
-        if not planned or _not_a_matrix(planned.plan, rows, columns):
+        if not planned or _not_a_matrix(planned.plan, packed):
             return None
-        y = build_matmul(planned.plan, x, _weights(layer, kernel))
+        y = build_matmul(planned.plan, x, _weights(packed, kernel))
         described = planned.plan.describe()
     else:
-        y = ov_opset.matmul(x, _weights(layer, kernel), False, False)
-        if _block_size(layer) is None:
+        y = ov_opset.matmul(x, _weights(packed, kernel), False, False)
+        if packed.block_size is None:
+            # Stock divides the product by the scales: so does this.
             scale = ops.convert_to_tensor(layer.kernel_scale).output
             y = ov_opset.divide(y, scale)
         y = y.output(0)
-        described = f"MatMul, kernel [{rows}, {columns}]"
+        described = f"MatMul, kernel [{packed.rows}, {packed.columns}]"
     y = OpenVINOKerasTensor(y)
     if layer.bias is not None:
         y = ops.add(y, layer.bias)
     if layer.activation is not None:
         y = layer.activation(y)
-    return lowered(y, f"{described}, int4 kernel kept 4-bit ({_form(layer)})")
+    return lowered(
+        y, f"{described}, int4 kernel kept 4-bit ({packed.describe()})"
+    )
+
+
+def _replace_logits(layer, inputs, reverse=False):
+    """A tied int4 ``ReversibleEmbedding``'s logits, ``x @ table.T``, on
+    the [N, K] table's 4-bit Constant: ``MatMul(transpose_b=True)``,
+    where stock unpacks a transposed copy. keras divides the logits by
+    the inputs' scale, ones without an inputs quantizer: left out (exact),
+    and by the rows' scales per column, as here."""
+    if not reverse or _why_not(layer, inputs):
+        return None
+    from keras import ops
+
+    OpenVINOKerasTensor = backend.symbol("OpenVINOKerasTensor")
+    packed, table = _four_bit(layer)
+    if table is None:
+        return None
+    y = ov_opset.matmul(inputs.output, _weights(packed, table), False, True)
+    if packed.block_size is None:
+        scale = ops.convert_to_tensor(layer.embeddings_scale).output
+        y = ov_opset.divide(y, scale)
+    logits = OpenVINOKerasTensor(y.output(0))
+    if layer.logit_soft_cap is not None:
+        cap = layer.logit_soft_cap
+        logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap)
+    return lowered(
+        logits,
+        f"MatMul(transpose_b=True), table [{packed.rows}, {packed.columns}], "
+        f"int4 table kept 4-bit ({packed.describe()})",
+    )
 
 
 def _planned(layer, x, kernel):
@@ -268,14 +406,7 @@ def _planned(layer, x, kernel):
     return plan_einsum(layer.equation, [x, shaped])
 
 
-def _form(layer):
-    block_size = _block_size(layer)
-    if block_size is None:
-        return "a scale a column"
-    return f"groups of {min(block_size, _sizes(layer)[0])} with zero points"
-
-
-def _not_a_matrix(plan, rows, columns):
+def _not_a_matrix(plan, packed):
     """Why ``plan`` does not read the kernel as keras's [K, N], or None."""
     if (
         plan.batch
@@ -283,7 +414,8 @@ def _not_a_matrix(plan, rows, columns):
         or plan.kernel_summed_axes
         or plan.kernel_permutation is not None
         or plan.transpose_b
-        or (plan.contracted_size, plan.columns_size) != (rows, columns)
+        or (plan.contracted_size, plan.columns_size)
+        != (packed.rows, packed.columns)
     ):
         return "the kernel is not read as [K, N] in its own order"
     return None
@@ -291,25 +423,27 @@ def _not_a_matrix(plan, rows, columns):
 
 def rewrite_int4_layer(result, layer, inputs, *args, **kwargs):
     """After stock: why the layer was left to stock (its replace declined
-    it)."""
+    it); None for an embedding lookup (not its case)."""
+    if _is_table(layer) and not kwargs.get("reverse", args[:1] == (True,)):
+        return None
     reason = _why_not(layer, inputs)
     if reason is None:
-        from keras import ops
-
-        packed = ops.convert_to_tensor(layer._kernel).output
-        kernel = int4_constant(packed, _kernel_shape(layer))
+        packed, kernel = _four_bit(layer)
         if kernel is None:
-            return declined("the packed kernel is no Constant")
-        planned = _planned(layer, inputs.output, kernel)
-        reason = (
-            planned.reason
-            if not planned
-            else _not_a_matrix(planned.plan, *_sizes(layer))
-        )
+            reason = "the packed weights are no Constant"
+        elif hasattr(layer, "equation"):
+            planned = _planned(layer, inputs.output, kernel)
+            reason = (
+                _not_a_matrix(planned.plan, packed)
+                if planned
+                else planned.reason
+            )
     return declined(reason) if reason else None
 
 
 def _label(layer, *args, **kwargs):
+    if _is_table(layer):
+        return f"{type(layer).__name__} int4 logits matmul(x, transpose(table))"
     if hasattr(layer, "equation"):
         return f"{type(layer).__name__} int4 {layer.equation}"
     return f"{type(layer).__name__} int4 matmul(x, kernel)"
@@ -317,9 +451,9 @@ def _label(layer, *args, **kwargs):
 
 PART = Part(
     name="int4",
-    summary="keras's int4 Dense and EinsumDense on their 4-bit kernels, "
-    "which the plugin keeps 4-bit, not a float32 copy: keras's weights",
-    hooks=(EINSUM_DENSE, DENSE),
+    summary="keras's int4 Dense, EinsumDense and tied logits on their 4-bit "
+    "weights, which the plugin keeps 4-bit, not a float32 copy",
+    hooks=(EINSUM_DENSE, DENSE, REVERSIBLE_EMBEDDING),
     rewrite=rewrite_int4_layer,
     replace=replace_int4_layer,
     label=_label,
