@@ -579,7 +579,10 @@ def targets(model, groups):
             ratio = _median_ratio(
                 group["runs"], native[_dtype(group)]["runs"], value
             )
-            bound = bounds[_dtype(group)]
+            bound = bounds.get(_dtype(group))
+            if bound is None:  # a weight format the issue sets no target for
+                cells.append("no target" if ratio is None else f"{ratio:.2f}")
+                continue
             if ratio is None:
                 cells.append("n/a")
                 continue
