@@ -410,6 +410,63 @@ def test_tied_logits_read_the_4_bit_table(block_size, soft_cap):
 
 
 @needs_the_part
+@pytest.mark.parametrize("block_size", [-1, 128], ids=["per-row", "groups"])
+def test_tied_logits_of_quantized_inputs(block_size):
+    """keras 3.15 builds a loaded int4 ``ReversibleEmbedding`` with an
+    inputs quantizer (``quantize("int4")`` builds none): its logits
+    multiply int8 inputs by the table. Per row, the products are integers
+    (at most 2**10 in size) whose float32 sums are exact, as stock's int32
+    ones: stock's bits. In groups, stock's float32 product: its values
+    within float32 rounding."""
+    import functools
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.ReversibleEmbedding(300, 256)
+    layer.build((None, None))
+    layer.quantize("int4", config=_config(block_size))
+    layer.inputs_quantizer = keras.quantizers.AbsMaxQuantizer(axis=-1)
+    logits = functools.partial(layer, reverse=True)
+    _, stock, _ = _traced(logits, (256,), None)
+    model, fixed, decisions = _traced(logits, (256,), INT4)
+    (decision,) = decisions
+    assert decision.lowered, decision.reason
+    assert decision.reason.endswith(", inputs quantized")
+    assert _fully_connected_weight_types(fixed) == [ov.Type.i4]
+    x = np.random.default_rng(1).standard_normal((2, 3, 256))
+    x = x.astype(np.float32)
+    want, got = stock(x)[0], fixed(x)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if block_size == -1:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_the_part
+def test_a_reloaded_int4_gpt2_preset_generates_stock_tokens(tmp_path):
+    """An int4 GPT-2 saved and loaded back (its logits now quantize their
+    inputs, keras's load): the 13 layers on 4-bit weights, stock's
+    tokens."""
+    import keras_hub
+    from causal_lms import causal_lm
+
+    model = causal_lm("gpt2")
+    model.backbone.quantize("int4")
+    model.save_to_preset(str(tmp_path))
+    model = keras_hub.models.CausalLM.from_preset(str(tmp_path))
+    model.compile(sampler="greedy")
+    assert model.backbone.token_embedding.inputs_quantizer is not None
+    stock_tokens, _, _ = generate(model)
+    tokens, decisions, _ = generate(model, INT4)
+    np.testing.assert_array_equal(tokens, stock_tokens)
+    kept = [d for d in decisions if " int4 " in d.equation and d.lowered]
+    assert len(kept) == 13
+    assert sum("inputs quantized" in d.reason for d in kept) == 1
+
+
+@needs_the_part
 def test_untied_reverse_embeddings_are_declined():
     """Untied reverse embeddings are packed along K (two rows a byte): no
     4-bit layout OpenVINO reads."""

@@ -47,16 +47,23 @@ layout NNCF gives OpenVINO's own int4 IRs) feeding ``MatMul(transpose_b=
 True)``. keras divides the logits by the inputs' scale, ones without an
 inputs quantizer: left out, exact. Per row, stock's ``Divide`` by the
 rows' scales follows; a soft cap (Gemma) is stock's keras operations.
+keras 3.15 builds a table loaded from a saved preset with keras's default
+inputs quantizer (int8 rows), which ``quantize("int4")`` does not: its
+inputs are quantized by keras's own operations, then the same product.
+Per row, int8 x int4 products are integers of at most 2**10 in size, whose
+float32 sums over K <= 2**14 are exact: stock's int32 sums, bit for bit.
 
-Declined, with the reason, and left to stock: inputs quantized (an
-activation quantizer: int8 x int4), LoRA, a compute type other than
+Declined, with the reason, and left to stock: a ``Dense`` or
+``EinsumDense`` whose inputs are quantized (an activation quantizer: int8 x
+int4), LoRA, a compute type other than
 float32, an eager call, an odd number of columns (keras pads the packed
 row), a K that is no whole number of groups (more than one group), a group
 index (``g_idx``) that is not keras's contiguous groups, an
 ``EinsumDense`` whose kernel is not read as [K, N] in its own order, an
 ``EinsumDense`` per column (keras divides the kernel by the scales: a
 multiplication by their inverses rounds otherwise), untied reverse
-embeddings (packed along K, two rows a byte), and keras 3.12-3.14's
+embeddings (packed along K, two rows a byte), a per-row table of
+quantized inputs with K > 2**14, and keras 3.12-3.14's
 layers (packed along K). keras 3.16 moved the int4 forward into its
 quantization strategies: the part is left out there, with the reason.
 """
@@ -252,8 +259,11 @@ def _why_not(layer, inputs, reverse=True):
     if not hasattr(layer, "_int4_block_size"):
         # keras 3.12-3.14: the kernel packed along its rows, and per column.
         return "a packed layout before keras 3.15's (not measured)"
-    if getattr(layer, "inputs_quantizer", None) is not None:
+    quantizer = getattr(layer, "inputs_quantizer", None)
+    if quantizer is not None and not _is_table(layer):
         return "inputs quantized (int8 x int4): not lowered"
+    if quantizer is not None and not _int8_rows(quantizer):
+        return f"inputs quantized by {type(quantizer).__name__} otherwise"
     if layer.lora_enabled:
         return "LoRA is enabled"
     if layer.compute_dtype != "float32":
@@ -264,12 +274,39 @@ def _why_not(layer, inputs, reverse=True):
         return f"inputs of {inputs.output.get_element_type().get_type_name()}"
     if _is_table(layer) and not layer.tie_weights:
         return "untied reverse embeddings (packed along K): not lowered"
+    if (
+        quantizer is not None
+        and _block_size(layer) is None
+        and layer.output_dim > MAX_EXACT_CONTRACTION
+    ):
+        return (
+            f"K = {layer.output_dim} int8 x int4 products: a float32 sum "
+            "may round where stock's int32 one does not"
+        )
     if hasattr(layer, "equation") and _block_size(layer) is None:
         return (
             "per-column int4 EinsumDense: keras divides the kernel by its "
             "scales, which the plugin's decompression cannot"
         )
     return _packed(layer).why_not()
+
+
+# An int8 x int4 product is at most 128 * 8 = 2**10 in size: a float32 sum
+# of this many holds every partial sum exactly (stock sums them in int32).
+MAX_EXACT_CONTRACTION = 2**24 // 2**10
+
+
+def _int8_rows(quantizer):
+    """Whether ``quantizer`` is keras's default inputs quantizer: int8
+    values in (-127, 127), a scale a row."""
+    from keras.src.quantizers.quantizers import AbsMaxQuantizer
+
+    return (
+        type(quantizer) is AbsMaxQuantizer
+        and tuple(quantizer.value_range) == (-127, 127)
+        and quantizer.output_dtype == "int8"
+        and quantizer.axis in (None, (-1,))
+    )
 
 
 def int4_constant(packed, shape):
@@ -368,9 +405,11 @@ def replace_int4_layer(layer, inputs, *args, **kwargs):
 def _replace_logits(layer, inputs, reverse=False):
     """A tied int4 ``ReversibleEmbedding``'s logits, ``x @ table.T``, on
     the [N, K] table's 4-bit Constant: ``MatMul(transpose_b=True)``,
-    where stock unpacks a transposed copy. keras divides the logits by
-    the inputs' scale, ones without an inputs quantizer: left out (exact),
-    and by the rows' scales per column, as here."""
+    where stock unpacks a transposed copy. Its inputs as keras gives them
+    (float32, or quantized to int8 by its inputs quantizer, which keras
+    3.15 builds for a table loaded from a saved preset), then keras's
+    divisions: by the inputs' scale (ones without a quantizer: left out,
+    exact), times the rows' scales per row."""
     if not reverse or _why_not(layer, inputs):
         return None
     from keras import ops
@@ -379,18 +418,27 @@ def _replace_logits(layer, inputs, reverse=False):
     packed, table = _four_bit(layer)
     if table is None:
         return None
-    y = ov_opset.matmul(inputs.output, _weights(packed, table), False, True)
+    x, inputs_scale = inputs, None
+    if layer.inputs_quantizer is not None:
+        x, inputs_scale = layer.inputs_quantizer(inputs)
+    x = ov_opset.convert(x.output, ov.Type.f32)
+    y = ov_opset.matmul(x, _weights(packed, table), False, True).output(0)
     if packed.block_size is None:
-        scale = ops.convert_to_tensor(layer.embeddings_scale).output
-        y = ov_opset.divide(y, scale)
-    logits = OpenVINOKerasTensor(y.output(0))
+        scale = ops.convert_to_tensor(layer.embeddings_scale)
+        if inputs_scale is not None:
+            scale = ops.multiply(inputs_scale, scale)
+        y = ov_opset.divide(y, scale.output).output(0)
+    elif inputs_scale is not None:
+        y = ov_opset.divide(y, inputs_scale.output).output(0)
+    logits = OpenVINOKerasTensor(y)
     if layer.logit_soft_cap is not None:
         cap = layer.logit_soft_cap
         logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap)
+    quantized = ", inputs quantized" if inputs_scale is not None else ""
     return lowered(
         logits,
         f"MatMul(transpose_b=True), table [{packed.rows}, {packed.columns}], "
-        f"int4 table kept 4-bit ({packed.describe()})",
+        f"int4 table kept 4-bit ({packed.describe()}){quantized}",
     )
 
 
