@@ -91,7 +91,8 @@ def main(argv=None):
         type=_list,
         default=["float32"],
         help=f"weight formats, comma-separated, from {','.join(runner.DTYPES)}"
-        " (int8, float16, int8_weights: the preset saved in that format, "
+        " (int8, float16, int8_weights, int4: the preset saved in that "
+        "format, "
         "once; int8_weights is quantized weights-only, which stock "
         "keras-hub cannot load: its row quantizes the float32 preset while "
         "loading)",

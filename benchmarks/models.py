@@ -260,8 +260,9 @@ def _distinct_weights(backbone, seed=0):
 
 # The weight formats a Keras row loads from a preset saved in that format,
 # as a model is shipped (and as the native rows load an IR written in it):
-# int8 after ``backbone.quantize("int8")``, float16 loaded with that dtype.
-SAVED_FORMATS = ("int8", "float16", "int8_weights")
+# int8 after ``backbone.quantize("int8")`` (int4: ``"int4"``), float16
+# loaded with that dtype.
+SAVED_FORMATS = ("int8", "float16", "int8_weights", "int4")
 # The part that makes a keras-hub preset keep a weights-only config: without
 # it from_preset builds keras's default int8 layers (which quantize every
 # activation row), so a row without it quantizes the float32 preset in its
@@ -298,6 +299,9 @@ def saved_preset(preset, weight_format):
     if weight_format in ("int8", "int8_weights"):
         causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
         causal_lm.backbone.quantize("int8", config=int8_config(weight_format))
+    elif weight_format == "int4":  # keras's default int4 config
+        causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
+        causal_lm.backbone.quantize("int4")
     else:  # the float32 weights rounded as a float16 load rounds them
         causal_lm = keras_hub.models.CausalLM.from_preset(
             str(preset), dtype=weight_format

@@ -67,13 +67,15 @@ HINTS = ("f32", "default")
 # (int8_weights: keras's weights-only int8, which is what the int8 IR holds.
 # float16: the float32 preset's weights rounded to float16, as Keras's
 # float16 load rounds them. Neither exports bfloat16: bfloat16 has no
-# native row.)
+# native row; int4 is optimum-cli's alone: export_genai writes no int4.)
 WEIGHT_FORMATS = {
     "optimum": {
         "float32": "fp32",
         "float16": "fp16",
         "int8": "int8",
         "int8_weights": "int8",
+        # NNCF's int4: groups of 128, asymmetric, as keras's default int4.
+        "int4": "int4",
     },
     "keras": {
         "float32": "float32",

@@ -549,10 +549,6 @@ def _pair_rows(pairs, rows, ratios):
     return lines + [""]
 
 
-# The issue's targets for Keras + fix against openvino-genai (f32 hint):
-# (title, NATIVE_RATIOS title, bound per dtype, "at least" or "at most").
-# float16 has no target of its own in the issue ("bring them to" the
-# native default-hint row): float32's bounds, against that row.
 # Issue 41's targets, each Keras row with the fix over openvino-genai's of
 # the same weight format and workload (ratio of the medians): (column,
 # NATIVE_RATIOS title, bound, direction).

@@ -88,7 +88,9 @@ _FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
 # holds), which keras-hub loads weights-only with the quantization_configs
 # part; stock's row quantizes the float32 preset in its measured load
 # (stock keras-hub would load the saved one as its default int8).
-DTYPES = ("float32", "float16", "bfloat16", "int8", "int8_weights")
+# int4: a preset saved after keras's ``quantize("int4")`` (weights-only,
+# groups of 128 with zero points), which stock keras-hub loads as it is.
+DTYPES = ("float32", "float16", "bfloat16", "int8", "int8_weights", "int4")
 
 
 @dataclasses.dataclass(frozen=True)

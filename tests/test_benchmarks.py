@@ -210,6 +210,8 @@ def test_each_part_of_the_fix_and_each_weight_format_on_its_own(
         "int8": False,
         "int8_layers": False,
         "dynamic_quantization": False,
+        "int4": False,
+        "compiled_cache": False,
         "preset_load": False,
         "mapped_weights": False,
         "saving_skipsets": False,
@@ -278,6 +280,8 @@ def test_the_int8_part_on_an_int8_model(presets, tmp_path):
         "int8": True,
         "int8_layers": False,
         "dynamic_quantization": False,
+        "int4": False,
+        "compiled_cache": False,
     }
     assert fixed["first_text"] == stock["first_text"]
     # int32 copies of the int8 kernels (4 bytes a weight) are gone: the
@@ -364,6 +368,48 @@ def test_weights_only_int8_rows_load_a_weights_only_preset(presets, tmp_path):
         fixed["first_text"] == without_int8["first_text"] == stock["first_text"]
     )
     assert fixed["graph"]["constant_mb"] < without_int8["graph"]["constant_mb"]
+
+
+def test_int4_rows_load_a_preset_saved_in_int4(presets, tmp_path):
+    """--dtype int4: every row loads the preset saved once after keras's
+    ``quantize("int4")``; with the int4 part the compiled step model holds
+    4-bit weights instead of float32 folds of the unpacked ones (fewer
+    constant bytes), the text the same as stock's and the fix's without
+    it. optimum-cli exports int4, the package's export does not."""
+    completed = _compare(
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--fix",
+        "off,on,int4",
+        "--dtype",
+        "int4",
+        "--repeats",
+        "1",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert all(run["ok"] for run in runs), [run["error"] for run in runs]
+    stock, without_int4, fixed = runs
+    current = environments.current_openvino()
+    assert fixed["label"] == f"openvino {current} fix + int4, int4"
+    saved = models.saved_preset_dir(models.preset_dir("gpt2_tiny"), "int4")
+    config = json.loads((saved / "config.json").read_text())
+    assert "int4" in json.dumps(config)
+    # q, k, v, output, up, down of each of 2 layers and the tied logits
+    # (whose inputs keras quantizes in a loaded int4 preset): 4-bit weights
+    # instead of float32 folds of the unpacking.
+    lowered = (
+        fixed["decisions"]["lowered"] - without_int4["decisions"]["lowered"]
+    )
+    assert lowered == 13
+    assert fixed["graph"]["constant_mb"] < without_int4["graph"]["constant_mb"]
+    assert (
+        fixed["first_text"] == without_int4["first_text"] == stock["first_text"]
+    )
+    assert native.weight_format_of("int4") == "int4"
+    with pytest.raises(ValueError, match="no native row for int4"):
+        native.weight_format_of("int4", "keras")
 
 
 def test_a_row_that_would_measure_another_quantization_fails(presets):

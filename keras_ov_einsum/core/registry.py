@@ -21,6 +21,7 @@ from .part import Part
 from ..parts.int8 import int8
 from ..parts.int8 import int8_layers
 from ..parts.int8 import dynamic_quantization
+from ..parts.int4 import int4
 from ..parts.ops import einsum
 from ..parts.ops import matmul
 from ..parts.generate import shared_masks

@@ -73,6 +73,7 @@ from ..ops.matmul import MATMUL, transposed_constant, untransposed_decline
 __all__ = [
     "COMPILE_OPTIONS_WARNING",
     "DYNAMIC_QUANTIZATION",
+    "FORM_MARK",
     "MAX_EXACT_CONTRACTION",
     "MAX_INT32_CONTRACTION",
     "PART",
@@ -81,6 +82,7 @@ __all__ = [
     "READ_BACK",
     "WEIGHTS_ONLY",
     "compile_options",
+    "compile_wrapper",
     "exact_int8_product",
     "int8_dot_product",
     "lower_int8",
@@ -112,12 +114,13 @@ COMPILE_OPTIONS_WARNING = (
     "another process) needs the caller to pass them, or its int8 results "
     "may be rounded"
 )
-# Marks the node that makes a kernel an int8 FullyConnected weight, so that
+# Marks the node that makes a kernel an int8 (or, the int4 part's, a 4-bit)
+# FullyConnected weight, so that
 # ``compile_options`` finds the models that hold one, with the form: an int8
 # x int8 product (exact only without dynamic quantization) or a weights-only
 # layer's (float32 inputs, which the dynamic_quantization part lets the
 # plugin quantize, as OpenVINO's own pipeline does).
-_MARK = "keras_ov_einsum_int8"
+FORM_MARK = "keras_ov_einsum_int8"
 _INT8_PRODUCT = "int8 product"
 WEIGHTS_ONLY = "weights only"
 READ_BACK = "read back"  # no mark: its form cannot be told
@@ -175,7 +178,7 @@ def _decompressed(kernel, plan, form=_INT8_PRODUCT):
         ones.reshape((-1, 1) if plan.transpose_b else (1, -1))
     )
     weights = ov_opset.multiply(ov_opset.convert(kernel, ov.Type.f32), scale)
-    weights.get_rt_info()[_MARK] = form
+    weights.get_rt_info()[FORM_MARK] = form
     return weights
 
 
@@ -461,8 +464,8 @@ def _int8_forms(model):
     forms = set()
     for node in model.get_ops():
         rt_info = node.get_rt_info()
-        if _MARK in rt_info:
-            forms.add(rt_info[_MARK].astype(str))
+        if FORM_MARK in rt_info:
+            forms.add(rt_info[FORM_MARK].astype(str))
         elif _is_int8_weight(node):
             forms.add(READ_BACK)
     return forms
@@ -542,7 +545,7 @@ def rewrite_int8(result, *args, **kwargs):
     return keras_result(outcome, convert_to)
 
 
-def _compile_wrapper(stock_compile_model):
+def compile_wrapper(stock_compile_model):
     @functools.wraps(stock_compile_model)
     def compile_model(self, model, device_name=None, config=None, **kwargs):
         # The int8 form is exact only in float32 without the plugin's dynamic
@@ -568,5 +571,5 @@ PART = Part(
     label=_label,
     default=False,
     requires=("einsum",),
-    wraps=((Hook("openvino", "Core.compile_model"), _compile_wrapper),),
+    wraps=((Hook("openvino", "Core.compile_model"), compile_wrapper),),
 )

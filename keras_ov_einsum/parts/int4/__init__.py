@@ -1,0 +1,1 @@
+"""The opt-in ``int4`` part: keras's int4 layers on their 4-bit kernels."""
