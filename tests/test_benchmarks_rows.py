@@ -209,7 +209,16 @@ def test_the_workers_parse_the_workload(monkeypatch, tmp_path):
         common
         + ["--prompt-ids", "1,2", "--prompt-ids", "4", "--new-tokens", "3"]
     )
-    assert [call[4:] for call in calls] == [([1, 2], 3), ([[1, 2], [4]], 3)]
+    native_worker.main(
+        common
+        + ["--prompt-ids", "1", "--new-tokens", "3", "--cache-dir", "cache"]
+    )
+    # (prompts, new tokens, CACHE_DIR: none unless asked)
+    assert [call[4:] for call in calls] == [
+        ([1, 2], 3, ""),
+        ([[1, 2], [4]], 3, ""),
+        ([1], 3, "cache"),
+    ]
 
 
 def test_a_batch_is_left_padded_for_the_native_pipelines():
