@@ -81,8 +81,9 @@ def main(argv=None):
         help="for openvino, comma-separated: off (stock), on (every default "
         "part), both (= off,on; the default), a default part alone ("
         + ", ".join(name for name, on in default_switches().items() if on)
-        + "), no_<part> (every default part but it), or an opt-in part on "
-        "top of on ("
+        + "), no_<part> (every default part but it), auto (on, with the "
+        "opt-in part a weight format needs: int8 for int8 and int8_weights, "
+        "int4 for int4), or an opt-in part on top of on ("
         + ", ".join(name for name, on in default_switches().items() if not on)
         + ")",
     )
@@ -237,9 +238,9 @@ def main(argv=None):
     fix_modes = []
     for mode in args.fix:
         for part in ["off", "on"] if mode == "both" else [mode]:
-            if part not in runner.FIX_PARTS:
+            if part not in runner.FIX_PARTS and part != runner.AUTO_FIX:
                 parser.error(
-                    f"unknown --fix {mode!r}; use both or "
+                    f"unknown --fix {mode!r}; use both, auto or "
                     f"{', '.join(runner.FIX_PARTS)}"
                 )
             if part not in fix_modes:

@@ -26,6 +26,7 @@ from benchmarks import environments, models, native
 
 __all__ = [
     "DTYPES",
+    "AUTO_FIX",
     "FIX_PARTS",
     "Configuration",
     "configurations",
@@ -77,6 +78,10 @@ def _fix_modes():
 
 
 _FIX_MODES = _fix_modes()
+# --fix auto: every default part, and the opt-in part a weight format
+# needs to be kept in its own type (the rows held against genai's).
+AUTO_FIX = "auto"
+AUTO_PARTS = {"int8": "int8", "int8_weights": "int8", "int4": "int4"}
 FIX_PARTS = {mode: parts for mode, (parts, _) in _FIX_MODES.items()}
 _FIX_NAMES = {mode: label for mode, (_, label) in _FIX_MODES.items()}
 # Weight formats: a keras dtype policy given to from_preset (bfloat16: the
@@ -215,7 +220,13 @@ def configurations(
                         )
                         continue
                     for environment in environment_names:
-                        for fix in fix_modes:
+                        fixes = [
+                            AUTO_PARTS.get(dtype, "on")
+                            if mode == AUTO_FIX
+                            else mode
+                            for mode in fix_modes
+                        ]
+                        for fix in dict.fromkeys(fixes):
                             if warm and fix == "off":
                                 continue
                             yield Configuration(

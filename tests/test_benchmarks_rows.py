@@ -378,3 +378,28 @@ def test_a_ragged_batch_generates_genai_s_tokens_row_by_row(presets, tmp_path):
         ]
         assert line.endswith("| yes |")
     assert models.PROMPTS[0] == models.PROMPT
+
+
+def test_fix_auto_takes_the_part_each_weight_format_needs(
+    monkeypatch, tmp_path
+):
+    configs = _configurations(
+        monkeypatch,
+        tmp_path,
+        "--backends",
+        "openvino",
+        "--fix",
+        "off,auto,on",
+        "--dtype",
+        "float32,int8_weights,int4",
+    )
+    assert [(c.dtype, c.fix) for c in configs] == [
+        ("float32", "off"),
+        ("float32", "on"),  # auto is on here: one row, not two
+        ("int8_weights", "off"),
+        ("int8_weights", "int8"),
+        ("int8_weights", "on"),
+        ("int4", "off"),
+        ("int4", "int4"),
+        ("int4", "on"),
+    ]
