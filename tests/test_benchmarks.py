@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from harness_runs import compare as _compare
 
 from benchmarks import (
     bandwidth,
@@ -80,28 +81,6 @@ def presets(tmp_path_factory):
         del os.environ["KERAS_OV_EINSUM_PRESETS"]
     else:
         os.environ["KERAS_OV_EINSUM_PRESETS"] = previous
-
-
-def _compare(out, *arguments):
-    """``python -m benchmarks compare`` on a 2-layer GPT-2, as users run it."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "compare",
-            "--model",
-            "gpt2_tiny",
-            *arguments,
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-    )
 
 
 @pytest.fixture(scope="module")

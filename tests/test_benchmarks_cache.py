@@ -3,16 +3,14 @@ side's compiled-model cache, filled by a run not recorded. Timings are
 never asserted."""
 
 import json
-import os
-import subprocess
-import sys
+
+from harness_runs import compare
 
 from benchmarks import cli, environments, report, runner, worker
 from installed import needs_harness
 
 pytestmark = needs_harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CURRENT = environments.current_openvino()
 
 
@@ -125,32 +123,18 @@ def test_the_keras_worker_refuses_a_cache_for_stock(tmp_path):
 def test_a_warm_row_imports_what_its_filling_run_stored(tmp_path):
     """The measured run's step model came from the cache, and the report
     pairs the warm Keras row with the warm genai row."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "compare",
-            "--model",
-            "gpt2_tiny",
-            "--backends",
-            "openvino,openvino-genai",
-            "--fix",
-            "on",
-            "--cache",
-            "warm",
-            "--new-tokens",
-            "3",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+    completed = compare(
+        tmp_path,
+        "--backends",
+        "openvino,openvino-genai",
+        "--fix",
+        "on",
+        "--cache",
+        "warm",
+        "--new-tokens",
+        "3",
+        "--repeats",
+        "1",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "filling its compiled-model cache" in completed.stdout

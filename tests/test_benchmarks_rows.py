@@ -4,10 +4,9 @@ never asserted."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from harness_runs import compare
 
 from benchmarks import (
     cli,
@@ -22,7 +21,6 @@ from installed import needs_harness
 
 pytestmark = needs_harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CURRENT = environments.current_openvino()
 
 
@@ -308,32 +306,18 @@ def test_a_ragged_batch_generates_genai_s_tokens_row_by_row(presets, tmp_path):
     """Keras with the fix and genai on the same weights, 3 new tokens, one
     prompt and a batch of 3 of different lengths: every row's tokens are
     genai's, counted N a row on both sides."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "compare",
-            "--model",
-            "gpt2_tiny",
-            "--backends",
-            "openvino,openvino-genai",
-            "--fix",
-            "on",
-            "--new-tokens",
-            "3",
-            "--batch",
-            "1,3",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+    completed = compare(
+        tmp_path,
+        "--backends",
+        "openvino,openvino-genai",
+        "--fix",
+        "on",
+        "--new-tokens",
+        "3",
+        "--batch",
+        "1,3",
+        "--repeats",
+        "1",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
