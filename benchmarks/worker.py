@@ -158,11 +158,13 @@ def measure(preset, fix, max_length, dtype="float32", new_tokens=None, batch=1):
                 "counts": dict(explanation.counts),
             }
             if fix.get("compiled_cache"):
+                from keras_ov_einsum.parts.generate import compiled_cache
+
                 # What the first call's step model came from.
                 decisions["compiled_cache"] = [
                     decision.reason
                     for decision in explanation
-                    if decision.equation.startswith("compiled_cache")
+                    if decision.equation == compiled_cache.LABEL
                 ]
         del causal_lm
         stage("deleted")

@@ -34,3 +34,16 @@ def part_paths(request, monkeypatch):
         )
         monkeypatch.setattr(install, "PARTS", without)
     return request.param
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory):
+    """A presets folder of the module's own (KERAS_OV_EINSUM_PRESETS)."""
+    folder = tmp_path_factory.mktemp("presets")
+    previous = os.environ.get("KERAS_OV_EINSUM_PRESETS")
+    os.environ["KERAS_OV_EINSUM_PRESETS"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["KERAS_OV_EINSUM_PRESETS"]
+    else:
+        os.environ["KERAS_OV_EINSUM_PRESETS"] = previous

@@ -1,10 +1,13 @@
-"""The harness's command line run as users run it, for the tests."""
+"""The harness's command line run as users run it, and what it would run,
+for the tests."""
 
 import os
 import subprocess
 import sys
 
-__all__ = ["compare"]
+from benchmarks import cli, environments, report, runner
+
+__all__ = ["compare", "configuration", "configurations"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,4 +31,36 @@ def compare(out, *arguments):
         text=True,
         timeout=900,
         env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+
+
+def configurations(monkeypatch, out, *arguments):
+    """The configurations ``compare`` would run with ``arguments``."""
+    ran = {}
+
+    def run_all(configs, **keywords):
+        ran.update(configs=configs, **keywords)
+        return {"runs": [{"ok": True}]}
+
+    monkeypatch.setattr(runner, "run_all", run_all)
+    monkeypatch.setattr(report, "render", lambda path: path)
+    code = cli.main(
+        ["compare", "--model", "gpt2_tiny", "--out", str(out), *arguments]
+    )
+    assert code == 0
+    return ran["configs"]
+
+
+def configuration(backend, **workload):
+    """A gpt2_tiny row of ``backend``: the fix for openvino, the f32 hint
+    for a native one."""
+    fix = "on" if backend == "openvino" else "off"
+    hint = None if backend == "openvino" else "f32"
+    return runner.Configuration(
+        "gpt2_tiny",
+        backend,
+        fix,
+        environments.CURRENT,
+        hint=hint,
+        **workload,
     )

@@ -72,18 +72,6 @@ def _check_anon_and_file(run):
 
 
 @pytest.fixture(scope="module")
-def presets(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("presets")
-    previous = os.environ.get("KERAS_OV_EINSUM_PRESETS")
-    os.environ["KERAS_OV_EINSUM_PRESETS"] = str(folder)
-    yield folder
-    if previous is None:
-        del os.environ["KERAS_OV_EINSUM_PRESETS"]
-    else:
-        os.environ["KERAS_OV_EINSUM_PRESETS"] = previous
-
-
-@pytest.fixture(scope="module")
 def tiny_run(presets, tmp_path_factory):
     """JAX, and OpenVINO with and without the fix."""
     out = tmp_path_factory.mktemp("run")

@@ -4,9 +4,9 @@ never asserted."""
 
 import json
 
-from harness_runs import compare
+from harness_runs import compare, configuration, configurations
 
-from benchmarks import cli, environments, report, runner, worker
+from benchmarks import cli, environments, runner, worker
 from installed import needs_harness
 
 pytestmark = needs_harness
@@ -14,22 +14,8 @@ pytestmark = needs_harness
 CURRENT = environments.current_openvino()
 
 
-def _configurations(monkeypatch, tmp_path, *arguments):
-    ran = {}
-
-    def run_all(configs, **keywords):
-        ran.update(configs=configs)
-        return {"runs": [{"ok": True}]}
-
-    monkeypatch.setattr(runner, "run_all", run_all)
-    monkeypatch.setattr(report, "render", lambda path: path)
-    command = ["compare", "--model", "gpt2_tiny", "--out", str(tmp_path)]
-    assert cli.main(command + list(arguments)) == 0
-    return ran["configs"]
-
-
 def test_warm_rows_are_the_ones_with_a_cache(monkeypatch, tmp_path):
-    configs = _configurations(
+    configs = configurations(
         monkeypatch,
         tmp_path,
         "--backends",
@@ -62,19 +48,11 @@ def test_compare_rejects_another_cache(capsys):
     assert "--cache hot: use cold and/or warm" in capsys.readouterr().err
 
 
-def _configuration(backend, warm):
-    fix = "on" if backend == "openvino" else "off"
-    hint = None if backend == "openvino" else "f32"
-    return runner.Configuration(
-        "gpt2_tiny", backend, fix, environments.CURRENT, hint=hint, warm=warm
-    )
-
-
 def test_each_warm_row_gets_its_own_folder_filled_once(tmp_path):
     caches = runner._Caches()
-    keras = _configuration("openvino", warm=True)
-    genai = _configuration("openvino-genai", warm=True)
-    cold = _configuration("openvino", warm=False)
+    keras = configuration("openvino", warm=True)
+    genai = configuration("openvino-genai", warm=True)
+    cold = configuration("openvino", warm=False)
     assert caches.folder(cold) is None and not caches.to_fill(cold)
     folders = {caches.folder(keras), caches.folder(genai)}
     assert len(folders) == 2

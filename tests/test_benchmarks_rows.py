@@ -3,10 +3,9 @@ to the worker commands, the records and the report's rows. Timings are
 never asserted."""
 
 import json
-import os
 
 import pytest
-from harness_runs import compare
+from harness_runs import compare, configuration, configurations
 
 from benchmarks import (
     cli,
@@ -24,25 +23,8 @@ pytestmark = needs_harness
 CURRENT = environments.current_openvino()
 
 
-def _configurations(monkeypatch, tmp_path, *arguments):
-    """The configurations ``compare`` would run with ``arguments``."""
-    ran = {}
-
-    def run_all(configs, **keywords):
-        ran.update(configs=configs, **keywords)
-        return {"runs": [{"ok": True}]}
-
-    monkeypatch.setattr(runner, "run_all", run_all)
-    monkeypatch.setattr(report, "render", lambda path: path)
-    code = cli.main(
-        ["compare", "--model", "gpt2_tiny", "--out", str(tmp_path), *arguments]
-    )
-    assert code == 0
-    return ran["configs"]
-
-
 def test_new_tokens_and_batch_are_rows_of_their_own(monkeypatch, tmp_path):
-    configs = _configurations(
+    configs = configurations(
         monkeypatch,
         tmp_path,
         "--backends",
@@ -81,7 +63,7 @@ def test_new_tokens_and_batch_are_rows_of_their_own(monkeypatch, tmp_path):
 
 
 def test_without_the_options_rows_are_as_before(monkeypatch, tmp_path):
-    configs = _configurations(
+    configs = configurations(
         monkeypatch, tmp_path, "--backends", "openvino", "--dtype", "int8"
     )
     assert [(c.new_tokens, c.batch) for c in configs] == [(None, 1)] * 2
@@ -90,7 +72,7 @@ def test_without_the_options_rows_are_as_before(monkeypatch, tmp_path):
         f"openvino {CURRENT} fix, int8",
     ]
     # A batch alone keeps --max-length's length.
-    (config,) = _configurations(
+    (config,) = configurations(
         monkeypatch, tmp_path, "--backends", "jax", "--batch", "3"
     )
     assert (config.new_tokens, config.batch) == (None, 3)
@@ -113,19 +95,6 @@ def test_compare_rejects_impossible_workloads(arguments, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def _configuration(backend, **workload):
-    fix = "on" if backend == "openvino" else "off"
-    hint = None if backend == "openvino" else "f32"
-    return runner.Configuration(
-        "gpt2_tiny",
-        backend,
-        fix,
-        environments.CURRENT,
-        hint=hint,
-        **workload,
-    )
-
-
 def _option(command, name):
     """Every value given to option ``name`` in ``command``."""
     return [command[i + 1] for i, item in enumerate(command) if item == name]
@@ -133,14 +102,14 @@ def _option(command, name):
 
 def test_the_keras_worker_is_told_the_workload():
     command, _ = runner._keras_command(
-        "python", "preset", _configuration("openvino"), 10
+        "python", "preset", configuration("openvino"), 10
     )
     assert _option(command, "--max-length") == ["10"]
     assert not _option(command, "--new-tokens") + _option(command, "--batch")
     command, _ = runner._keras_command(
         "python",
         "preset",
-        _configuration("openvino", new_tokens=256, batch=4),
+        configuration("openvino", new_tokens=256, batch=4),
         10,
     )
     assert _option(command, "--new-tokens") == ["256"]
@@ -157,14 +126,14 @@ EXPORTED = {
 
 def test_the_native_worker_gets_each_prompt_and_the_new_tokens():
     command, _ = runner._native_command(
-        "python", EXPORTED, _configuration("openvino-genai"), 10
+        "python", EXPORTED, configuration("openvino-genai"), 10
     )
     assert _option(command, "--prompt-ids") == ["1,2"]
     assert _option(command, "--new-tokens") == ["8"]  # 10 - 2, as before
     command, _ = runner._native_command(
         "python",
         EXPORTED,
-        _configuration("openvino-genai", new_tokens=256, batch=4),
+        configuration("openvino-genai", new_tokens=256, batch=4),
         10,
     )
     assert _option(command, "--prompt-ids") == [
@@ -176,7 +145,7 @@ def test_the_native_worker_gets_each_prompt_and_the_new_tokens():
     assert _option(command, "--new-tokens") == ["256"]
     # A batch under --max-length: what it leaves after the longest prompt.
     command, _ = runner._native_command(
-        "python", EXPORTED, _configuration("optimum-intel", batch=3), 10
+        "python", EXPORTED, configuration("optimum-intel", batch=3), 10
     )
     assert _option(command, "--new-tokens") == ["5"]
 
@@ -290,18 +259,6 @@ def test_the_report_pairs_rows_of_the_same_workload(tmp_path):
     assert "| fix, 8, batch 2 | 0.80 (at least 1.0: missed) |" in table
 
 
-@pytest.fixture(scope="module")
-def presets(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("presets")
-    previous = os.environ.get("KERAS_OV_EINSUM_PRESETS")
-    os.environ["KERAS_OV_EINSUM_PRESETS"] = str(folder)
-    yield folder
-    if previous is None:
-        del os.environ["KERAS_OV_EINSUM_PRESETS"]
-    else:
-        os.environ["KERAS_OV_EINSUM_PRESETS"] = previous
-
-
 def test_a_ragged_batch_generates_genai_s_tokens_row_by_row(presets, tmp_path):
     """Keras with the fix and genai on the same weights, 3 new tokens, one
     prompt and a batch of 3 of different lengths: every row's tokens are
@@ -367,7 +324,7 @@ def test_a_ragged_batch_generates_genai_s_tokens_row_by_row(presets, tmp_path):
 def test_fix_auto_takes_the_part_each_weight_format_needs(
     monkeypatch, tmp_path
 ):
-    configs = _configurations(
+    configs = configurations(
         monkeypatch,
         tmp_path,
         "--backends",
